@@ -1,0 +1,27 @@
+"""PyTorch Labs core: data, seeding, the trainer, mixed precision, checkpoints, metrics, logging.
+
+The pieces, one idea per module:
+
+- ``seed``        seed_everything, deterministic mode, RNG state for checkpoints
+- ``device``      pick_device, Precision (fp32 / bf16 / fp16 + grad scaler)
+- ``trainer``     Trainer (fit -> train_one_epoch / evaluate) and the Callback events
+- ``callbacks``   Checkpointing, EarlyStopping, RunLogger (TensorBoard, metrics.jsonl), ProgressBar
+- ``checkpoint``  atomic save, safe load (weights_only=True), clear architecture mismatches
+- ``metrics``     accuracy, top-k, confusion matrix, precision / recall / F1, confusion PNG
+- ``summary``     per-layer shapes and parameter counts via forward hooks
+- ``config``      RunConfig dataclass -> generated command line
+- ``data``        datasets by name, cache, fast on-device loader, standard DataLoader path
+- ``experiment``  run_classifier / classifier_main: config -> finished run directory
+"""
+
+from .callbacks import Checkpointing, EarlyStopping, ProgressBar, RunLogger
+from .checkpoint import load_checkpoint, load_model_state, save_checkpoint
+from .config import RunConfig, arg, parse_config
+from .device import Precision, pick_device
+from .errors import LabError, NonFiniteLossError
+from .seed import seed_everything
+from .trainer import Callback, ClassificationLoss, Trainer
+
+__all__ = ["Callback", "Checkpointing", "ClassificationLoss", "EarlyStopping", "LabError", "NonFiniteLossError",
+           "Precision", "ProgressBar", "RunConfig", "RunLogger", "Trainer", "arg", "load_checkpoint",
+           "load_model_state", "parse_config", "pick_device", "save_checkpoint", "seed_everything"]

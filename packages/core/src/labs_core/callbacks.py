@@ -1,0 +1,130 @@
+"""The features that hang on the trainer's events: checkpoints, early stopping, logging, progress."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from .checkpoint import save_checkpoint
+from .trainer import Callback, Trainer
+
+
+class Checkpointing(Callback):
+    """Write ``last.pt`` after every epoch and ``best.pt`` when the monitored metric improves.
+
+    ``extra`` (the resolved config, class names, ...) is stored in every checkpoint.
+    """
+
+    def __init__(self, folder: str | Path, extra: dict | None = None):
+        self.folder = Path(folder)
+        self.extra = extra or {}
+        self.last_path = self.folder / "last.pt"
+        self.best_path = self.folder / "best.pt"
+
+    def on_epoch_end(self, trainer: Trainer, logs: dict) -> None:
+        state = {**trainer.state_dict(), **self.extra}
+        save_checkpoint(self.last_path, state)
+        if trainer.improved or not self.best_path.exists():
+            save_checkpoint(self.best_path, state)
+
+
+class EarlyStopping(Callback):
+    """Stop when the trainer's monitored metric has not improved for ``patience`` epochs."""
+
+    def __init__(self, patience: int):
+        self.patience = patience
+        self.wait = 0
+
+    def on_epoch_end(self, trainer: Trainer, logs: dict) -> None:
+        self.wait = 0 if trainer.improved else self.wait + 1
+        if self.wait >= self.patience:
+            trainer.should_stop = True
+            trainer.stop_reason = (f"early stopping: {trainer.monitor} has not improved for "
+                                   f"{self.patience} epoch(s) (best {trainer.best['value']:.4g} "
+                                   f"at epoch {trainer.best['epoch']})")
+
+    def state_dict(self) -> dict:
+        return {"wait": self.wait}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.wait = state["wait"]
+
+
+class RunLogger(Callback):
+    """TensorBoard scalars, ``metrics.jsonl`` (one object per epoch) and one console line per epoch."""
+
+    def __init__(self, run_dir: str | Path, quiet: bool = False, log_every: int = 50, stream=None):
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.writer = SummaryWriter(log_dir=str(self.run_dir / "tb"))
+        self.jsonl = self.run_dir / "metrics.jsonl"
+        self.quiet = quiet
+        self.log_every = log_every
+        self.stream = stream or sys.stdout
+
+    def on_step_end(self, trainer: Trainer, loss) -> None:
+        if self.log_every and trainer.global_step % self.log_every == 0:
+            self.writer.add_scalar("step/train_loss", loss.item(), trainer.global_step)
+            self.writer.add_scalar("step/lr", trainer.optimizer.param_groups[0]["lr"], trainer.global_step)
+
+    def on_epoch_end(self, trainer: Trainer, logs: dict) -> None:
+        for key, value in logs.items():
+            if key not in ("epoch", "step") and isinstance(value, (int, float)):
+                self.writer.add_scalar(f"epoch/{key}", value, logs["epoch"])
+        self.writer.flush()
+        with self.jsonl.open("a") as f:
+            f.write(json.dumps(logs) + "\n")
+        if not self.quiet:
+            print(format_epoch_line(logs, trainer.epochs), file=self.stream, flush=True)
+
+    def on_fit_end(self, trainer: Trainer) -> None:
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def format_epoch_line(logs: dict, epochs: int) -> str:
+    parts = [f"epoch {logs['epoch']:>3}/{epochs}"]
+    for key, value in logs.items():
+        if key in ("epoch", "step"):
+            continue
+        if isinstance(value, float):
+            parts.append(f"{key} {value:.3e}" if key == "lr" else f"{key} {value:.4f}")
+        else:
+            parts.append(f"{key} {value}")
+    return "  ".join(parts)
+
+
+class ProgressBar(Callback):
+    """A tqdm bar over each epoch's batches; silent when stderr is not a terminal or when quiet."""
+
+    def __init__(self, quiet: bool = False):
+        self.enabled = not quiet and sys.stderr.isatty()
+        self.bar = None
+
+    def on_epoch_start(self, trainer: Trainer) -> None:
+        if not self.enabled:
+            return
+        from tqdm.auto import tqdm
+
+        try:
+            total = len(trainer.train_loader)
+        except TypeError:
+            total = None
+        self.bar = tqdm(total=total, desc=f"epoch {trainer.epoch + 1}/{trainer.epochs}", leave=False,
+                        dynamic_ncols=True, initial=trainer.batch_in_epoch)
+
+    def on_step_end(self, trainer: Trainer, loss) -> None:
+        if self.bar is not None:
+            self.bar.update(trainer.grad_accum)
+            if trainer.global_step % 20 == 0:
+                self.bar.set_postfix(loss=f"{loss.item():.4f}")
+
+    def on_epoch_end(self, trainer: Trainer, logs: dict) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None

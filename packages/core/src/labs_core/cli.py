@@ -1,0 +1,53 @@
+"""What every lab's ``main`` shares: the error guard and the run directory."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from .checkpoint import atomic_write_bytes
+from .errors import LabError
+
+
+def main_guard(prog: str, fn: Callable[[], int | None]) -> int:
+    """Run ``fn``; a ``LabError`` becomes one line on stderr and exit code 2, Ctrl-C exit code 130."""
+    try:
+        return fn() or 0
+    except LabError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+
+
+def make_run_dir(lab: str, out: str = "", root: str | Path = "runs") -> Path:
+    """``out`` if given, else ``runs/<lab>/<timestamp>`` (with a suffix if that already exists)."""
+    if out:
+        path = Path(out)
+    else:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        path = Path(root) / lab / stamp
+        n = 1
+        while path.exists():
+            path = Path(root) / lab / f"{stamp}-{n}"
+            n += 1
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def find_latest_checkpoint(lab: str, root: str | Path = "runs") -> Path:
+    """The newest ``runs/<lab>/*/checkpoints/last.pt`` (what ``--resume`` with no path means)."""
+    candidates = sorted(Path(root, lab).glob("*/checkpoints/last.pt"), key=lambda p: p.stat().st_mtime)
+    if not candidates:
+        raise LabError(f"--resume: no earlier run with a checkpoint under {Path(root, lab)} (give a PATH)")
+    return candidates[-1]
+
+
+def write_json(path: str | Path, obj) -> None:
+    """Write JSON atomically, so a crash never leaves half a file."""
+    data = (json.dumps(obj, indent=2, default=str) + "\n").encode()
+    atomic_write_bytes(path, lambda f: f.write(data))

@@ -1,0 +1,15 @@
+"""One exception type for everything a user can cause.
+
+A ``LabError`` ends a command with one clear line on stderr and exit code 2 (see ``cli.main_guard``),
+never a traceback. Raise it with a message that names the file, flag or value at fault.
+"""
+
+
+class LabError(Exception):
+    """A problem the user can fix: a bad flag, a missing or corrupt file, no network."""
+
+    exit_code = 2
+
+
+class NonFiniteLossError(LabError):
+    """The loss became NaN or infinite; training stopped before anything good was overwritten."""

@@ -1,0 +1,196 @@
+"""From a config to a finished run: data, model, optimizer, trainer, report. What every
+classification lab's ``main`` calls; a lab only supplies its config class and a model builder."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .callbacks import Checkpointing, EarlyStopping, ProgressBar, RunLogger
+from .checkpoint import load_checkpoint
+from .cli import find_latest_checkpoint, make_run_dir, write_json
+from .config import RunConfig
+from .data import DataSplits, Loaders, build_loaders, load_dataset
+from .device import Precision, pick_device
+from .errors import LabError, NonFiniteLossError
+from .metrics import confusion_matrix, format_confusion_matrix, plot_confusion_matrix, precision_recall_f1
+from .seed import seed_everything
+from .trainer import ClassificationLoss, Trainer
+
+
+def build_optimizer(cfg: RunConfig, model: nn.Module) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0,
+                               weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    raise LabError(f"unknown optimizer {cfg.optimizer!r}")
+
+
+def build_scheduler(cfg: RunConfig, optimizer, steps_per_epoch: int):
+    """Returns ``(scheduler or None, interval)``. Step-based schedules use optimizer steps."""
+    steps_per_epoch = max(1, -(-steps_per_epoch // cfg.grad_accum))
+    total = cfg.epochs * steps_per_epoch
+    if cfg.max_steps:
+        total = min(total, cfg.max_steps)
+    if cfg.scheduler == "none":
+        return None, "epoch"
+    if cfg.scheduler == "step":  # x0.7 every epoch, the classic MNIST recipe
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.7), "epoch"
+    if cfg.scheduler == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=total), "step"
+    if cfg.scheduler == "cosine":
+        warmup = min(int(cfg.warmup_epochs * steps_per_epoch), total - 1)
+        cosine = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, total - warmup))
+        if warmup <= 0:
+            return cosine, "step"
+        ramp = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=1e-3, total_iters=warmup)
+        return torch.optim.lr_scheduler.SequentialLR(optimizer, [ramp, cosine], milestones=[warmup]), "step"
+    raise LabError(f"unknown scheduler {cfg.scheduler!r}")
+
+
+@dataclass
+class RunResult:
+    summary: dict
+    run_dir: Path
+    trainer: Trainer
+    loaders: Loaders
+    model: nn.Module
+
+
+def describe(data: DataSplits) -> str:
+    sizes = " / ".join(f"{len(p[1])} {n}" for n, p in (("train", data.train), ("val", data.val), ("test", data.test))
+                       if p is not None)
+    shape = "x".join(map(str, data.input_shape))
+    return f"{data.name} ({sizes}; {shape}; {data.num_classes} classes)"
+
+
+def run_classifier(cfg: RunConfig, build_model: Callable[[DataSplits], nn.Module], *,
+                   stream=None, extra_checkpoint: dict | None = None) -> RunResult:
+    """Train ``build_model(data)`` as ``cfg`` says and write the run directory. Returns the result."""
+    out = stream or sys.stdout
+    say = (lambda *a: None) if cfg.quiet else (lambda msg: print(msg, file=out, flush=True))
+    started = time.perf_counter()
+    device = pick_device(cfg.device)
+    seed_everything(cfg.seed, cfg.deterministic)
+
+    resume_state, run_dir = None, None
+    if cfg.resume:
+        ckpt_path = find_latest_checkpoint(cfg.lab) if cfg.resume == "latest" else Path(cfg.resume)
+        resume_state = load_checkpoint(ckpt_path)
+        run_dir = Path(cfg.out) if cfg.out else ckpt_path.parent.parent
+        say(f"resuming from {ckpt_path} (epoch {resume_state['epoch']}, step {resume_state['global_step']})")
+
+    data = load_dataset(cfg.dataset, cfg.data_dir, image_size=cfg.image_size, skip_bad_files=cfg.skip_bad_files,
+                        label_column=cfg.label_column, decode=cfg.loader == "fast")
+    loaders = build_loaders(data, batch_size=cfg.batch_size, device=device, seed=cfg.seed,
+                            val_fraction=cfg.val_fraction, stratify=cfg.stratify, augment=cfg.augment,
+                            overfit=cfg.overfit, loader=cfg.loader, num_workers=cfg.num_workers,
+                            balanced_sampler=cfg.balanced_sampler, use_class_weights=cfg.class_weights)
+    data = loaders.data
+    for note in data.notes:
+        say(f"note: {note}")
+    model = build_model(data).to(device)
+    precision = Precision(cfg.precision, device)
+    optimizer = build_optimizer(cfg, model)
+    scheduler, interval = build_scheduler(cfg, optimizer, len(loaders.train))
+
+    run_dir = run_dir or make_run_dir(cfg.lab, cfg.out)
+    n_params = sum(p.numel() for p in model.parameters())
+    write_json(run_dir / "config.json", {**cfg.to_dict(), "lab": cfg.lab, "resolved": {
+        "device": str(device), "dataset": describe(data), "classes": data.classes,
+        "input_shape": list(data.input_shape), "mean": list(data.mean), "std": list(data.std),
+        "parameters": n_params, "model": type(model).__name__}})
+    say(f"{cfg.lab}: {describe(data)} | {type(model).__name__} {n_params:,} params | {device} {cfg.precision}")
+
+    extra = {"config": cfg.to_dict(), "lab": cfg.lab, "classes": data.classes,
+             "input_shape": list(data.input_shape), "mean": list(data.mean), "std": list(data.std),
+             **(extra_checkpoint or {})}
+    logger = RunLogger(run_dir, quiet=cfg.quiet, stream=out)
+    checkpointing = Checkpointing(run_dir / "checkpoints", extra=extra)
+    callbacks = [logger, ProgressBar(cfg.quiet), checkpointing]
+    if cfg.patience:
+        callbacks.append(EarlyStopping(cfg.patience))
+    monitor_mode = "max" if cfg.monitor.endswith(("acc", "accuracy", "f1")) else "min"
+    trainer = Trainer(model, optimizer, loaders.train, loaders.val,
+                      loss_fn=ClassificationLoss(cfg.label_smoothing, loaders.class_weights),
+                      scheduler=scheduler, scheduler_interval=interval, precision=precision, device=device,
+                      epochs=cfg.epochs, max_steps=cfg.max_steps, grad_accum=cfg.grad_accum,
+                      grad_clip=cfg.grad_clip, monitor=cfg.monitor if loaders.val is not None else "train_loss",
+                      mode=monitor_mode, callbacks=callbacks)
+    if resume_state is not None:
+        trainer.load_state_dict(resume_state, source=f"checkpoint {cfg.resume}")
+    try:
+        trainer.fit()
+    except NonFiniteLossError as exc:
+        logger.close()
+        kept = checkpointing.last_path if checkpointing.last_path.exists() else None
+        raise NonFiniteLossError(f"{exc}; last good checkpoint: {kept or 'none yet'}") from None
+    if trainer.stop_reason:
+        say(trainer.stop_reason)
+
+    summary = report(cfg, trainer, loaders, run_dir, logger, time.perf_counter() - started, say)
+    logger.close()
+    say(f"run directory: {run_dir}")
+    return RunResult(summary=summary, run_dir=run_dir, trainer=trainer, loaders=loaders, model=model)
+
+
+def report(cfg: RunConfig, trainer: Trainer, loaders: Loaders, run_dir: Path, logger: RunLogger,
+           wall: float, say) -> dict:
+    """Final metrics, test evaluation, confusion matrix (text, PNG, TensorBoard) and summary.json."""
+    data = loaders.data
+    last = trainer.history[-1] if trainer.history else {}
+    metrics = {k: v for k, v in last.items() if k not in ("epoch", "step")}
+    if loaders.test is not None and not cfg.overfit:
+        logits, targets = trainer.predict(loaders.test)
+        preds = logits.argmax(1)
+        metrics["test_acc"] = (preds == targets).float().mean().item()
+        cm = confusion_matrix(preds, targets, data.num_classes)
+        per_class = precision_recall_f1(cm)
+        metrics["test_macro_f1"] = per_class["f1"].mean().item()
+        text = format_confusion_matrix(cm, data.classes)
+        (run_dir / "confusion_matrix.txt").write_text(text + "\n")
+        fig = plot_confusion_matrix(cm, data.classes, run_dir / "confusion_matrix.png",
+                                    title=f"{cfg.lab} on {data.name}: test accuracy {metrics['test_acc']:.2%}")
+        logger.writer.add_figure("confusion_matrix", fig, trainer.epoch)
+        say(f"test accuracy {metrics['test_acc']:.4f}  (confusion matrix: {run_dir / 'confusion_matrix.png'})")
+    summary = {
+        "metrics": metrics,
+        "best": trainer.best,
+        "epochs_run": trainer.epoch,
+        "steps": trainer.global_step,
+        "wall_seconds": round(wall, 3),
+        "device": str(trainer.device),
+        "precision": trainer.precision.name,
+        "seed": cfg.seed,
+        "skipped_steps": trainer.skipped_steps,
+        "stop_reason": trainer.stop_reason,
+    }
+    write_json(run_dir / "summary.json", summary)
+    return summary
+
+
+def classifier_main(cfg_cls: type[RunConfig], build_model: Callable[[DataSplits], nn.Module], prog: str,
+                    argv: list[str] | None = None, description: str = "") -> int:
+    """A lab's whole ``main``: parse flags, train, report; user errors -> one line, exit code 2."""
+    from .cli import main_guard
+    from .config import parse_config
+
+    def run() -> int:
+        try:
+            cfg = parse_config(cfg_cls, argv, prog, description)
+        except SystemExit as exc:  # --help (0) or a bad flag (2, message already printed)
+            return int(exc.code or 0)
+        run_classifier(cfg, build_model)
+        return 0
+
+    return main_guard(prog, run)

@@ -1,0 +1,351 @@
+"""The trainer: one loop that knows nothing about the model, and a handful of events.
+
+Read it top to bottom: ``fit`` runs epochs; an epoch is ``train_one_epoch`` then ``evaluate``;
+features (checkpoints, early stopping, logging, progress) are callbacks on five events:
+
+    on_fit_start -> (on_epoch_start -> on_step_end* -> on_epoch_end)* -> on_fit_end
+
+A step is ``forward_fn(model, batch)`` under the precision policy's autocast, then
+``loss_fn(outputs, batch)`` in fp32, returning a dict with ``"loss"`` and any other per-batch means
+(``"acc"`` for classifiers, loss parts for a detector). Each dict entry is averaged over the epoch
+and logged as ``train_<name>`` / ``val_<name>``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable, Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .device import Precision
+from .errors import LabError, NonFiniteLossError
+from .seed import get_rng_state, set_rng_state
+
+
+def default_forward(model: nn.Module, batch) -> Tensor:
+    return model(batch[0])
+
+
+class ClassificationLoss:
+    """Cross-entropy (optionally label-smoothed and class-weighted) plus batch accuracy."""
+
+    def __init__(self, label_smoothing: float = 0.0, weight: Tensor | None = None):
+        self.label_smoothing = label_smoothing
+        self.weight = weight
+
+    def __call__(self, logits: Tensor, batch) -> dict[str, Tensor]:
+        y = batch[1]
+        weight = None if self.weight is None else self.weight.to(logits.device)
+        loss = F.cross_entropy(logits, y, weight=weight, label_smoothing=self.label_smoothing)
+        acc = (logits.argmax(dim=1) == y).float().mean()
+        return {"loss": loss, "acc": acc}
+
+
+def to_device(batch, device: torch.device):
+    if isinstance(batch, Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(to_device(b, device) for b in batch)
+    if isinstance(batch, dict):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    return batch
+
+
+def _float_outputs(out):
+    """Outputs of an autocast forward, cast to fp32 so the loss is computed in full precision."""
+    if isinstance(out, Tensor):
+        return out.float() if out.is_floating_point() else out
+    if isinstance(out, (list, tuple)):
+        return type(out)(_float_outputs(o) for o in out)
+    if isinstance(out, dict):
+        return {k: _float_outputs(v) for k, v in out.items()}
+    return out
+
+
+def _batch_size(batch) -> int:
+    first = batch[0] if isinstance(batch, (list, tuple)) else next(iter(batch.values()))
+    return len(first)
+
+
+class Callback:
+    """Override the events you need. ``state_dict`` goes into checkpoints."""
+
+    def on_fit_start(self, trainer: Trainer) -> None: ...
+    def on_epoch_start(self, trainer: Trainer) -> None: ...
+    def on_step_end(self, trainer: Trainer, loss: Tensor) -> None: ...
+    def on_epoch_end(self, trainer: Trainer, logs: dict) -> None: ...
+    def on_fit_end(self, trainer: Trainer) -> None: ...
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None: ...
+
+
+class Trainer:
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        train_loader: Iterable,
+        val_loader: Iterable | None = None,
+        *,
+        loss_fn: Callable[..., dict[str, Tensor]] | None = None,
+        forward_fn: Callable[[nn.Module, object], object] = default_forward,
+        scheduler=None,
+        scheduler_interval: str = "epoch",  # "epoch" or "step"
+        precision: Precision | None = None,
+        device: torch.device | str = "cpu",
+        epochs: int = 1,
+        max_steps: int = 0,  # 0: no limit; else stop after this many optimizer steps
+        grad_accum: int = 1,  # micro-batches per optimizer step
+        grad_clip: float = 0.0,  # max global grad norm; 0: off
+        grad_norm_every: int = 25,  # measure the grad norm every N steps when not clipping
+        monitor: str = "val_loss",
+        mode: str = "min",
+        callbacks: Iterable[Callback] = (),
+    ):
+        if scheduler_interval not in ("epoch", "step"):
+            raise ValueError("scheduler_interval must be 'epoch' or 'step'")
+        if mode not in ("min", "max"):
+            raise ValueError("mode must be 'min' or 'max'")
+        self.device = torch.device(device)
+        self.model = model.to(self.device)
+        self.optimizer = optimizer
+        self.train_loader, self.val_loader = train_loader, val_loader
+        self.loss_fn = loss_fn or ClassificationLoss()
+        self.forward_fn = forward_fn
+        self.scheduler, self.scheduler_interval = scheduler, scheduler_interval
+        self.precision = precision or Precision("fp32", self.device)
+        self.epochs, self.max_steps = epochs, max_steps
+        self.grad_accum, self.grad_clip, self.grad_norm_every = max(1, grad_accum), grad_clip, grad_norm_every
+        self.monitor, self.mode = monitor, mode
+        self.callbacks = list(callbacks)
+        # Progress. ``epoch`` counts finished epochs; ``batch_in_epoch`` is where an interrupted
+        # (max_steps) epoch stopped, so a resume starts at the next batch.
+        self.epoch = 0
+        self.batch_in_epoch = 0
+        self.global_step = 0
+        self.best: dict = {"metric": monitor, "value": None, "epoch": None}
+        self.improved = False
+        self.should_stop = False
+        self.stop_reason = ""
+        self.skipped_steps = 0  # fp16 steps the grad scaler skipped (inf/nan gradients)
+        self.history: list[dict] = []
+
+    # ---------------------------------------------------------------- the loop
+    def fit(self) -> list[dict]:
+        self._emit("on_fit_start")
+        while self.epoch < self.epochs and not self.should_stop and not self._step_budget_spent():
+            self._emit("on_epoch_start")
+            train_logs = self.train_one_epoch()
+            val_logs = self.evaluate(self.val_loader, prefix="val") if self.val_loader is not None else {}
+            finished = self.batch_in_epoch == 0  # False when max_steps stopped mid-epoch
+            if finished:
+                self.epoch += 1
+                if self.scheduler is not None and self.scheduler_interval == "epoch":
+                    self.scheduler.step()
+            logs = {"epoch": self.epoch if finished else self.epoch + 1, "step": self.global_step,
+                    **train_logs, **val_logs, "lr": self.optimizer.param_groups[0]["lr"]}
+            self.improved = self._update_best(logs)
+            self.history.append(logs)
+            self._emit("on_epoch_end", logs)
+        self._emit("on_fit_end")
+        return self.history
+
+    def train_one_epoch(self) -> dict[str, float]:
+        model, opt, prec = self.model, self.optimizer, self.precision
+        model.train()
+        _set_epoch(self.train_loader, self.epoch)
+        sums: dict[str, Tensor] = {}
+        count = 0
+        norms: list[Tensor] = []
+        start = self.batch_in_epoch
+        batches = _iterate_from(self.train_loader, start)
+        n_batches = _len_or_none(self.train_loader)
+        self.batch_in_epoch = 0
+        for i, batch in enumerate(batches, start=start):
+            batch = to_device(batch, self.device)
+            with prec.autocast():
+                out = self.forward_fn(model, batch)
+            losses = self.loss_fn(_float_outputs(out), batch)
+            loss = losses["loss"]
+            if not torch.isfinite(loss):
+                raise NonFiniteLossError(
+                    f"loss became {loss.item()} at step {self.global_step + 1} (epoch {self.epoch + 1}, "
+                    f"batch {i + 1}); stopped before writing anything (try a lower --lr or --precision fp32)")
+            prec.scaler.scale(loss / self.grad_accum).backward()
+            n = _batch_size(batch)
+            count += n
+            for k, v in losses.items():
+                sums[k] = sums.get(k, 0.0) + v.detach() * n
+            last_micro = (i + 1) % self.grad_accum == 0 or (n_batches is not None and i + 1 == n_batches)
+            if last_micro:
+                norm = self._optimizer_step(measure=self.grad_clip > 0 or self.global_step % self.grad_norm_every == 0)
+                if norm is not None:
+                    norms.append(norm)
+                self._emit("on_step_end", loss.detach())
+                if self._step_budget_spent():
+                    if n_batches is None or i + 1 < n_batches:
+                        self.batch_in_epoch = i + 1
+                    break
+        logs = {f"train_{k}": (v / max(count, 1)).item() for k, v in sums.items()}
+        if norms:
+            logs["grad_norm"] = torch.stack(norms).mean().item()
+        if prec.uses_scaler:
+            logs["loss_scale"] = prec.scaler.get_scale()
+            logs["skipped_steps"] = self.skipped_steps
+        return logs
+
+    def _optimizer_step(self, measure: bool) -> Tensor | None:
+        """Unscale (fp16), clip or measure the grad norm, step, update the scaler and scheduler."""
+        opt, scaler = self.optimizer, self.precision.scaler
+        norm = None
+        if measure:
+            scaler.unscale_(opt)  # clip and report true gradient norms, not scaled ones
+            params = [p for g in opt.param_groups for p in g["params"] if p.grad is not None]
+            if self.grad_clip > 0:
+                norm = torch.nn.utils.clip_grad_norm_(params, self.grad_clip)
+            elif params:
+                norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in params]))
+        if scaler.is_enabled():
+            scale_before = scaler.get_scale()
+            scaler.step(opt)
+            scaler.update()
+            if scaler.get_scale() < scale_before:
+                self.skipped_steps += 1
+        else:
+            opt.step()
+        opt.zero_grad(set_to_none=True)
+        self.global_step += 1
+        if self.scheduler is not None and self.scheduler_interval == "step":
+            self.scheduler.step()
+        if norm is not None and not torch.isfinite(norm):
+            norm = None  # a skipped fp16 step; not a meaningful norm
+        return norm
+
+    @torch.inference_mode()
+    def evaluate(self, loader: Iterable, prefix: str = "val") -> dict[str, float]:
+        sums, count = self._run_eval(loader, collect=False)[:2]
+        return {f"{prefix}_{k}": (v / max(count, 1)).item() for k, v in sums.items()}
+
+    @torch.inference_mode()
+    def predict(self, loader: Iterable) -> tuple[Tensor, Tensor]:
+        """Model outputs (fp32, on CPU) and targets for every batch of ``loader``."""
+        _, _, outs, targets = self._run_eval(loader, collect=True)
+        return torch.cat(outs), torch.cat(targets)
+
+    def _run_eval(self, loader, collect: bool):
+        model = self.model
+        was_training = model.training
+        model.eval()
+        sums: dict[str, Tensor] = {}
+        count = 0
+        outs, targets = [], []
+        try:
+            for batch in loader:
+                batch = to_device(batch, self.device)
+                with self.precision.autocast():
+                    out = self.forward_fn(model, batch)
+                out = _float_outputs(out)
+                n = _batch_size(batch)
+                count += n
+                for k, v in self.loss_fn(out, batch).items():
+                    sums[k] = sums.get(k, 0.0) + v.detach() * n
+                if collect:
+                    outs.append(out.cpu())
+                    targets.append(batch[1].cpu())
+        finally:
+            model.train(was_training)
+        return sums, count, outs, targets
+
+    # ---------------------------------------------------------------- state
+    def _step_budget_spent(self) -> bool:
+        return bool(self.max_steps) and self.global_step >= self.max_steps
+
+    def _update_best(self, logs: dict) -> bool:
+        value = logs.get(self.monitor)
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            return False
+        best = self.best["value"]
+        better = best is None or (value < best if self.mode == "min" else value > best)
+        if better:
+            self.best = {"metric": self.monitor, "value": float(value), "epoch": logs["epoch"]}
+        return better
+
+    def state_dict(self) -> dict:
+        """Everything needed to continue exactly: weights, optimizer, schedule, scaler, RNGs, data order."""
+        state = {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "scaler": self.precision.scaler.state_dict() if self.precision.uses_scaler else None,
+            "precision": self.precision.name,
+            "epoch": self.epoch,
+            "batch_in_epoch": self.batch_in_epoch,
+            "global_step": self.global_step,
+            "best": dict(self.best),
+            "skipped_steps": self.skipped_steps,
+            "rng": get_rng_state(),
+            "data": self.train_loader.state_dict() if hasattr(self.train_loader, "state_dict") else None,
+            "callbacks": {type(cb).__name__: cb.state_dict() for cb in self.callbacks},
+            "history": list(self.history),
+        }
+        return state
+
+    def load_state_dict(self, state: dict, source: str = "checkpoint") -> None:
+        from .checkpoint import load_model_state
+
+        load_model_state(self.model, state["model"], source)
+        try:
+            self.optimizer.load_state_dict(state["optimizer"])
+            if self.scheduler is not None and state.get("scheduler") is not None:
+                self.scheduler.load_state_dict(state["scheduler"])
+        except (ValueError, KeyError, RuntimeError) as exc:
+            raise LabError(f"{source}: optimizer or scheduler state does not fit this run ({exc})") from exc
+        if self.precision.uses_scaler and state.get("scaler"):
+            self.precision.scaler.load_state_dict(state["scaler"])
+        self.epoch = state["epoch"]
+        self.batch_in_epoch = state.get("batch_in_epoch", 0)
+        self.global_step = state["global_step"]
+        self.best = dict(state["best"])
+        self.skipped_steps = state.get("skipped_steps", 0)
+        self.history = list(state.get("history", []))
+        if state.get("data") is not None and hasattr(self.train_loader, "load_state_dict"):
+            self.train_loader.load_state_dict(state["data"])
+        for cb in self.callbacks:
+            cb_state = state.get("callbacks", {}).get(type(cb).__name__)
+            if cb_state:
+                cb.load_state_dict(cb_state)
+        set_rng_state(state["rng"])
+
+    def _emit(self, event: str, *args) -> None:
+        for cb in self.callbacks:
+            getattr(cb, event)(self, *args)
+
+
+def _set_epoch(loader, epoch: int) -> None:
+    """Let the loader (or its sampler) derive this epoch's order from (seed, epoch)."""
+    for obj in (loader, getattr(loader, "sampler", None), getattr(loader, "batch_sampler", None)):
+        if obj is not None and hasattr(obj, "set_epoch"):
+            obj.set_epoch(epoch)
+            return
+
+
+def _iterate_from(loader, start: int):
+    if start == 0:
+        return iter(loader)
+    if hasattr(loader, "iter_from"):
+        return loader.iter_from(start)  # skips without loading the skipped batches
+    return itertools.islice(iter(loader), start, None)
+
+
+def _len_or_none(loader) -> int | None:
+    try:
+        return len(loader)
+    except TypeError:
+        return None
