@@ -1,0 +1,48 @@
+import io
+import json
+
+import torch
+from core_testutils import blob_data, fast_loader, tiny_mlp
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from labs_core import ProgressBar, RunLogger, Trainer, seed_everything
+
+
+def test_tensorboard_jsonl_and_console(tmp_path):
+    seed_everything(0)
+    x, y = blob_data()
+    model = tiny_mlp()
+    stream = io.StringIO()
+    logger = RunLogger(tmp_path, stream=stream, log_every=2)
+    t = Trainer(model, torch.optim.SGD(model.parameters(), lr=0.1), fast_loader(x, y), fast_loader(x, y),
+                epochs=3, callbacks=[logger, ProgressBar(quiet=True)], grad_norm_every=1)
+    t.fit()
+    logger.close()
+
+    lines = [json.loads(s) for s in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [d["epoch"] for d in lines] == [1, 2, 3]
+    assert {"train_loss", "train_acc", "val_loss", "val_acc", "lr", "grad_norm"} <= set(lines[0])
+
+    acc = EventAccumulator(str(tmp_path / "tb"))
+    acc.Reload()
+    tags = set(acc.Tags()["scalars"])
+    assert {"epoch/train_loss", "epoch/val_acc", "epoch/lr", "epoch/grad_norm", "step/train_loss"} <= tags
+    val = [e.value for e in acc.Scalars("epoch/val_loss")]
+    assert val == [round_trip(d["val_loss"]) for d in lines]
+
+    console = stream.getvalue().splitlines()
+    assert len(console) == 3 and console[0].startswith("epoch   1/3") and "val_acc" in console[0]
+
+
+def round_trip(v):
+    return torch.tensor(v, dtype=torch.float32).item()
+
+
+def test_quiet_logger_prints_nothing(tmp_path):
+    x, y = blob_data()
+    stream = io.StringIO()
+    model = tiny_mlp()
+    Trainer(model, torch.optim.SGD(model.parameters(), lr=0.1), fast_loader(x, y), epochs=1,
+            callbacks=[RunLogger(tmp_path, quiet=True, stream=stream)]).fit()
+    assert stream.getvalue() == ""
+    assert ProgressBar(quiet=False).enabled is False  # stderr is not a terminal under pytest
