@@ -2,10 +2,11 @@ import os
 
 import pytest
 import torch
-from core_testutils import tiny_mlp
 
 from labs_core import LabError, load_checkpoint, load_model_state, save_checkpoint
 from labs_core.checkpoint import atomic_write_bytes, strip_prefix
+
+from core_testutils import tiny_mlp
 
 
 def test_round_trip_with_weights_only(tmp_path):

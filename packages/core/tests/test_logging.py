@@ -2,10 +2,11 @@ import io
 import json
 
 import torch
-from core_testutils import blob_data, fast_loader, tiny_mlp
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from labs_core import ProgressBar, RunLogger, Trainer, seed_everything
+
+from core_testutils import blob_data, fast_loader, tiny_mlp
 
 
 def test_tensorboard_jsonl_and_console(tmp_path):

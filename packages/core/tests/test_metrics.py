@@ -2,8 +2,14 @@ import pytest
 import torch
 from sklearn import metrics as skm
 
-from labs_core.metrics import (accuracy, confusion_matrix, format_confusion_matrix, plot_confusion_matrix,
-                               precision_recall_f1, topk_accuracy)
+from labs_core.metrics import (
+    accuracy,
+    confusion_matrix,
+    format_confusion_matrix,
+    plot_confusion_matrix,
+    precision_recall_f1,
+    topk_accuracy,
+)
 
 
 def random_case(seed, n=200, c=7):

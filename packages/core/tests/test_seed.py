@@ -2,10 +2,11 @@ import random
 
 import numpy as np
 import torch
-from core_testutils import blob_data, fast_loader, tiny_mlp
 
 from labs_core import Trainer, seed_everything
 from labs_core.seed import get_rng_state, set_rng_state
+
+from core_testutils import blob_data, fast_loader, tiny_mlp
 
 
 def _losses(seed):

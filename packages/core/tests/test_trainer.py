@@ -2,12 +2,20 @@ import math
 
 import pytest
 import torch
-from core_testutils import blob_data, fast_loader, tiny_mlp
 from torch import nn
 
-from labs_core import Callback, EarlyStopping, NonFiniteLossError, Precision, Trainer, seed_everything
+from labs_core import (
+    Callback,
+    EarlyStopping,
+    NonFiniteLossError,
+    Precision,
+    Trainer,
+    seed_everything,
+)
 from labs_core.callbacks import Checkpointing
 from labs_core.checkpoint import load_checkpoint
+
+from core_testutils import blob_data, fast_loader, tiny_mlp
 
 
 def make_trainer(epochs=3, seed=0, callbacks=(), scheduler="onecycle", **kw):

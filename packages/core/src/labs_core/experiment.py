@@ -19,7 +19,12 @@ from .config import RunConfig
 from .data import DataSplits, Loaders, build_loaders, load_dataset
 from .device import Precision, pick_device
 from .errors import LabError, NonFiniteLossError
-from .metrics import confusion_matrix, format_confusion_matrix, plot_confusion_matrix, precision_recall_f1
+from .metrics import (
+    confusion_matrix,
+    format_confusion_matrix,
+    plot_confusion_matrix,
+    precision_recall_f1,
+)
 from .seed import seed_everything
 from .trainer import ClassificationLoss, Trainer
 

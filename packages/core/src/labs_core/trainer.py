@@ -158,7 +158,7 @@ class Trainer:
         return self.history
 
     def train_one_epoch(self) -> dict[str, float]:
-        model, opt, prec = self.model, self.optimizer, self.precision
+        model, prec = self.model, self.precision
         model.train()
         _set_epoch(self.train_loader, self.epoch)
         sums: dict[str, Tensor] = {}
