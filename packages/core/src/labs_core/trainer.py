@@ -47,7 +47,7 @@ class ClassificationLoss:
 
 def to_device(batch, device: torch.device):
     if isinstance(batch, Tensor):
-        return batch.to(device, non_blocking=True)
+        return batch if batch.device == device else batch.to(device, non_blocking=True)
     if isinstance(batch, (list, tuple)):
         return type(batch)(to_device(b, device) for b in batch)
     if isinstance(batch, dict):
@@ -174,15 +174,21 @@ class Trainer:
                 out = self.forward_fn(model, batch)
             losses = self.loss_fn(_float_outputs(out), batch)
             loss = losses["loss"]
-            if not torch.isfinite(loss):
+            value = loss.item()  # one host sync per step (free on CPU); it names a diverging step
+            if not math.isfinite(value):
                 raise NonFiniteLossError(
-                    f"loss became {loss.item()} at step {self.global_step + 1} (epoch {self.epoch + 1}, "
+                    f"loss became {value} at step {self.global_step + 1} (epoch {self.epoch + 1}, "
                     f"batch {i + 1}); stopped before writing anything (try a lower --lr or --precision fp32)")
-            prec.scaler.scale(loss / self.grad_accum).backward()
+            if self.grad_accum > 1:
+                loss = loss / self.grad_accum
+            (prec.scaler.scale(loss) if prec.uses_scaler else loss).backward()
             n = _batch_size(batch)
             count += n
-            for k, v in losses.items():
-                sums[k] = sums.get(k, 0.0) + v.detach() * n
+            for k, v in losses.items():  # running sums stay on the device: no sync
+                if k in sums:
+                    sums[k].add_(v.detach(), alpha=n)
+                else:
+                    sums[k] = v.detach() * n
             last_micro = (i + 1) % self.grad_accum == 0 or (n_batches is not None and i + 1 == n_batches)
             if last_micro:
                 norm = self._optimizer_step(measure=self.grad_clip > 0 or self.global_step % self.grad_norm_every == 0)
@@ -255,7 +261,7 @@ class Trainer:
                 n = _batch_size(batch)
                 count += n
                 for k, v in self.loss_fn(out, batch).items():
-                    sums[k] = sums.get(k, 0.0) + v.detach() * n
+                    sums[k] = sums[k].add_(v.detach(), alpha=n) if k in sums else v.detach() * n
                 if collect:
                     outs.append(out.cpu())
                     targets.append(batch[1].cpu())
