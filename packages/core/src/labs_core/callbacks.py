@@ -77,7 +77,10 @@ class RunLogger(Callback):
         self.writer.flush()
         with self.jsonl.open("a") as f:
             f.write(json.dumps(logs) + "\n")
-        if not self.quiet:
+        # Long runs print about 20 lines: the first epoch, every k-th, and the last.
+        every = max(1, trainer.epochs // 20)
+        last = logs["epoch"] == trainer.epochs or trainer.should_stop
+        if not self.quiet and (logs["epoch"] == 1 or logs["epoch"] % every == 0 or last):
             print(format_epoch_line(logs, trainer.epochs), file=self.stream, flush=True)
 
     def on_fit_end(self, trainer: Trainer) -> None:

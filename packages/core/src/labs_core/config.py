@@ -33,6 +33,7 @@ class RunConfig:
     """Flags every lab shares. Labs subclass this; ``lab`` names the default run folder."""
 
     lab: ClassVar[str] = "lab"
+    overfit_epochs: ClassVar[int] = 100  # --overfit without --epochs: one step per epoch, this many
 
     dataset: str = arg("digits", "dataset name: digits, mnist, fashion-mnist, cifar10, imagefolder, csv, synthetic")
     data_dir: str = arg("data", "folder for downloaded data, or the image folder / CSV file for imagefolder / csv")
@@ -89,6 +90,11 @@ class RunConfig:
             raise LabError(f"--label-smoothing must be in [0, 1) (got {self.label_smoothing})")
         if not 0 <= self.val_fraction < 1:
             raise LabError(f"--val-fraction must be in [0, 1) (got {self.val_fraction})")
+
+    def resolve(self, explicit: set[str]) -> None:
+        """Adjust defaults the user did not set (``explicit`` holds the fields given as flags)."""
+        if self.overfit and "epochs" not in explicit:
+            self.epochs = self.overfit_epochs
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -147,15 +153,23 @@ def build_parser(cls: type, prog: str, description: str = "") -> argparse.Argume
     return parser
 
 
-def config_from_namespace(cls: type, ns: argparse.Namespace):
+def config_from_namespace(cls: type, ns: argparse.Namespace, explicit: set[str] = frozenset()):
     values = {f.name: getattr(ns, f.name) for f in dataclasses.fields(cls) if f.init and hasattr(ns, f.name)}
     cfg = cls(**values)
+    cfg.resolve(set(explicit))
     cfg.validate()
     return cfg
+
+
+def explicit_fields(parser: argparse.ArgumentParser, argv: list[str]) -> set[str]:
+    """Which fields the command line set (``--epochs 5`` or ``--epochs=5``)."""
+    given = {a.split("=", 1)[0] for a in argv if a.startswith("--")}
+    return {action.dest for action in parser._actions if given & set(action.option_strings)}
 
 
 def parse_config(cls: type, argv: list[str] | None, prog: str, description: str = ""):
     """Parse ``argv`` into a validated ``cls`` instance. Bad flags exit 2; bad values raise ``LabError``."""
     parser = build_parser(cls, prog, description)
-    ns = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    return config_from_namespace(cls, ns)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    ns = parser.parse_args(argv)
+    return config_from_namespace(cls, ns, explicit_fields(parser, argv))

@@ -80,8 +80,14 @@ def describe(data: DataSplits) -> str:
 
 
 def run_classifier(cfg: RunConfig, build_model: Callable[[DataSplits], nn.Module], *,
-                   stream=None, extra_checkpoint: dict | None = None) -> RunResult:
-    """Train ``build_model(data)`` as ``cfg`` says and write the run directory. Returns the result."""
+                   stream=None, extra_checkpoint: dict | None = None, callbacks: list | None = None,
+                   make_optimizer: Callable[[RunConfig, nn.Module], torch.optim.Optimizer] | None = None,
+                   data: DataSplits | None = None) -> RunResult:
+    """Train ``build_model(data)`` as ``cfg`` says and write the run directory. Returns the result.
+
+    ``callbacks`` are added to the trainer's; ``make_optimizer`` replaces ``build_optimizer``;
+    ``data`` skips loading by name (a lab that generates its own data).
+    """
     out = stream or sys.stdout
     say = (lambda *a: None) if cfg.quiet else (lambda msg: print(msg, file=out, flush=True))
     started = time.perf_counter()
@@ -95,8 +101,9 @@ def run_classifier(cfg: RunConfig, build_model: Callable[[DataSplits], nn.Module
         run_dir = Path(cfg.out) if cfg.out else ckpt_path.parent.parent
         say(f"resuming from {ckpt_path} (epoch {resume_state['epoch']}, step {resume_state['global_step']})")
 
-    data = load_dataset(cfg.dataset, cfg.data_dir, image_size=cfg.image_size, skip_bad_files=cfg.skip_bad_files,
-                        label_column=cfg.label_column, decode=cfg.loader == "fast")
+    if data is None:
+        data = load_dataset(cfg.dataset, cfg.data_dir, image_size=cfg.image_size, skip_bad_files=cfg.skip_bad_files,
+                            label_column=cfg.label_column, decode=cfg.loader == "fast")
     loaders = build_loaders(data, batch_size=cfg.batch_size, device=device, seed=cfg.seed,
                             val_fraction=cfg.val_fraction, stratify=cfg.stratify, augment=cfg.augment,
                             overfit=cfg.overfit, loader=cfg.loader, num_workers=cfg.num_workers,
@@ -106,7 +113,7 @@ def run_classifier(cfg: RunConfig, build_model: Callable[[DataSplits], nn.Module
         say(f"note: {note}")
     model = build_model(data).to(device)
     precision = Precision(cfg.precision, device)
-    optimizer = build_optimizer(cfg, model)
+    optimizer = (make_optimizer or build_optimizer)(cfg, model)
     scheduler, interval = build_scheduler(cfg, optimizer, len(loaders.train))
 
     run_dir = run_dir or make_run_dir(cfg.lab, cfg.out)
@@ -122,7 +129,7 @@ def run_classifier(cfg: RunConfig, build_model: Callable[[DataSplits], nn.Module
              **(extra_checkpoint or {})}
     logger = RunLogger(run_dir, quiet=cfg.quiet, stream=out)
     checkpointing = Checkpointing(run_dir / "checkpoints", extra=extra)
-    callbacks = [logger, ProgressBar(cfg.quiet), checkpointing]
+    callbacks = [logger, ProgressBar(cfg.quiet), checkpointing, *(callbacks or [])]
     if cfg.patience:
         callbacks.append(EarlyStopping(cfg.patience))
     monitor_mode = "max" if cfg.monitor.endswith(("acc", "accuracy", "f1")) else "min"

@@ -191,7 +191,8 @@ class Trainer:
                     sums[k] = v.detach() * n
             last_micro = (i + 1) % self.grad_accum == 0 or (n_batches is not None and i + 1 == n_batches)
             if last_micro:
-                norm = self._optimizer_step(measure=self.grad_clip > 0 or self.global_step % self.grad_norm_every == 0)
+                measure = self.grad_clip > 0 or not norms or self.global_step % self.grad_norm_every == 0
+                norm = self._optimizer_step(measure=measure)
                 if norm is not None:
                     norms.append(norm)
                 self._emit("on_step_end", loss.detach())

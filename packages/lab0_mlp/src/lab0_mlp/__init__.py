@@ -1,0 +1,1 @@
+"""Lab 0: tensors, autograd and an MLP from scratch, each piece checked against PyTorch's own."""

@@ -1,0 +1,61 @@
+"""The training loop written out by hand: what the core trainer does, without the events.
+
+    for each epoch:
+        model.train()                       # dropout on, batch norm uses batch statistics
+        for x, y in batches:
+            logits = model(x)               # forward
+            loss = cross_entropy(logits, y) # loss
+            loss.backward()                 # backward: fills p.grad for every parameter
+            optimizer.step()                # step: update parameters from p.grad
+            optimizer.zero_grad()           # zero_grad: gradients would otherwise accumulate
+        model.eval(); with no_grad: measure validation loss and accuracy
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def run_manual(model: nn.Module, optimizer: torch.optim.Optimizer, train_loader, val_loader, epochs: int,
+               say: Callable[[str], None] = print, print_every: int = 1,
+               after_print: Callable[[], None] | None = None) -> list[dict]:
+    history = []
+    for epoch in range(epochs):
+        model.train()
+        train_loader.set_epoch(epoch)  # this epoch's shuffled order, derived from (seed, epoch)
+        total_loss, correct, seen = 0.0, 0, 0
+        for x, y in train_loader:
+            logits = model(x)
+            loss = F.cross_entropy(logits, y)
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            total_loss += loss.item() * len(y)
+            correct += (logits.argmax(1) == y).sum().item()
+            seen += len(y)
+        logs = {"epoch": epoch + 1, "train_loss": total_loss / seen, "train_acc": correct / seen}
+        if val_loader is not None:
+            logs.update(evaluate(model, val_loader))
+        history.append(logs)
+        if epoch == 0 or (epoch + 1) % print_every == 0 or epoch + 1 == epochs:
+            say("  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in logs.items()))
+            if after_print is not None:
+                after_print()
+    return history
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader) -> dict:
+    model.eval()  # dropout off, batch norm uses running statistics
+    total_loss, correct, seen = 0.0, 0, 0
+    for x, y in loader:
+        logits = model(x)
+        total_loss += F.cross_entropy(logits, y, reduction="sum").item()
+        correct += (logits.argmax(1) == y).sum().item()
+        seen += len(y)
+    model.train()
+    return {"val_loss": total_loss / seen, "val_acc": correct / seen}

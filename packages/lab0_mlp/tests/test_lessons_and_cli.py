@@ -1,0 +1,82 @@
+import json
+
+import pytest
+import torch
+
+from lab0_mlp import lessons
+from lab0_mlp.cli import Lab0Config, main
+
+
+def test_tensors_lesson_claims():
+    out = []
+    facts = lessons.tensors(out.append)
+    assert facts["default_float"] == torch.float32 and facts["int_plus_float"] == torch.float32
+    assert facts["shared"] and facts["view_fails"] and facts["broadcast_shape"] == (3, 3)
+    assert any("share memory" in line for line in out)
+
+
+def test_autograd_lesson_claims():
+    facts = lessons.autograd(lambda s: None)
+    assert facts["grad_matches"]
+    assert facts["graph"][0] == "SumBackward0" and "PowBackward0" in facts["graph"]
+    assert facts["accumulate"] == (3.0, 6.0, 3.0)
+
+
+def test_linear_regression_recovers_the_line():
+    facts = lessons.linreg(lambda s: None)
+    assert abs(facts["w"] - facts["true_w"]) < 0.01 and abs(facts["b"] - facts["true_b"]) < 0.01
+
+
+@pytest.mark.parametrize("name", ["tensors", "autograd", "linreg"])
+def test_lessons_run_from_the_cli(name, capsys):
+    assert main(["lesson", name]) == 0
+    assert len(capsys.readouterr().out.splitlines()) > 5
+
+
+def test_unknown_lesson_is_one_line(capsys):
+    assert main(["lesson", "nope"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "usage: lab0-mlp lesson" in err
+
+
+def test_overfit_32_reaches_tiny_loss_and_full_accuracy(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["--overfit", "32", "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["metrics"]["val_loss"] < 0.01 and summary["metrics"]["val_acc"] == 1.0
+    assert summary["epochs_run"] == Lab0Config.overfit_epochs
+    printed = capsys.readouterr().out
+    assert "grad norms: " in printed and "net.1.weight" in printed
+    assert (out / "loss_curve.png").is_file() and (out / "checkpoints" / "best.pt").is_file()
+
+
+def test_manual_and_core_loops_reach_the_same_weights(tmp_path):
+    common = ["--epochs", "3", "--quiet", "--hidden", "32", "--dropout", "0.2", "--batch-norm"]
+    assert main(common + ["--loop", "core", "--out", str(tmp_path / "core")]) == 0
+    assert main(common + ["--loop", "manual", "--out", str(tmp_path / "manual")]) == 0
+    core = json.loads((tmp_path / "core" / "summary.json").read_text())["metrics"]
+    manual = json.loads((tmp_path / "manual" / "summary.json").read_text())["metrics"]
+    assert core["test_acc"] == pytest.approx(manual["test_acc"], abs=1e-6)
+    assert core["train_loss"] == pytest.approx(manual["train_loss"], rel=1e-5)
+    assert core["val_loss"] == pytest.approx(manual["val_loss"], rel=1e-5)
+
+
+def test_scratch_and_torch_layers_train_alike(tmp_path):
+    accs = []
+    for layers in ("scratch", "torch"):
+        out = tmp_path / layers
+        assert main(["--epochs", "4", "--quiet", "--layers", layers, "--optim-impl", layers, "--out", str(out)]) == 0
+        accs.append(json.loads((out / "summary.json").read_text())["metrics"]["test_acc"])
+    assert accs[0] == pytest.approx(accs[1], abs=0.01) and min(accs) > 0.9
+
+
+def test_manual_loop_refuses_core_only_flags(capsys):
+    assert main(["--loop", "manual", "--precision", "bf16"]) == 2
+    assert "needs --loop core" in capsys.readouterr().err
+
+
+def test_bad_flags(capsys):
+    assert main(["--hidden", "0"]) == 2
+    assert main(["--layers", "numpy"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2 and "--hidden" in err[0] and "invalid choice" in err[1]
