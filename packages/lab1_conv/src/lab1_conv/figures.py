@@ -1,0 +1,68 @@
+"""What the CNN learned, as pictures: first-layer filters and one image's feature maps."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+from torch import nn
+
+
+def _grid(n: int) -> tuple[int, int]:
+    cols = math.ceil(math.sqrt(n))
+    return math.ceil(n / cols), cols
+
+
+def first_conv(model: nn.Module) -> nn.Module:
+    return next(m for m in model.modules() if hasattr(m, "weight") and getattr(m, "weight").dim() == 4)
+
+
+def plot_filters(model: nn.Module, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    w = first_conv(model).weight.detach().float().cpu()  # (C_out, C_in, kH, kW)
+    rows, cols = _grid(len(w))
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 0.9, rows * 0.9), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, k in zip(axes.flat, w, strict=False):
+        if k.shape[0] == 3:  # RGB filters shown in colour
+            img = (k - k.min()) / (k.max() - k.min() + 1e-8)
+            ax.imshow(img.permute(1, 2, 0).numpy())
+        else:
+            ax.imshow(k.mean(0).numpy(), cmap="RdBu_r")
+    fig.suptitle("first-layer filters")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+@torch.no_grad()
+def plot_feature_maps(model: nn.Module, image: torch.Tensor, path: Path) -> None:
+    """The first conv block's activations (after batch norm and ReLU) for one normalised image (C, H, W)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    was_training = model.training
+    model.eval()
+    feats = model.features[:3](image[None])[0].float().cpu()  # conv -> bn -> relu: (C_out, H, W)
+    model.train(was_training)
+    rows, cols = _grid(len(feats) + 1)
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.0, rows * 1.0), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    src = image.float().cpu()
+    axes.flat[0].imshow(src.mean(0).numpy() if src.shape[0] != 3 else ((src - src.min()) / (src.max() - src.min() + 1e-8)).permute(1, 2, 0).numpy(), cmap="gray")
+    axes.flat[0].set_title("input", fontsize=7)
+    for ax, f in zip(axes.flat[1:], feats, strict=False):
+        ax.imshow(f.numpy(), cmap="viridis")
+    fig.suptitle("feature maps of the first conv block")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
