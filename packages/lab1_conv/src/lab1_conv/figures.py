@@ -15,7 +15,7 @@ def _grid(n: int) -> tuple[int, int]:
 
 
 def first_conv(model: nn.Module) -> nn.Module:
-    return next(m for m in model.modules() if hasattr(m, "weight") and getattr(m, "weight").dim() == 4)
+    return next(m for m in model.modules() if hasattr(m, "weight") and m.weight.dim() == 4)
 
 
 def plot_filters(model: nn.Module, path: Path) -> None:
