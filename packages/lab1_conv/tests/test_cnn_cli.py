@@ -11,8 +11,9 @@ from labs_core import seed_everything
 @pytest.mark.parametrize("shape", [(1, 8, 8), (1, 28, 28), (3, 32, 32)])
 def test_cnn_adapts_to_image_shapes(shape):
     for conv in ("scratch", "torch"):
-        model = CNN(shape, 10, conv=conv)
-        assert model(torch.zeros(2, *shape)).shape == (2, 10)
+        for head in ("avg", "flatten"):
+            model = CNN(shape, 10, conv=conv, head=head)
+            assert model(torch.zeros(2, *shape)).shape == (2, 10)
 
 
 def test_scratch_and_torch_cnn_are_the_same_network():

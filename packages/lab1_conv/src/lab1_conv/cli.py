@@ -40,6 +40,7 @@ class Lab1Config(RunConfig):
     widths: list[int] = arg(help="channels of each conv block, e.g. --widths 32 64 128",
                             default_factory=lambda: [32, 64, 128])
     dropout: float = arg(0.25, "dropout before the classifier")
+    head: str = arg("avg", "global average pooling or flatten before the classifier", choices=("avg", "flatten"))
     shapes: bool = arg(False, "print the per-layer shape table (with the formula's predictions) and exit")
 
     def validate(self) -> None:
@@ -53,7 +54,7 @@ class Lab1Config(RunConfig):
 def build_model(cfg: Lab1Config, data) -> torch.nn.Module:
     if cfg.model == "logreg":
         return LogisticRegression(data.input_shape, data.num_classes)
-    return CNN(data.input_shape, data.num_classes, cfg.widths, cfg.dropout, cfg.conv)
+    return CNN(data.input_shape, data.num_classes, cfg.widths, cfg.dropout, cfg.conv, cfg.head)
 
 
 def shape_table(model: torch.nn.Module, in_shape: tuple[int, ...]) -> str:

@@ -47,20 +47,47 @@ def conv2d_loop(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride=1,
     return out + bias.view(1, -1, 1, 1) if bias is not None else out
 
 
-def im2col(x: Tensor, kernel: tuple[int, int], stride=(1, 1), padding=(0, 0), dilation=(1, 1)) -> Tensor:
+def _taps(size_h: int, size_w: int, kernel, stride, dilation, h_out: int, w_out: int):
+    """For each kernel offset (u, v), the strided slice of the padded input it reads."""
+    (kh, kw), (sh, sw), (dh, dw) = kernel, stride, dilation
+    return [(slice(u * dh, u * dh + sh * (h_out - 1) + 1, sh), slice(v * dw, v * dw + sw * (w_out - 1) + 1, sw))
+            for u in range(kh) for v in range(kw)]
+
+
+class Im2Col(torch.autograd.Function):
     """Unfold every receptive field into a column: (N, C, H, W) -> (N, C * kH * kW, H_out * W_out).
 
-    Built from kH * kW strided slices of the padded input, one per kernel offset (u, v): slice
-    (u, v) holds, for every output position, the input pixel that kernel tap multiplies. Stacking
-    them after the channel axis gives F.unfold's (C, kH, kW) row order.
+    Forward: kH * kW strided slices of the padded input, one per kernel offset (u, v), stacked
+    after the channel axis (F.unfold's (C, kH, kW) row order). Slice (u, v) holds, for every
+    output position, the pixel that kernel tap multiplies.
+    Backward (col2im, unfold's adjoint): each column entry's gradient flows back to the pixel it
+    was copied from; where windows overlap, the contributions add up.
     """
-    n, c, h, w = x.shape
-    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel, stride, padding, dilation
-    h_out, w_out = conv_output_size(h, kh, sh, ph, dh), conv_output_size(w, kw, sw, pw, dw)
-    xp = F.pad(x, (pw, pw, ph, ph)) if ph or pw else x
-    taps = [xp[:, :, u * dh:u * dh + sh * (h_out - 1) + 1:sh, v * dw:v * dw + sw * (w_out - 1) + 1:sw]
-            for u in range(kh) for v in range(kw)]  # each (N, C, H_out, W_out)
-    return torch.stack(taps, dim=2).view(n, c * kh * kw, h_out * w_out)
+
+    @staticmethod
+    def forward(ctx, x: Tensor, kernel, stride, padding, dilation) -> Tensor:
+        n, c, h, w = x.shape
+        (kh, kw), (ph, pw) = kernel, padding
+        h_out = conv_output_size(h, kh, stride[0], ph, dilation[0])
+        w_out = conv_output_size(w, kw, stride[1], pw, dilation[1])
+        xp = F.pad(x, (pw, pw, ph, ph)) if ph or pw else x
+        taps = _taps(h, w, kernel, stride, dilation, h_out, w_out)
+        ctx.meta = (x.shape, xp.shape, padding, taps, h_out, w_out)
+        return torch.stack([xp[:, :, r, q] for r, q in taps], dim=2).view(n, c * kh * kw, h_out * w_out)
+
+    @staticmethod
+    def backward(ctx, grad_cols: Tensor):
+        (n, c, h, w), padded_shape, (ph, pw), taps, h_out, w_out = ctx.meta
+        grad_cols = grad_cols.reshape(n, c, len(taps), h_out, w_out)
+        grad_xp = grad_cols.new_zeros(padded_shape)
+        for t, (r, q) in enumerate(taps):
+            grad_xp[:, :, r, q] += grad_cols[:, :, t]
+        return grad_xp[:, :, ph:ph + h, pw:pw + w], None, None, None, None
+
+
+def im2col(x: Tensor, kernel: tuple[int, int], stride=(1, 1), padding=(0, 0), dilation=(1, 1)) -> Tensor:
+    """(N, C, H, W) -> (N, C * kH * kW, H_out * W_out); see ``Im2Col``."""
+    return Im2Col.apply(x, tuple(kernel), tuple(stride), tuple(padding), tuple(dilation))
 
 
 def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride=1, padding=0, dilation=1,
