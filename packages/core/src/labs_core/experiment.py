@@ -79,68 +79,66 @@ def describe(data: DataSplits) -> str:
     return f"{data.name} ({sizes}; {shape}; {data.num_classes} classes)"
 
 
-def run_classifier(cfg: RunConfig, build_model: Callable[[DataSplits], nn.Module], *,
-                   stream=None, extra_checkpoint: dict | None = None, callbacks: list | None = None,
-                   make_optimizer: Callable[[RunConfig, nn.Module], torch.optim.Optimizer] | None = None,
-                   data: DataSplits | None = None) -> RunResult:
-    """Train ``build_model(data)`` as ``cfg`` says and write the run directory. Returns the result.
+@dataclass
+class Session:
+    """What every run sets up before it has data: device, seeds, and the checkpoint it resumes."""
 
-    ``callbacks`` are added to the trainer's; ``make_optimizer`` replaces ``build_optimizer``;
-    ``data`` skips loading by name (a lab that generates its own data).
-    """
+    cfg: RunConfig
+    device: torch.device
+    say: Callable[[str], None]
+    stream: object
+    started: float
+    resume_state: dict | None = None
+    run_dir: Path | None = None
+
+
+def start_session(cfg: RunConfig, stream=None) -> Session:
     out = stream or sys.stdout
     say = (lambda *a: None) if cfg.quiet else (lambda msg: print(msg, file=out, flush=True))
-    started = time.perf_counter()
-    device = pick_device(cfg.device)
+    session = Session(cfg, pick_device(cfg.device), say, out, time.perf_counter())
     seed_everything(cfg.seed, cfg.deterministic)
-
-    resume_state, run_dir = None, None
     if cfg.resume:
         ckpt_path = find_latest_checkpoint(cfg.lab) if cfg.resume == "latest" else Path(cfg.resume)
-        resume_state = load_checkpoint(ckpt_path)
-        run_dir = Path(cfg.out) if cfg.out else ckpt_path.parent.parent
-        say(f"resuming from {ckpt_path} (epoch {resume_state['epoch']}, step {resume_state['global_step']})")
+        session.resume_state = load_checkpoint(ckpt_path)
+        session.run_dir = Path(cfg.out) if cfg.out else ckpt_path.parent.parent
+        say(f"resuming from {ckpt_path} (epoch {session.resume_state['epoch']}, "
+            f"step {session.resume_state['global_step']})")
+    return session
 
-    if data is None:
-        data = load_dataset(cfg.dataset, cfg.data_dir, image_size=cfg.image_size, skip_bad_files=cfg.skip_bad_files,
-                            label_column=cfg.label_column, decode=cfg.loader == "fast")
-    loaders = build_loaders(data, batch_size=cfg.batch_size, device=device, seed=cfg.seed,
-                            val_fraction=cfg.val_fraction, stratify=cfg.stratify, augment=cfg.augment,
-                            overfit=cfg.overfit, loader=cfg.loader, num_workers=cfg.num_workers,
-                            balanced_sampler=cfg.balanced_sampler, use_class_weights=cfg.class_weights)
-    data = loaders.data
-    for note in data.notes:
-        say(f"note: {note}")
-    model = build_model(data).to(device)
-    precision = Precision(cfg.precision, device)
+
+def train_model(session: Session, model: nn.Module, train_loader, val_loader, *, loss_fn, description: str,
+                forward_fn=None, resolved: dict | None = None, extra_checkpoint: dict | None = None,
+                callbacks: list | None = None, pre_callbacks: list | None = None,
+                make_optimizer: Callable[[RunConfig, nn.Module], torch.optim.Optimizer] | None = None,
+                ) -> tuple[Trainer, RunLogger]:
+    """Optimizer, schedule, run directory, callbacks, resume, fit. ``pre_callbacks`` run before the
+    logger on each event (to add metrics to an epoch's logs); ``callbacks`` after the checkpoint."""
+    cfg, say = session.cfg, session.say
+    model = model.to(session.device)
+    precision = Precision(cfg.precision, session.device)
     optimizer = (make_optimizer or build_optimizer)(cfg, model)
-    scheduler, interval = build_scheduler(cfg, optimizer, len(loaders.train))
-
-    run_dir = run_dir or make_run_dir(cfg.lab, cfg.out)
+    scheduler, interval = build_scheduler(cfg, optimizer, len(train_loader))
+    run_dir = session.run_dir = session.run_dir or make_run_dir(cfg.lab, cfg.out)
     n_params = sum(p.numel() for p in model.parameters())
     write_json(run_dir / "config.json", {**cfg.to_dict(), "lab": cfg.lab, "resolved": {
-        "device": str(device), "dataset": describe(data), "classes": data.classes,
-        "input_shape": list(data.input_shape), "mean": list(data.mean), "std": list(data.std),
-        "parameters": n_params, "model": type(model).__name__}})
-    say(f"{cfg.lab}: {describe(data)} | {type(model).__name__} {n_params:,} params | {device} {cfg.precision}")
+        "device": str(session.device), "parameters": n_params, "model": type(model).__name__, **(resolved or {})}})
+    say(f"{cfg.lab}: {description} | {type(model).__name__} {n_params:,} params | {session.device} {cfg.precision}")
 
-    extra = {"config": cfg.to_dict(), "lab": cfg.lab, "classes": data.classes,
-             "input_shape": list(data.input_shape), "mean": list(data.mean), "std": list(data.std),
-             **(extra_checkpoint or {})}
-    logger = RunLogger(run_dir, quiet=cfg.quiet, stream=out)
+    extra = {"config": cfg.to_dict(), "lab": cfg.lab, **(extra_checkpoint or {})}
+    logger = RunLogger(run_dir, quiet=cfg.quiet, stream=session.stream)
     checkpointing = Checkpointing(run_dir / "checkpoints", extra=extra)
-    callbacks = [logger, ProgressBar(cfg.quiet), checkpointing, *(callbacks or [])]
+    all_callbacks = [*(pre_callbacks or []), logger, ProgressBar(cfg.quiet), checkpointing, *(callbacks or [])]
     if cfg.patience:
-        callbacks.append(EarlyStopping(cfg.patience))
-    monitor_mode = "max" if cfg.monitor.endswith(("acc", "accuracy", "f1")) else "min"
-    trainer = Trainer(model, optimizer, loaders.train, loaders.val,
-                      loss_fn=ClassificationLoss(cfg.label_smoothing, loaders.class_weights),
-                      scheduler=scheduler, scheduler_interval=interval, precision=precision, device=device,
+        all_callbacks.append(EarlyStopping(cfg.patience))
+    monitor_mode = "max" if cfg.monitor.endswith(("acc", "accuracy", "f1", "map")) else "min"
+    trainer = Trainer(model, optimizer, train_loader, val_loader, loss_fn=loss_fn,
+                      **({"forward_fn": forward_fn} if forward_fn is not None else {}),
+                      scheduler=scheduler, scheduler_interval=interval, precision=precision, device=session.device,
                       epochs=cfg.epochs, max_steps=cfg.max_steps, grad_accum=cfg.grad_accum,
-                      grad_clip=cfg.grad_clip, monitor=cfg.monitor if loaders.val is not None else "train_loss",
-                      mode=monitor_mode, callbacks=callbacks)
-    if resume_state is not None:
-        trainer.load_state_dict(resume_state, source=f"checkpoint {cfg.resume}")
+                      grad_clip=cfg.grad_clip, monitor=cfg.monitor if val_loader is not None else "train_loss",
+                      mode=monitor_mode, callbacks=all_callbacks)
+    if session.resume_state is not None:
+        trainer.load_state_dict(session.resume_state, source=f"checkpoint {cfg.resume}")
     try:
         trainer.fit()
     except NonFiniteLossError as exc:
@@ -149,46 +147,76 @@ def run_classifier(cfg: RunConfig, build_model: Callable[[DataSplits], nn.Module
         raise NonFiniteLossError(f"{exc}; last good checkpoint: {kept or 'none yet'}") from None
     if trainer.stop_reason:
         say(trainer.stop_reason)
-
-    summary = report(cfg, trainer, loaders, run_dir, logger, time.perf_counter() - started, say)
-    logger.close()
-    say(f"run directory: {run_dir}")
-    return RunResult(summary=summary, run_dir=run_dir, trainer=trainer, loaders=loaders, model=model)
+    return trainer, logger
 
 
-def report(cfg: RunConfig, trainer: Trainer, loaders: Loaders, run_dir: Path, logger: RunLogger,
-           wall: float, say) -> dict:
-    """Final metrics, test evaluation, confusion matrix (text, PNG, TensorBoard) and summary.json."""
-    data = loaders.data
+def write_summary(session: Session, trainer: Trainer, metrics: dict | None = None) -> dict:
+    """``summary.json``: the last epoch's metrics (plus ``metrics``), best, steps, time, device."""
     last = trainer.history[-1] if trainer.history else {}
-    metrics = {k: v for k, v in last.items() if k not in ("epoch", "step")}
+    summary = {
+        "metrics": {**{k: v for k, v in last.items() if k not in ("epoch", "step")}, **(metrics or {})},
+        "best": trainer.best,
+        "epochs_run": trainer.epoch,
+        "steps": trainer.global_step,
+        "wall_seconds": round(time.perf_counter() - session.started, 3),
+        "device": str(trainer.device),
+        "precision": trainer.precision.name,
+        "seed": session.cfg.seed,
+        "skipped_steps": trainer.skipped_steps,
+        "stop_reason": trainer.stop_reason,
+    }
+    write_json(session.run_dir / "summary.json", summary)
+    return summary
+
+
+def run_classifier(cfg: RunConfig, build_model: Callable[[DataSplits], nn.Module], *,
+                   stream=None, extra_checkpoint: dict | None = None, callbacks: list | None = None,
+                   make_optimizer: Callable[[RunConfig, nn.Module], torch.optim.Optimizer] | None = None,
+                   data: DataSplits | None = None) -> RunResult:
+    """Train ``build_model(data)`` as ``cfg`` says and write the run directory. Returns the result.
+
+    ``callbacks`` are added to the trainer's; ``make_optimizer`` replaces ``build_optimizer``;
+    ``data`` skips loading by name.
+    """
+    session = start_session(cfg, stream)
+    if data is None:
+        data = load_dataset(cfg.dataset, cfg.data_dir, image_size=cfg.image_size, skip_bad_files=cfg.skip_bad_files,
+                            label_column=cfg.label_column, decode=cfg.loader == "fast")
+    loaders = build_loaders(data, batch_size=cfg.batch_size, device=session.device, seed=cfg.seed,
+                            val_fraction=cfg.val_fraction, stratify=cfg.stratify, augment=cfg.augment,
+                            overfit=cfg.overfit, loader=cfg.loader, num_workers=cfg.num_workers,
+                            balanced_sampler=cfg.balanced_sampler, use_class_weights=cfg.class_weights)
+    data = loaders.data
+    for note in data.notes:
+        session.say(f"note: {note}")
+    model = build_model(data)
+    info = {"classes": data.classes, "input_shape": list(data.input_shape), "mean": list(data.mean),
+            "std": list(data.std)}
+    trainer, logger = train_model(
+        session, model, loaders.train, loaders.val, loss_fn=ClassificationLoss(cfg.label_smoothing, loaders.class_weights),
+        description=describe(data), resolved={"dataset": describe(data), **info},
+        extra_checkpoint={**info, **(extra_checkpoint or {})}, callbacks=callbacks, make_optimizer=make_optimizer)
+    summary = report(cfg, trainer, loaders, session, logger)
+    logger.close()
+    session.say(f"run directory: {session.run_dir}")
+    return RunResult(summary=summary, run_dir=session.run_dir, trainer=trainer, loaders=loaders, model=trainer.model)
+
+
+def report(cfg: RunConfig, trainer: Trainer, loaders: Loaders, session: Session, logger: RunLogger) -> dict:
+    """Test evaluation, confusion matrix (text, PNG, TensorBoard) and summary.json."""
+    data, run_dir, metrics = loaders.data, session.run_dir, {}
     if loaders.test is not None and not cfg.overfit:
         logits, targets = trainer.predict(loaders.test)
         preds = logits.argmax(1)
         metrics["test_acc"] = (preds == targets).float().mean().item()
         cm = confusion_matrix(preds, targets, data.num_classes)
-        per_class = precision_recall_f1(cm)
-        metrics["test_macro_f1"] = per_class["f1"].mean().item()
-        text = format_confusion_matrix(cm, data.classes)
-        (run_dir / "confusion_matrix.txt").write_text(text + "\n")
+        metrics["test_macro_f1"] = precision_recall_f1(cm)["f1"].mean().item()
+        (run_dir / "confusion_matrix.txt").write_text(format_confusion_matrix(cm, data.classes) + "\n")
         fig = plot_confusion_matrix(cm, data.classes, run_dir / "confusion_matrix.png",
                                     title=f"{cfg.lab} on {data.name}: test accuracy {metrics['test_acc']:.2%}")
         logger.writer.add_figure("confusion_matrix", fig, trainer.epoch)
-        say(f"test accuracy {metrics['test_acc']:.4f}  (confusion matrix: {run_dir / 'confusion_matrix.png'})")
-    summary = {
-        "metrics": metrics,
-        "best": trainer.best,
-        "epochs_run": trainer.epoch,
-        "steps": trainer.global_step,
-        "wall_seconds": round(wall, 3),
-        "device": str(trainer.device),
-        "precision": trainer.precision.name,
-        "seed": cfg.seed,
-        "skipped_steps": trainer.skipped_steps,
-        "stop_reason": trainer.stop_reason,
-    }
-    write_json(run_dir / "summary.json", summary)
-    return summary
+        session.say(f"test accuracy {metrics['test_acc']:.4f}  (confusion matrix: {run_dir / 'confusion_matrix.png'})")
+    return write_summary(session, trainer, metrics)
 
 
 def classifier_main(cfg_cls: type[RunConfig], build_model: Callable[[DataSplits], nn.Module], prog: str,

@@ -1,0 +1,196 @@
+"""lab3-transformer: a tiny decoder-only transformer learns a toy task; watch its attention.
+
+    lab3-transformer --task reverse|sort|add [--show-attention] [flags]
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from labs_core import Callback, LabError, RunConfig, arg, parse_config
+from labs_core.cli import main_guard
+from labs_core.data import FastLoader
+from labs_core.experiment import start_session, train_model, write_summary
+from labs_core.plots import plot_curves
+
+from .model import TinyTransformer, TransformerConfig
+from .tasks import TASKS, VOCAB, lengths, split_examples, token_name
+
+PROG = "lab3-transformer"
+
+
+@dataclass
+class Lab3Config(RunConfig):
+    lab = "lab3-transformer"
+    overfit_epochs = 150
+
+    dataset: str = arg("generated", "lab3 generates its data from --task (the only accepted value: generated)")
+    task: str = arg("reverse", "the toy task", choices=TASKS)
+    length: int = arg(8, "source length for reverse and sort; digits per number for add (default 4 there)")
+    num_train: int = arg(20000, "training sequences")
+    num_test: int = arg(1000, "held-out sequences (whole-sequence accuracy is measured on these)")
+    epochs: int = arg(8, "number of training epochs")
+    batch_size: int = arg(128, "batch size")
+    lr: float = arg(2e-3, "peak learning rate (one-cycle schedule)")
+    scheduler: str = arg("onecycle", "learning-rate schedule", choices=("none", "cosine", "onecycle", "step"))
+    weight_decay: float = arg(0.01, "weight decay (AdamW)")
+    dim: int = arg(64, "model width")
+    heads: int = arg(4, "attention heads")
+    layers: int = arg(2, "transformer blocks")
+    dropout: float = arg(0.0, "dropout in the residual branches")
+    positions: str = arg("sinusoidal", "positional encoding", choices=("sinusoidal", "learned"))
+    attention: str = arg("scratch", "our attention or F.scaled_dot_product_attention", choices=("scratch", "torch"))
+    show_attention: bool = arg(False, "print one held-out example's attention per layer and head; save heatmaps")
+    monitor: str = arg("val_seq_acc", "metric that decides the best checkpoint and early stopping")
+
+    def resolve(self, explicit: set[str]) -> None:
+        super().resolve(explicit)
+        if self.task == "add" and "length" not in explicit:
+            self.length = 4  # 4-digit sums learn in seconds; 8 digits need a longer run
+
+    def validate(self) -> None:
+        super().validate()
+        if self.dataset != "generated":
+            raise LabError(f"{PROG} generates its data; choose it with --task ({', '.join(TASKS)}), not --dataset")
+        if self.length < 2 or self.num_train < 1 or self.num_test < 1:
+            raise LabError("--length must be at least 2, --num-train and --num-test at least 1")
+        if self.dim % self.heads:
+            raise LabError(f"--dim {self.dim} must be divisible by --heads {self.heads}")
+        if self.show_attention and self.attention != "scratch":
+            raise LabError("--show-attention needs --attention scratch (the fused kernel returns no weights)")
+
+
+def sequence_loss(src_len: int):
+    """Cross-entropy on the target positions only; token and teacher-forced sequence accuracy."""
+
+    def loss_fn(logits, batch):
+        y = batch[1]  # (B, T)
+        pred_logits = logits[:, src_len:]  # position src_len holds SEP and predicts target[0]
+        loss = F.cross_entropy(pred_logits.reshape(-1, VOCAB), y.reshape(-1))
+        hit = pred_logits.argmax(-1) == y
+        return {"loss": loss, "acc": hit.float().mean(), "seq_acc": hit.all(dim=1).float().mean()}
+
+    return loss_fn
+
+
+def forward(model, batch):
+    return model(batch[0][:, :-1])  # teacher forcing: predict each next token
+
+
+@torch.no_grad()
+def greedy_accuracy(model, x: torch.Tensor, y: torch.Tensor, src_len: int, batch: int = 500) -> float:
+    """Whole-sequence accuracy of greedy decoding from ``source SEP`` alone."""
+    was = model.training
+    model.eval()
+    correct = 0
+    for i in range(0, len(x), batch):
+        out = model.generate(x[i:i + batch, :src_len + 1], y.shape[1])
+        correct += (out[:, src_len + 1:] == y[i:i + batch]).all(dim=1).sum().item()
+    model.train(was)
+    return correct / len(x)
+
+
+class GreedyEval(Callback):
+    """Adds ``val_seq_acc`` (greedy decoding on the held-out set) to each epoch's logs."""
+
+    def __init__(self, x, y, src_len):
+        self.x, self.y, self.src_len = x, y, src_len
+
+    def on_epoch_end(self, trainer, logs):
+        logs["val_seq_acc"] = greedy_accuracy(trainer.model, self.x, self.y, self.src_len)
+
+
+def attention_text(weights: torch.Tensor, tokens: list[str]) -> str:
+    """One (T, T) attention matrix as text: rows are queries, columns keys, values in percent."""
+    width = 4
+    lines = ["     " + "".join(t.rjust(width) for t in tokens)]
+    for q, row in zip(tokens, weights.tolist(), strict=True):
+        lines.append(q.rjust(4) + " " + "".join((f"{round(100 * v)}" if v >= 0.005 else ".").rjust(width) for v in row))
+    return "\n".join(lines)
+
+
+def show_attention(model, seq: torch.Tensor, src_len: int, tgt_len: int, run_dir: Path, say) -> list[Path]:
+    """Decode one held-out example greedily, then print and plot every layer's and head's attention."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    model.eval()
+    out = model.generate(seq[None, :src_len + 1], tgt_len)
+    model(out[:, :-1])  # one more pass over the finished sequence, to read its attention
+    tokens = [token_name(t) for t in out[0, :-1].tolist()]
+    paths = []
+    for layer, w in enumerate(model.attention_maps()):
+        assert w.shape == (1, model.cfg.heads, len(tokens), len(tokens))
+        for head in range(w.shape[1]):
+            say(f"\nlayer {layer} head {head} (rows: queries, columns: keys, % of attention)")
+            say(attention_text(w[0, head], tokens))
+            fig, ax = plt.subplots(figsize=(5, 5))
+            ax.imshow(w[0, head].numpy(), cmap="viridis", vmin=0, vmax=1)
+            ax.set_xticks(range(len(tokens)), labels=tokens)
+            ax.set_yticks(range(len(tokens)), labels=tokens)
+            ax.set_xlabel("key (attended to)")
+            ax.set_ylabel("query (attending)")
+            ax.set_title(f"layer {layer}, head {head}")
+            fig.tight_layout()
+            path = run_dir / f"attention_layer{layer}_head{head}.png"
+            fig.savefig(path, dpi=90)
+            plt.close(fig)
+            paths.append(path)
+    return paths
+
+
+def train(cfg: Lab3Config) -> dict:
+    session = start_session(cfg)
+    src_len, tgt_len = lengths(cfg.task, cfg.length)
+    (train_x, train_y), (test_x, test_y) = split_examples(cfg.task, cfg.num_train, cfg.num_test, cfg.length, seed=1234)
+    if cfg.overfit:
+        train_x, train_y = train_x[:cfg.overfit], train_y[:cfg.overfit]
+        test_x, test_y = train_x, train_y
+    device = session.device
+    train_loader = FastLoader(train_x, train_y, cfg.batch_size, device=device, seed=cfg.seed)
+    val_loader = FastLoader(test_x, test_y, 1000, device=device, shuffle=False)
+    model_cfg = TransformerConfig(VOCAB, src_len + 1 + tgt_len, cfg.dim, cfg.heads, cfg.layers,
+                                  dropout=cfg.dropout, positions=cfg.positions, attention=cfg.attention)
+    model = TinyTransformer(model_cfg)
+    description = f"task {cfg.task} ({len(train_x)} train / {len(test_x)} held-out; source {src_len}, target {tgt_len})"
+    trainer, logger = train_model(
+        session, model, train_loader, val_loader, loss_fn=sequence_loss(src_len), forward_fn=forward,
+        description=description, resolved={"task": cfg.task, "model": vars(model_cfg)},
+        extra_checkpoint={"model_config": vars(model_cfg)},
+        pre_callbacks=[GreedyEval(test_x.to(device), test_y.to(device), src_len)])
+    logger.close()
+    summary = write_summary(session, trainer)
+    run_dir = session.run_dir
+    plot_curves(trainer.history, run_dir / "loss_curve.png",
+                {"loss": ["train_loss", "val_loss"], "accuracy": ["val_acc", "val_seq_acc"]}, title=f"{PROG}: {cfg.task}")
+    session.say(f"held-out whole-sequence accuracy (greedy decoding): {summary['metrics']['val_seq_acc']:.4f}")
+    if cfg.show_attention:
+        paths = show_attention(trainer.model.cpu(), test_x[0], src_len, tgt_len, run_dir, session.say)
+        session.say(f"\nattention heatmaps: {run_dir}/attention_layer*_head*.png ({len(paths)} files)")
+    session.say(f"run directory: {run_dir}")
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+
+    def run() -> int:
+        try:
+            cfg = parse_config(Lab3Config, argv, PROG, __doc__.splitlines()[0])
+        except SystemExit as exc:
+            return int(exc.code or 0)
+        train(cfg)
+        return 0
+
+    return main_guard(PROG, run)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,117 @@
+import json
+
+import pytest
+import torch
+
+from lab3_transformer.cli import Lab3Config, main, train
+from lab3_transformer.model import TinyTransformer, TransformerConfig
+from lab3_transformer.tasks import PLUS, SEP, VOCAB, lengths, make_examples, split_examples
+
+
+@pytest.mark.parametrize("positions", ["sinusoidal", "learned"])
+@pytest.mark.parametrize("attention", ["scratch", "torch"])
+def test_causal_model_cannot_see_the_future(positions, attention):
+    torch.manual_seed(0)
+    model = TinyTransformer(TransformerConfig(VOCAB, 12, dim=32, heads=4, layers=2, positions=positions,
+                                              attention=attention)).eval()
+    x = torch.randint(0, 10, (3, 12))
+    y = x.clone()
+    y[:, 7:] = (y[:, 7:] + 1) % 10  # change every token from position 7 on
+    a, b = model(x), model(y)
+    torch.testing.assert_close(a[:, :7], b[:, :7])  # earlier outputs unchanged
+    assert not torch.allclose(a[:, 7:], b[:, 7:])
+
+
+def test_scratch_and_torch_attention_give_the_same_model():
+    torch.manual_seed(0)
+    a = TinyTransformer(TransformerConfig(VOCAB, 10, dim=32, heads=4, attention="scratch"))
+    b = TinyTransformer(TransformerConfig(VOCAB, 10, dim=32, heads=4, attention="torch"))
+    b.load_state_dict(a.state_dict())
+    x = torch.randint(0, VOCAB, (4, 10))
+    torch.testing.assert_close(a(x), b(x), rtol=1e-5, atol=1e-5)
+
+
+def test_attention_shapes_at_every_layer():
+    model = TinyTransformer(TransformerConfig(VOCAB, 9, dim=24, heads=3, layers=3))
+    model(torch.randint(0, VOCAB, (5, 9)))
+    maps = model.attention_maps()
+    assert len(maps) == 3 and all(m.shape == (5, 3, 9, 9) for m in maps)
+
+
+@pytest.mark.parametrize("task", ["reverse", "sort", "add"])
+def test_tasks_are_generated_deterministically_and_correctly(task):
+    x, y = make_examples(task, 50, 6, seed=3)
+    x2, _ = make_examples(task, 50, 6, seed=3)
+    assert torch.equal(x, x2)
+    s, t = lengths(task, 6)
+    assert x.shape == (50, s + 1 + t) and torch.all(x[:, s] == SEP) and torch.equal(x[:, s + 1:], y)
+    src = x[:, :s]
+    if task == "reverse":
+        assert torch.equal(y, src.flip(1))
+    elif task == "sort":
+        assert torch.equal(y, src.sort(1).values) and not torch.equal(y, src)
+    else:
+        number = lambda digits: sum(d * 10**i for i, d in enumerate(digits))  # noqa: E731
+        for i in range(50):
+            a, b = number(src[i, :6].tolist()), number(src[i, 7:].tolist())
+            assert number(y[i].tolist()) == (a + b) % 10**6 and src[i, 6] == PLUS
+
+
+def test_held_out_sources_never_appear_in_training():
+    (tx, _), (vx, _) = split_examples("reverse", 3000, 300, 4, seed=0)  # only 10^4 distinct sources
+    train_set = {tuple(r) for r in tx[:, :4].tolist()}
+    assert not any(tuple(r) in train_set for r in vx[:, :4].tolist())
+
+
+def small(**kw):
+    base = dict(task="reverse", length=5, num_train=4000, num_test=200, epochs=8, dim=32, heads=2, layers=2,
+                batch_size=64, lr=3e-3, quiet=True)
+    base.update(kw)
+    return Lab3Config(**base)
+
+
+def test_reversal_learns_in_seconds_and_attention_follows_the_mirror(tmp_path):
+    summary = train(small(out=str(tmp_path / "rev")))
+    assert summary["metrics"]["val_seq_acc"] >= 0.95
+    ckpt = torch.load(tmp_path / "rev" / "checkpoints" / "last.pt", weights_only=True)
+    model = TinyTransformer(TransformerConfig(**ckpt["model_config"]))
+    model.load_state_dict(ckpt["model"])
+    model.eval()
+    _, (x, _) = split_examples("reverse", 4000, 200, 5, seed=1234)
+    s = 5
+    with torch.no_grad():
+        model(x[:, :-1])
+    # Query at input position s + j (SEP or target j-1) predicts target j = source[s - 1 - j].
+    queries = torch.arange(s, 2 * s)
+    expected = s - 1 - torch.arange(s)
+    best = 0.0
+    for w in model.attention_maps():
+        for head in range(w.shape[1]):
+            picked = w[:, head, queries].argmax(dim=-1)  # (B, s)
+            best = max(best, (picked == expected).float().mean().item())
+    assert best >= 0.8  # some head attends to the mirrored source position for most tokens
+
+
+def test_overfit_and_cli_smoke(tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["--task", "sort", "--length", "4", "--overfit", "32", "--dim", "32", "--heads", "2", "--epochs", "120",
+            "--lr", "3e-3", "--out", str(out), "--show-attention"]
+    assert main(argv) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["metrics"]["val_seq_acc"] == 1.0
+    printed = capsys.readouterr().out
+    assert "layer 0 head 0" in printed and "layer 1 head 1" in printed
+    assert len(list(out.glob("attention_layer*_head*.png"))) == 4
+    assert (out / "loss_curve.png").is_file() and (out / "checkpoints" / "last.pt").is_file()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--task", "translate"], "invalid choice"),
+    (["--dim", "30", "--heads", "4"], "divisible by --heads"),
+    (["--dataset", "mnist"], "choose it with --task"),
+    (["--attention", "torch", "--show-attention"], "needs --attention scratch"),
+])
+def test_bad_input(argv, message, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err
