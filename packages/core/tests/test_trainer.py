@@ -217,3 +217,15 @@ def test_fp16_scaler_logs_loss_scale_and_counts_skipped_steps():
     assert logs["skipped_steps"] == 1
     assert logs["loss_scale"] == 65536.0 / 2
     assert math.isfinite(logs["train_loss"])
+
+
+def test_on_validation_end_metrics_decide_the_best_epoch(tmp_path):
+    class Score(Callback):
+        def on_validation_end(self, trainer, logs):
+            logs["val_score"] = [0.2, 0.9, 0.5][trainer.epoch - 1]
+
+    t = make_trainer(epochs=3, scheduler=None, monitor="val_score", mode="max",
+                     callbacks=[Score(), Checkpointing(tmp_path)])
+    t.fit()
+    assert t.best == {"metric": "val_score", "value": 0.9, "epoch": 2}
+    assert load_checkpoint(tmp_path / "best.pt")["epoch"] == 2

@@ -108,11 +108,11 @@ def start_session(cfg: RunConfig, stream=None) -> Session:
 
 def train_model(session: Session, model: nn.Module, train_loader, val_loader, *, loss_fn, description: str,
                 forward_fn=None, resolved: dict | None = None, extra_checkpoint: dict | None = None,
-                callbacks: list | None = None, pre_callbacks: list | None = None,
+                callbacks: list | None = None,
                 make_optimizer: Callable[[RunConfig, nn.Module], torch.optim.Optimizer] | None = None,
                 ) -> tuple[Trainer, RunLogger]:
-    """Optimizer, schedule, run directory, callbacks, resume, fit. ``pre_callbacks`` run before the
-    logger on each event (to add metrics to an epoch's logs); ``callbacks`` after the checkpoint."""
+    """Optimizer, schedule, run directory, callbacks, resume, fit. ``callbacks`` join the standard
+    ones (a callback's ``on_validation_end`` can add metrics to each epoch's logs)."""
     cfg, say = session.cfg, session.say
     model = model.to(session.device)
     precision = Precision(cfg.precision, session.device)
@@ -127,10 +127,10 @@ def train_model(session: Session, model: nn.Module, train_loader, val_loader, *,
     extra = {"config": cfg.to_dict(), "lab": cfg.lab, **(extra_checkpoint or {})}
     logger = RunLogger(run_dir, quiet=cfg.quiet, stream=session.stream)
     checkpointing = Checkpointing(run_dir / "checkpoints", extra=extra)
-    all_callbacks = [*(pre_callbacks or []), logger, ProgressBar(cfg.quiet), checkpointing, *(callbacks or [])]
+    all_callbacks = [logger, ProgressBar(cfg.quiet), checkpointing, *(callbacks or [])]
     if cfg.patience:
         all_callbacks.append(EarlyStopping(cfg.patience))
-    monitor_mode = "max" if cfg.monitor.endswith(("acc", "accuracy", "f1", "map")) else "min"
+    monitor_mode = "max" if any(k in cfg.monitor for k in ("acc", "f1", "map")) else "min"
     trainer = Trainer(model, optimizer, train_loader, val_loader, loss_fn=loss_fn,
                       **({"forward_fn": forward_fn} if forward_fn is not None else {}),
                       scheduler=scheduler, scheduler_interval=interval, precision=precision, device=session.device,

@@ -1,9 +1,12 @@
 """The trainer: one loop that knows nothing about the model, and a handful of events.
 
 Read it top to bottom: ``fit`` runs epochs; an epoch is ``train_one_epoch`` then ``evaluate``;
-features (checkpoints, early stopping, logging, progress) are callbacks on five events:
+features (checkpoints, early stopping, logging, progress) are callbacks on six events:
 
-    on_fit_start -> (on_epoch_start -> on_step_end* -> on_epoch_end)* -> on_fit_end
+    on_fit_start -> (on_epoch_start -> on_step_end* -> on_validation_end -> on_epoch_end)* -> on_fit_end
+
+``on_validation_end`` may add metrics to the epoch's logs (a detector's mAP, greedy-decoding
+accuracy) before the best epoch is decided and anything is logged or checkpointed.
 
 A step is ``forward_fn(model, batch)`` under the precision policy's autocast, then
 ``loss_fn(outputs, batch)`` in fp32, returning a dict with ``"loss"`` and any other per-batch means
@@ -77,6 +80,7 @@ class Callback:
     def on_fit_start(self, trainer: Trainer) -> None: ...
     def on_epoch_start(self, trainer: Trainer) -> None: ...
     def on_step_end(self, trainer: Trainer, loss: Tensor) -> None: ...
+    def on_validation_end(self, trainer: Trainer, logs: dict) -> None: ...
     def on_epoch_end(self, trainer: Trainer, logs: dict) -> None: ...
     def on_fit_end(self, trainer: Trainer) -> None: ...
 
@@ -151,6 +155,7 @@ class Trainer:
                     self.scheduler.step()
             logs = {"epoch": self.epoch if finished else self.epoch + 1, "step": self.global_step,
                     **train_logs, **val_logs, "lr": self.optimizer.param_groups[0]["lr"]}
+            self._emit("on_validation_end", logs)
             self.improved = self._update_best(logs)
             self.history.append(logs)
             self._emit("on_epoch_end", logs)

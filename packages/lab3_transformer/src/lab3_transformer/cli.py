@@ -101,7 +101,7 @@ class GreedyEval(Callback):
     def __init__(self, x, y, src_len):
         self.x, self.y, self.src_len = x, y, src_len
 
-    def on_epoch_end(self, trainer, logs):
+    def on_validation_end(self, trainer, logs):
         logs["val_seq_acc"] = greedy_accuracy(trainer.model, self.x, self.y, self.src_len)
 
 
@@ -164,7 +164,7 @@ def train(cfg: Lab3Config) -> dict:
         session, model, train_loader, val_loader, loss_fn=sequence_loss(src_len), forward_fn=forward,
         description=description, resolved={"task": cfg.task, "model": vars(model_cfg)},
         extra_checkpoint={"model_config": vars(model_cfg)},
-        pre_callbacks=[GreedyEval(test_x.to(device), test_y.to(device), src_len)])
+        callbacks=[GreedyEval(test_x.to(device), test_y.to(device), src_len)])
     logger.close()
     summary = write_summary(session, trainer)
     run_dir = session.run_dir

@@ -1,0 +1,58 @@
+import json
+
+import pytest
+import torch
+
+from lab5_detection.cli import main
+from lab5_detection.data import CLASSES, make_detection_set, unpad
+from lab5_detection.models import AnchorDetector, CenterDetector
+
+
+def test_dataset_is_deterministic_and_boxes_are_tight():
+    x, y = make_detection_set(20, 64, 4, seed=5)
+    x2, y2 = make_detection_set(20, 64, 4, seed=5)
+    assert torch.equal(x, x2) and torch.equal(y, y2)
+    assert x.shape == (20, 3, 64, 64) and x.dtype == torch.uint8 and y.shape == (20, 4, 5)
+    counts = (y[:, :, 0] >= 0).sum(1)
+    assert counts.min() >= 1 and counts.max() <= 4
+    for t in map(unpad, y):
+        b = t["boxes"]
+        assert torch.all(b[:, 2] > b[:, 0]) and torch.all(b[:, 3] > b[:, 1])
+        assert torch.all(b >= 0) and torch.all(b <= 64) and set(t["labels"].tolist()) <= set(range(len(CLASSES)))
+
+
+@pytest.mark.parametrize("cls", [AnchorDetector, CenterDetector])
+def test_models_output_loss_parts_and_detections(cls):
+    model = cls(len(CLASSES), 64)
+    x, y = make_detection_set(3, 64, 3, seed=0)
+    out = model(x.float() / 255)
+    parts = model.loss(out, y)
+    assert "loss" in parts and len(parts) == 4 and torch.isfinite(parts["loss"])
+    parts["loss"].backward()
+    dets = model.detect({k: v.detach() for k, v in out.items()})
+    assert len(dets) == 3 and all(set(d) == {"boxes", "scores", "labels"} for d in dets)
+
+
+@pytest.mark.parametrize("flavor", ["anchor", "anchor-free"])
+def test_overfit_reaches_high_map_for_both_flavours(flavor, tmp_path, capsys):
+    out = tmp_path / flavor
+    assert main(["--flavor", flavor, "--overfit", "8", "--epochs", "60", "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["metrics"]["val_map_50"] >= 0.9
+    assert summary["best"]["metric"] == "val_map_50" and summary["best"]["value"] is not None
+    printed = capsys.readouterr().out
+    parts = ("train_cls", "train_bg", "train_box") if flavor == "anchor" else ("train_heatmap", "train_size", "train_offset")
+    assert all(p in printed for p in parts) and "val_map_50" in printed
+    assert (out / "predictions.png").is_file() and (out / "loss_curve.png").is_file()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--flavor", "yolo"], "invalid choice"),
+    (["--image-size", "60"], "multiple of 8"),
+    (["--dataset", "coco"], "accepts only 'shapes'"),
+    (["--num-images", "0"], "at least 1"),
+])
+def test_bad_input(argv, message, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err
