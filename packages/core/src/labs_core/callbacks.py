@@ -91,7 +91,8 @@ class RunLogger(Callback):
 
 
 def format_epoch_line(logs: dict, epochs: int) -> str:
-    parts = [f"epoch {logs['epoch']:>3}/{epochs}"]
+    # Multi-phase runs (fine-tuning) number epochs across phases: no "/epochs" then.
+    parts = [f"epoch {logs['epoch']:>3}" + ("" if "phase" in logs else f"/{epochs}")]
     for key, value in logs.items():
         if key in ("epoch", "step"):
             continue

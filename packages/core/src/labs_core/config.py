@@ -20,9 +20,10 @@ from .errors import LabError
 
 
 def arg(default: Any = dataclasses.MISSING, help: str = "", *, choices=None, default_factory=dataclasses.MISSING,
-        nargs_optional_const: str | None = None):
-    """A config field with the help text (and choices) its flag shows."""
-    meta = {"help": help, "choices": choices, "const": nargs_optional_const}
+        nargs_optional_const: str | None = None, flag: str | None = None):
+    """A config field with the help text (and choices) its flag shows; ``flag`` overrides the
+    flag's name (for a field that cannot be named like its flag, e.g. ``--from``)."""
+    meta = {"help": help, "choices": choices, "const": nargs_optional_const, "flag": flag}
     if default_factory is not dataclasses.MISSING:
         return field(default_factory=default_factory, metadata=meta)
     return field(default=default, metadata=meta)
@@ -62,6 +63,7 @@ class RunConfig:
     loader: str = arg("fast", "fast: whole split on the device, batched augmentation; standard: DataLoader from disk",
                       choices=("fast", "standard"))
     num_workers: int = arg(0, "DataLoader workers (standard loader)")
+    channels_last: bool = arg(False, "images and model in channels-last memory format (faster convs under autocast on GPUs)")
     class_weights: bool = arg(False, "weight the loss by inverse class frequency (imbalanced data)")
     balanced_sampler: bool = arg(False, "sample training batches with class-balancing weights")
     image_size: int = arg(0, "resize images to this size (imagefolder; 0: the lab's default)")
@@ -144,7 +146,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
         kwargs["default"] = default
         if default not in (None, "", []) and tp is not bool:
             kwargs["help"] += f" (default: {' '.join(map(str, default)) if tp is list else default})"
-        parser.add_argument(f"--{_flag(f.name)}", **kwargs)
+        parser.add_argument(meta.get("flag") or f"--{_flag(f.name)}", **kwargs)
 
 
 def build_parser(cls: type, prog: str, description: str = "") -> argparse.ArgumentParser:

@@ -185,11 +185,14 @@ def run_classifier(cfg: RunConfig, build_model: Callable[[DataSplits], nn.Module
     loaders = build_loaders(data, batch_size=cfg.batch_size, device=session.device, seed=cfg.seed,
                             val_fraction=cfg.val_fraction, stratify=cfg.stratify, augment=cfg.augment,
                             overfit=cfg.overfit, loader=cfg.loader, num_workers=cfg.num_workers,
-                            balanced_sampler=cfg.balanced_sampler, use_class_weights=cfg.class_weights)
+                            balanced_sampler=cfg.balanced_sampler, use_class_weights=cfg.class_weights,
+                            channels_last=cfg.channels_last)
     data = loaders.data
     for note in data.notes:
         session.say(f"note: {note}")
     model = build_model(data)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
     info = {"classes": data.classes, "input_shape": list(data.input_shape), "mean": list(data.mean),
             "std": list(data.std)}
     trainer, logger = train_model(

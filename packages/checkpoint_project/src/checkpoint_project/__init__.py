@@ -1,0 +1,1 @@
+"""checkpoint-project: a complete CIFAR-10 image-classification system."""

@@ -1,0 +1,46 @@
+"""Shared by train, evaluate, export, predict and finetune: rebuilding a trained model from its
+checkpoint, and batched prediction with optional flip test-time augmentation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from labs_core import LabError, load_checkpoint, load_model_state
+
+from .models import build_model
+
+PROJECT = "checkpoint-project"
+
+
+def load_trained(path: str | Path, device="cpu") -> tuple[nn.Module, dict]:
+    """The model a checkpoint-project checkpoint describes, with its weights, in eval mode."""
+    ckpt = load_checkpoint(path)
+    cfg = ckpt.get("config") or {}
+    if ckpt.get("lab") != PROJECT or "model" not in cfg:
+        raise LabError(f"{path} is a {ckpt.get('lab', 'foreign')} checkpoint, not a {PROJECT} one "
+                       "(train one with: uv run --package checkpoint-project train)")
+    model = build_model(cfg["model"], tuple(ckpt["input_shape"]), len(ckpt["classes"]), cfg.get("width", 0))
+    load_model_state(model, ckpt["model"], f"checkpoint {path}")
+    return model.to(device).eval(), ckpt
+
+
+@torch.no_grad()
+def predict_probs(model: nn.Module, loader, device, tta: bool = False, autocast=None) -> tuple[Tensor, Tensor]:
+    """Softmax probabilities (N, C) and targets (N,) over ``loader``; with ``tta`` the average of
+    the image's and its mirror image's probabilities."""
+    import contextlib
+
+    model.eval()
+    probs, targets = [], []
+    for x, y in loader:
+        x = x.to(device)
+        with autocast() if autocast is not None else contextlib.nullcontext():
+            p = model(x).float().softmax(1)
+            if tta:
+                p = (p + model(x.flip(3)).float().softmax(1)) / 2
+        probs.append(p.cpu())
+        targets.append(y.cpu())
+    return torch.cat(probs), torch.cat(targets)

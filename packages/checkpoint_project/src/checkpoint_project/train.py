@@ -1,0 +1,217 @@
+"""train: train a classifier on CIFAR-10 (or any core dataset) and report on its test split.
+
+    uv run --package checkpoint-project train [--model cnn|resnet|fast] [flags]
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from labs_core import Callback, LabError, RunConfig, arg, parse_config
+from labs_core.checkpoint import save_checkpoint
+from labs_core.cli import main_guard, write_json
+from labs_core.experiment import run_classifier
+from labs_core.metrics import confusion_matrix
+
+from .inference import PROJECT, predict_probs
+from .models import MODELS, build_model
+
+PROG = "train"
+
+
+@dataclass
+class TrainConfig(RunConfig):
+    lab = PROJECT
+
+    dataset: str = arg("cifar10", "dataset name: cifar10 (default), synthetic, digits, imagefolder, mnist, ...")
+    model: str = arg("cnn", "cnn (custom CNN), resnet (small ResNet) or fast (speed-record style recipe)", choices=MODELS)
+    width: int = arg(0, "base channel width (0: the model's default)")
+    epochs: int = arg(30, "number of training epochs")
+    batch_size: int = arg(128, "batch size")
+    lr: float = arg(2e-3, "peak learning rate")
+    weight_decay: float = arg(5e-4, "weight decay")
+    scheduler: str = arg("onecycle", "learning-rate schedule", choices=("none", "cosine", "onecycle", "step"))
+    ema: float = arg(0.0, "keep an exponential moving average of the weights with this decay, e.g. 0.999 (0: off)")
+    tta: bool = arg(False, "flip test-time augmentation in the final test report")
+    profile: int = arg(0, "profile N training steps with torch.profiler (trace + table of costliest ops)")
+    monitor: str = arg("val_acc", "metric that decides the best checkpoint and early stopping")
+
+    def resolve(self, explicit: set[str]) -> None:
+        super().resolve(explicit)
+        if self.model == "fast":  # the speed-record recipe, unless a flag says otherwise
+            recipe = dict(epochs=10, batch_size=512, optimizer="sgd", lr=0.2, momentum=0.9, weight_decay=5e-4,
+                          label_smoothing=0.2, scheduler="cosine", warmup_epochs=1.0, tta=True, channels_last=True)
+            if torch.cuda.is_available():
+                recipe["precision"] = "bf16"
+            for key, value in recipe.items():
+                if key not in explicit:
+                    setattr(self, key, value)
+
+    def validate(self) -> None:
+        super().validate()
+        if not 0 <= self.ema < 1:
+            raise LabError(f"--ema must be in [0, 1) (got {self.ema})")
+        if self.profile < 0 or self.width < 0:
+            raise LabError("--profile and --width must not be negative")
+
+
+class WeightEMA(Callback):
+    """Shadow weights w_ema <- d * w_ema + (1 - d) * w after every step; at the end the model takes
+    the averaged weights (usually a little better and smoother than the last ones). The decay
+    warms up, d = min(decay, (1 + t) / (10 + t)), so a short run is not dominated by its start."""
+
+    def __init__(self, decay: float):
+        self.decay = decay
+        self.shadow: dict[str, torch.Tensor] = {}
+        self.updates = 0
+
+    @torch.no_grad()
+    def on_step_end(self, trainer, loss) -> None:
+        state = trainer.model.state_dict()
+        if not self.shadow:
+            self.shadow = {k: v.detach().clone() for k, v in state.items()}
+            return
+        self.updates += 1
+        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        for k, v in state.items():
+            if v.is_floating_point():
+                self.shadow[k].lerp_(v, 1 - d)
+            else:
+                self.shadow[k].copy_(v)
+
+    def on_fit_end(self, trainer) -> None:
+        if self.shadow:
+            trainer.model.load_state_dict(self.shadow)
+
+    def state_dict(self) -> dict:
+        return {"shadow": self.shadow, "updates": self.updates}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.shadow, self.updates = dict(state["shadow"]), state["updates"]
+
+
+class Profile(Callback):
+    """Profile ``steps`` optimizer steps (after one warm-up step): a Chrome/Perfetto trace and a
+    table of the costliest operators, in ``<run>/profile/``."""
+
+    def __init__(self, steps: int, folder: Path, say):
+        self.steps, self.folder, self.say, self.prof, self.done = steps, folder, say, None, False
+
+    def on_fit_start(self, trainer) -> None:
+        from torch.profiler import ProfilerActivity, profile, schedule
+
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+        self.prof = profile(activities=activities, schedule=schedule(wait=0, warmup=1, active=self.steps, repeat=1),
+                            on_trace_ready=self.write, record_shapes=True)
+        self.prof.__enter__()
+
+    def on_step_end(self, trainer, loss) -> None:
+        if self.prof is not None and not self.done:
+            self.prof.step()
+
+    def on_fit_end(self, trainer) -> None:
+        if self.prof is not None:
+            self.prof.__exit__(None, None, None)  # writes the trace if the run ended mid-window
+            self.prof = None
+
+    def write(self, prof) -> None:
+        """Called by the profiler when its window closes: trace, and the costliest operators."""
+        self.done = True
+        self.folder.mkdir(parents=True, exist_ok=True)
+        prof.export_chrome_trace(str(self.folder / "trace.json"))
+        key = "self_cuda_time_total" if torch.cuda.is_available() else "self_cpu_time_total"
+        (self.folder / "top_ops.txt").write_text(prof.key_averages().table(sort_by=key, row_limit=20) + "\n")
+        self.say(f"profile of {self.steps} steps: {self.folder / 'trace.json'} (open in ui.perfetto.dev), "
+                 f"{self.folder / 'top_ops.txt'}")
+
+
+def gallery(images: torch.Tensor, probs: torch.Tensor, targets: torch.Tensor, classes: list[str], path: Path,
+            count: int = 16) -> int:
+    """The most confidently wrong test images, with their true and predicted classes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    conf, pred = probs.max(1)
+    wrong = (pred != targets).nonzero().flatten()
+    worst = wrong[conf[wrong].argsort(descending=True)][:count]
+    cols = 4
+    rows = max(1, -(-len(worst) // cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 2.2, rows * 2.5), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, i in zip(axes.flat, worst.tolist(), strict=False):
+        img = images[i]
+        ax.imshow(img[0].numpy() if img.shape[0] == 1 else img.permute(1, 2, 0).numpy(), cmap="gray")
+        ax.set_title(f"true {classes[targets[i]]}\npred {classes[pred[i]]} {conf[i]:.0%}", fontsize=7)
+    fig.suptitle("most confidently wrong test images")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return len(worst)
+
+
+def train(cfg: TrainConfig) -> dict:
+    say = (lambda *_: None) if cfg.quiet else (lambda m: print(m, flush=True))
+    callbacks: list[Callback] = []
+    ema = WeightEMA(cfg.ema) if cfg.ema else None
+    if ema:
+        callbacks.append(ema)
+    run_dir_holder: dict = {}
+
+    def model_fn(data):
+        return build_model(cfg.model, data.input_shape, data.num_classes, cfg.width)
+
+    if cfg.profile:
+        from labs_core.cli import make_run_dir
+        if not cfg.out and not cfg.resume:
+            cfg.out = str(make_run_dir(cfg.lab))
+        callbacks.append(Profile(cfg.profile, Path(cfg.out or ".") / "profile", say))
+    result = run_classifier(cfg, model_fn, callbacks=callbacks)
+    run_dir_holder["dir"] = result.run_dir
+    run_dir, data, summary = result.run_dir, result.loaders.data, result.summary
+    if ema:
+        save_checkpoint(run_dir / "checkpoints" / "ema.pt", {
+            **result.trainer.state_dict(), "config": cfg.to_dict(), "lab": cfg.lab, "classes": data.classes,
+            "input_shape": list(data.input_shape), "mean": list(data.mean), "std": list(data.std)})
+    if result.loaders.test is not None and not cfg.overfit:
+        probs, targets = predict_probs(result.model, result.loaders.test, result.trainer.device, tta=cfg.tta,
+                                       autocast=result.trainer.precision.autocast)
+        pred = probs.argmax(1)
+        cm = confusion_matrix(pred, targets, data.num_classes)
+        per_class = (cm.diag().float() / cm.sum(1).clamp(min=1)).tolist()
+        lines = [f"{name:<12} {acc:.4f}" for name, acc in zip(data.classes, per_class, strict=True)]
+        (run_dir / "per_class_accuracy.txt").write_text("\n".join(lines) + "\n")
+        summary["metrics"]["per_class_acc"] = dict(zip(data.classes, per_class, strict=True))
+        if cfg.tta:
+            summary["metrics"]["test_acc_tta"] = (pred == targets).float().mean().item()
+            say(f"test accuracy with flip TTA {summary['metrics']['test_acc_tta']:.4f}")
+        n = gallery(data.test[0], probs, targets, data.classes, run_dir / "confidently_wrong.png")
+        say("per-class test accuracy:\n  " + "\n  ".join(lines))
+        say(f"confusion matrix:\n{(run_dir / 'confusion_matrix.txt').read_text().rstrip()}")
+        say(f"gallery of the {n} most confidently wrong test images: {run_dir / 'confidently_wrong.png'}")
+        write_json(run_dir / "summary.json", summary)
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+
+    def run() -> int:
+        try:
+            cfg = parse_config(TrainConfig, argv, PROG, __doc__.splitlines()[0])
+        except SystemExit as exc:
+            return int(exc.code or 0)
+        train(cfg)
+        return 0
+
+    return main_guard(PROG, run)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

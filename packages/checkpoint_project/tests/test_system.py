@@ -1,0 +1,171 @@
+"""train -> evaluate -> export -> predict -> finetune, end to end on tiny offline data."""
+
+import json
+import urllib.error
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from PIL import Image
+
+from checkpoint_project.cli import main
+from checkpoint_project.models import build_model
+from labs_core.data.synthetic import make_synthetic
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("train") / "run"
+    argv = ["train", "--dataset", "synthetic", "--epochs", "2", "--width", "8", "--lr", "0.01", "--quiet",
+            "--out", str(out), "--ema", "0.9", "--tta"]
+    assert main(argv) == 0
+    return out
+
+
+def test_train_writes_the_full_report(trained):
+    for name in ["summary.json", "config.json", "metrics.jsonl", "confusion_matrix.png", "confusion_matrix.txt",
+                 "per_class_accuracy.txt", "confidently_wrong.png", "checkpoints/best.pt", "checkpoints/last.pt",
+                 "checkpoints/ema.pt"]:
+        assert (trained / name).is_file(), name
+    metrics = json.loads((trained / "summary.json").read_text())["metrics"]
+    assert metrics["test_acc"] > 0.5 and "test_acc_tta" in metrics and len(metrics["per_class_acc"]) == 10
+
+
+def test_plain_train_script_is_the_same_entry_point(tmp_path):
+    from checkpoint_project.train import main as train_main
+    assert train_main(["--dataset", "synthetic", "--epochs", "1", "--width", "4", "--quiet", "--out",
+                       str(tmp_path / "r"), "--max-steps", "2", "--profile", "1"]) == 0
+    assert (tmp_path / "r" / "profile" / "trace.json").is_file()
+    assert "Name" in (tmp_path / "r" / "profile" / "top_ops.txt").read_text()
+
+
+def test_evaluate_single_ensemble_and_tta(trained, capsys):
+    best, last = trained / "checkpoints" / "best.pt", trained / "checkpoints" / "last.pt"
+    assert main(["evaluate", "--checkpoint", str(best), str(last), "--tta"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("test accuracy") == 3 and "ensemble of 2" in out
+
+
+def test_export_onnx_and_predict_with_both_models(trained, tmp_path, capsys):
+    best = trained / "checkpoints" / "best.pt"
+    onnx_path = tmp_path / "model.onnx"
+    assert main(["export", "--checkpoint", str(best), "--format", "onnx", "--out", str(onnx_path)]) == 0
+    proto = onnx.load(onnx_path)
+    meta = {p.key: p.value for p in proto.metadata_props}
+    assert json.loads(meta["classes"])[0] == "class0" and len(json.loads(meta["mean"])) == 3
+    assert proto.graph.input[0].type.tensor_type.shape.dim[0].dim_param  # a symbolic (dynamic) batch axis
+    images = []
+    for i, (mode, size) in enumerate([("RGB", (50, 70)), ("L", (20, 20)), ("RGBA", (40, 40)), ("P", (33, 17))]):
+        path = tmp_path / f"img{i}.png"
+        Image.fromarray((np.random.default_rng(i).random((*size, 3)) * 255).astype("uint8")).convert(mode).save(path)
+        images.append(str(path))
+    capsys.readouterr()
+    assert main(["predict", "--checkpoint", str(onnx_path), *images, "--top-k", "2"]) == 0
+    from_onnx = capsys.readouterr().out.splitlines()
+    assert main(["predict", "--checkpoint", str(best), *images, "--top-k", "2"]) == 0
+    from_torch = capsys.readouterr().out.splitlines()
+    assert len(from_onnx) == 4
+    for a, b in zip(from_onnx, from_torch, strict=True):  # same classes, probabilities to 3 decimals
+        assert a == b
+
+
+def write_folder(root: Path, seed: int, classes: int, n: int) -> None:
+    data = make_synthetic(num_train=n, num_test=1, num_classes=classes, seed=seed)
+    for i, (img, label) in enumerate(zip(*data.train, strict=True)):
+        d = root / f"kind{int(label)}"
+        d.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img.permute(1, 2, 0).numpy()).save(d / f"{i}.png")
+
+
+def test_finetune_head_learns_then_unfreezing_improves(tmp_path, capsys):
+    pre = tmp_path / "pre"
+    assert main(["train", "--dataset", "synthetic", "--epochs", "3", "--width", "8", "--lr", "0.01", "--quiet",
+                 "--out", str(pre)]) == 0
+    folder = tmp_path / "new_task"
+    write_folder(folder, seed=99, classes=4, n=400)
+    out = tmp_path / "ft"
+    argv = ["finetune", "--from", str(pre / "checkpoints" / "best.pt"), "--dataset", "imagefolder",
+            "--data-dir", str(folder), "--image-size", "32", "--head-epochs", "3", "--stage-epochs", "3",
+            "--unfreeze", "2", "--lr", "0.01", "--val-fraction", "0.25", "--out", str(out)]
+    assert main(argv) == 0
+    phases = json.loads((out / "phases.json").read_text())
+    assert len(phases) == 3
+    assert phases[0]["val_acc_after"] > 0.4  # a frozen backbone's features already separate the new classes
+    assert phases[-1]["val_acc_after"] > phases[0]["val_acc_after"]  # unfreezing improves on the head alone
+    printed = capsys.readouterr().out
+    assert "phase 0 (head only, backbone frozen)" in printed and "phase 2 (head + top 2 stage(s))" in printed
+    # The fine-tuned model is a checkpoint-project checkpoint like any other.
+    assert main(["evaluate", "--checkpoint", str(out / "checkpoints" / "best.pt")]) == 0
+
+
+def test_finetune_from_torchvision_offline_says_where_to_put_weights(tmp_path, monkeypatch, capsys):
+    write_folder(tmp_path / "imgs", seed=5, classes=2, n=20)
+
+    def offline(*a, **k):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
+    argv = ["finetune", "--from", "torchvision:resnet18", "--dataset", "imagefolder", "--data-dir", str(tmp_path / "imgs"),
+            "--out", str(tmp_path / "o")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "resnet18-f37072fd.pth" in err and "--weights FILE" in err
+
+
+def test_finetune_from_torchvision_with_local_weights(tmp_path):
+    from torchvision.models import resnet18
+    write_folder(tmp_path / "imgs", seed=5, classes=2, n=40)
+    weights = tmp_path / "r18.pth"
+    torch.save(resnet18(weights=None).state_dict(), weights)
+    argv = ["finetune", "--from", "torchvision:resnet18", "--weights", str(weights), "--dataset", "imagefolder",
+            "--data-dir", str(tmp_path / "imgs"), "--head-epochs", "1", "--stage-epochs", "1", "--unfreeze", "1",
+            "--quiet", "--out", str(tmp_path / "o")]
+    assert main(argv) == 0
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "o" / "checkpoints" / "last.pt")]) == 0
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["evaluate", "--checkpoint", "missing.pt"], "checkpoint not found: missing.pt"),
+    (["export", "--checkpoint", "BEST", "--format", "tflite"], "unknown export format 'tflite'"),
+    (["predict", "--checkpoint", "BEST", "/etc/hostname"], "cannot read image"),
+    (["predict", "--checkpoint", "BEST", "nope.png"], "image not found"),
+    (["evaluate", "--checkpoint", "FOREIGN"], "not a checkpoint-project one"),
+    (["evaluate", "--checkpoint", "CORRUPT"], "is corrupt"),
+    (["train", "--model", "vit"], "invalid choice"),
+    (["finetune", "--dataset", "synthetic"], "--from is required"),
+    (["launch"], "unknown command 'launch'"),
+])
+def test_bad_input_is_one_line_and_exit_2(argv, message, trained, tmp_path, capsys):
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"model": {}, "lab": "lab1-conv", "config": {}}, foreign)
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes((trained / "checkpoints" / "best.pt").read_bytes()[:1000])
+    subst = {"BEST": str(trained / "checkpoints" / "best.pt"), "FOREIGN": str(foreign), "CORRUPT": str(corrupt)}
+    argv = [subst.get(a, a) for a in argv]
+    before = (trained / "checkpoints" / "best.pt").read_bytes()
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err
+    assert (trained / "checkpoints" / "best.pt").read_bytes() == before  # nothing already written is damaged
+
+
+def test_offline_cifar_says_how_to_run_offline(tmp_path, monkeypatch, capsys):
+    def offline(*a, **k):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr("urllib.request.urlopen", offline)
+    assert main(["train", "--data-dir", str(tmp_path), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "cifar10: could not download" in err and "--dataset synthetic" in err and "imagefolder" in err
+
+
+@pytest.mark.parametrize("name", ["cnn", "resnet", "fast"])
+def test_models_fit_cifar_shapes_and_other_channels(name):
+    for shape in [(3, 32, 32), (1, 28, 28)]:
+        model = build_model(name, shape, 10, 8)
+        assert model(torch.zeros(2, *shape)).shape == (2, 10)
+    if name == "cnn":
+        convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+        assert len(convs) >= 3 and any(isinstance(m, torch.nn.Dropout) for m in model.modules())

@@ -1,0 +1,150 @@
+"""The dataset registry and the step from a dataset to train / val / test loaders."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from ..errors import LabError
+from .base import DataSplits
+from .loader import (FastLoader, StandardLoader, TensorImageDataset, balanced_sample_weights,
+                     class_weights)
+from .split import random_split, stratified_split
+
+DATASETS = ("digits", "mnist", "fashion-mnist", "cifar10", "imagefolder", "csv", "synthetic")
+TEST_FRACTION = 0.2  # held out as the test split when a source has none
+TEST_SPLIT_SEED = 0  # the same test split for every run seed, so runs are comparable
+
+
+def load_dataset(name: str, data_dir: str | Path = "data", *, image_size: int = 0, download: bool = True,
+                 skip_bad_files: bool = False, label_column: str = "label", decode: bool = True,
+                 synthetic: dict | None = None) -> DataSplits:
+    """Load a dataset by name. Errors a user can cause come back as one-line ``LabError``s."""
+    data_dir = Path(data_dir)
+    if name == "digits":
+        from .digits import load_digits
+        return load_digits()
+    if name in ("mnist", "fashion-mnist"):
+        from .mnist import load_mnist_family
+        return load_mnist_family(name, data_dir, download)
+    if name == "cifar10":
+        from .cifar import load_cifar10
+        return load_cifar10(data_dir, download)
+    if name == "imagefolder":
+        from .imagefolder import load_imagefolder
+        return load_imagefolder(data_dir, image_size or 32, skip_bad_files, decode)
+    if name == "csv":
+        from .tabular import load_csv
+        return load_csv(data_dir, label_column)
+    if name == "synthetic":
+        from .synthetic import make_synthetic
+        opts = dict(synthetic or {})
+        if image_size:
+            c = opts.get("shape", (3, 32, 32))[0]
+            opts["shape"] = (c, image_size, image_size)
+        return make_synthetic(**opts)
+    raise LabError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+
+
+def take(x, idx: Tensor):
+    """Index a tensor or a list of paths."""
+    if isinstance(x, list):
+        return [x[i] for i in idx.tolist()]
+    return x[idx]
+
+
+@dataclass
+class Loaders:
+    train: object
+    val: object | None
+    test: object | None
+    data: DataSplits  # with train/val/test as actually used (after splitting)
+    class_weights: Tensor | None = None
+
+
+def split_data(data: DataSplits, *, seed: int = 0, val_fraction: float = 0.1, stratify: bool = True,
+               overfit: int = 0) -> DataSplits:
+    """Fill in the test split (fixed seed) and the validation split (run seed); apply overfit mode."""
+    split = stratified_split if stratify else (lambda y, f, s: random_split(len(y), f, s))
+    train, test, val = data.train, data.test, data.val
+    if test is None:
+        keep, held = split(train[1], TEST_FRACTION, TEST_SPLIT_SEED)
+        train, test = (take(train[0], keep), train[1][keep]), (take(train[0], held), train[1][held])
+    if overfit:
+        n = min(overfit, len(train[1]))
+        train = (take(train[0], torch.arange(n)), train[1][:n])
+        val = train  # train and evaluate on the same fixed samples
+    elif val is None and val_fraction > 0:
+        keep, held = split(train[1], val_fraction, seed)
+        train, val = (take(train[0], keep), train[1][keep]), (take(train[0], held), train[1][held])
+    if len(train[1]) == 0:
+        raise LabError(f"{data.name}: no training samples left after the splits")
+    out = replace(data, train=train, val=val, test=test)
+    if data.kind == "tabular":  # standardise with statistics of the training rows only
+        mean = train[0].mean(dim=0)
+        std = train[0].std(dim=0).nan_to_num(1.0).clamp(min=1e-6) if len(train[0]) > 1 else torch.ones_like(mean)
+        out = replace(out, mean=tuple(mean.tolist()), std=tuple(std.tolist()))
+    return out
+
+
+def build_loaders(data: DataSplits, *, batch_size: int, device="cpu", seed: int = 0, val_fraction: float = 0.1,
+                  stratify: bool = True, augment: bool = True, overfit: int = 0, loader: str = "fast",
+                  num_workers: int = 0, balanced_sampler: bool = False, use_class_weights: bool = False,
+                  eval_batch_size: int | None = None, pad: int | None = None, channels_last: bool = False) -> Loaders:
+    """Split ``data`` and wrap each split in a fast (on-device) or standard (DataLoader) loader."""
+    data = split_data(data, seed=seed, val_fraction=val_fraction, stratify=stratify, overfit=overfit)
+    augment = augment and not overfit
+    x_train, y_train = data.train
+    n_classes = data.num_classes
+    weights = balanced_sample_weights(y_train, n_classes) if balanced_sampler else None
+    cw = class_weights(y_train, n_classes) if use_class_weights else None
+    eval_bs = eval_batch_size or max(batch_size, 256)
+    if pad is None:  # random-crop padding: 1/8 of the image side (4 px for 32x32, 2 for 28x28)
+        side = data.input_shape[-1] if data.kind == "image" else 0
+        pad = max(1, side // 8) if side >= 16 else 1
+
+    if loader == "fast":
+        if isinstance(x_train, list):
+            raise LabError("the fast loader needs decoded images; use --loader standard for streaming from files")
+        common = dict(device=device, mean=data.mean, std=data.std, channels_last=channels_last)
+        train = FastLoader(x_train, y_train, batch_size, shuffle=True, seed=seed, augment=augment,
+                           pad=pad, flip=data.flip, sample_weights=weights, **common)
+        make_eval = lambda pair: None if pair is None else FastLoader(pair[0], pair[1], eval_bs, shuffle=False, **common)  # noqa: E731
+    elif loader == "standard":
+        train_tf = _standard_transform(data, augment, pad)
+        eval_tf = _standard_transform(data, False, pad)
+        train = StandardLoader(_dataset(data, data.train, train_tf), batch_size, seed=seed, shuffle=True,
+                               num_workers=num_workers, device=device, sample_weights=weights)
+        make_eval = lambda pair: None if pair is None else StandardLoader(  # noqa: E731
+            _dataset(data, pair, eval_tf), eval_bs, seed=seed, shuffle=False, num_workers=num_workers, device=device)
+    else:
+        raise LabError(f"unknown loader {loader!r} (fast or standard)")
+    return Loaders(train=train, val=make_eval(data.val), test=make_eval(data.test), data=data, class_weights=cw)
+
+
+def _standard_transform(data: DataSplits, augment: bool, pad: int):
+    from torchvision.transforms import v2
+
+    if data.kind == "tabular":
+        mean, std = torch.tensor(data.mean), torch.tensor(data.std)
+        return lambda row: (row - mean) / std
+    steps = []
+    if augment:
+        steps.append(v2.RandomCrop(data.input_shape[-1], padding=pad))
+        if data.flip:
+            steps.append(v2.RandomHorizontalFlip())
+    steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(data.mean), list(data.std))]
+    return v2.Compose(steps)
+
+
+def _dataset(data: DataSplits, pair, transform):
+    x, y = pair
+    if isinstance(x, list):
+        from .imagefolder import ImageFileDataset
+        return ImageFileDataset(x, y.tolist(), data.image_size, transform)
+    if data.kind == "tabular":
+        return torch.utils.data.TensorDataset(transform(x), y)
+    return TensorImageDataset(x, y, transform)
