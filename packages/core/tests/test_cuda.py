@@ -2,12 +2,13 @@
 
 import pytest
 import torch
-from core_testutils import blob_data, tiny_mlp
 
 from labs_core import Precision, Trainer, seed_everything
 from labs_core.callbacks import Checkpointing
 from labs_core.checkpoint import load_checkpoint
 from labs_core.data import FastLoader
+
+from core_testutils import blob_data, tiny_mlp
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 

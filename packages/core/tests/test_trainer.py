@@ -229,3 +229,32 @@ def test_on_validation_end_metrics_decide_the_best_epoch(tmp_path):
     t.fit()
     assert t.best == {"metric": "val_score", "value": 0.9, "epoch": 2}
     assert load_checkpoint(tmp_path / "best.pt")["epoch"] == 2
+
+
+def test_deferred_nan_check_names_the_first_bad_step(tmp_path):
+    """The GPU path (no host sync per step), exercised on the CPU."""
+
+    class Poison(Callback):
+        def on_step_end(self, trainer, loss):
+            if trainer.global_step == 8:
+                with torch.no_grad():
+                    trainer.model[1].weight.fill_(float("nan"))
+
+    t = make_trainer(epochs=2, scheduler=None, callbacks=[Checkpointing(tmp_path), Poison()], nan_check_every=4)
+    with pytest.raises(NonFiniteLossError, match=r"non-finite at step 9 \(epoch 2\)"):
+        t.fit()
+    assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 1
+
+
+def test_fp16_skips_are_counted_on_the_deferred_path_too():
+    t = make_trainer(epochs=1, scheduler=None, precision=Precision("fp16", torch.device("cpu")), nan_check_every=50)
+    hooked = {"done": False}
+
+    def hook(grad):
+        if not hooked["done"]:
+            hooked["done"] = True
+            return grad * float("inf")
+        return grad
+
+    t.model[1].weight.register_hook(hook)
+    assert t.fit()[-1]["skipped_steps"] == 1

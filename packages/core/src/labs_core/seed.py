@@ -72,14 +72,14 @@ def set_rng_state(state: dict) -> None:
     np.random.set_state(
         {
             "bit_generator": n["bit_generator"],
-            "state": {"key": n["key"].numpy().astype(np.uint32), "pos": n["pos"]},
+            "state": {"key": n["key"].cpu().numpy().astype(np.uint32), "pos": n["pos"]},
             "has_gauss": n["has_gauss"],
             "gauss": n["gauss"],
         }
     )
-    torch.set_rng_state(state["torch"])
+    torch.set_rng_state(state["torch"].cpu())  # a checkpoint loaded with map_location="cuda" moves it
     if "cuda" in state and torch.cuda.is_available():
-        cuda_states = state["cuda"]
+        cuda_states = [s.cpu() for s in state["cuda"]]
         if len(cuda_states) == torch.cuda.device_count():
             torch.cuda.set_rng_state_all(cuda_states)
 

@@ -109,6 +109,7 @@ class Trainer:
         grad_accum: int = 1,  # micro-batches per optimizer step
         grad_clip: float = 0.0,  # max global grad norm; 0: off
         grad_norm_every: int = 25,  # measure the grad norm every N steps when not clipping
+        nan_check_every: int | None = None,  # steps between host syncs checking the loss (1 on CPU, 50 on GPUs)
         monitor: str = "val_loss",
         mode: str = "min",
         callbacks: Iterable[Callback] = (),
@@ -128,6 +129,9 @@ class Trainer:
         self.epochs, self.max_steps = epochs, max_steps
         self.grad_accum, self.grad_clip, self.grad_norm_every = max(1, grad_accum), grad_clip, grad_norm_every
         self.monitor, self.mode = monitor, mode
+        # Reading the loss on the host every step would stall a GPU's queue; there the first bad
+        # step is recorded on the device and read every few steps (and before anything is saved).
+        self.nan_check_every = nan_check_every or (1 if self.device.type == "cpu" else 50)
         self.callbacks = list(callbacks)
         # Progress. ``epoch`` counts finished epochs; ``batch_in_epoch`` is where an interrupted
         # (max_steps) epoch stopped, so a resume starts at the next batch.
@@ -169,6 +173,8 @@ class Trainer:
         sums: dict[str, Tensor] = {}
         count = 0
         norms: list[Tensor] = []
+        first_bad = torch.zeros((), dtype=torch.long, device=self.device)  # 0: every loss finite so far
+        skipped = torch.zeros((), dtype=torch.long, device=self.device)  # fp16 steps the scaler skipped
         start = self.batch_in_epoch
         batches = _iterate_from(self.train_loader, start)
         n_batches = _len_or_none(self.train_loader)
@@ -179,11 +185,16 @@ class Trainer:
                 out = self.forward_fn(model, batch)
             losses = self.loss_fn(_float_outputs(out), batch)
             loss = losses["loss"]
-            value = loss.item()  # one host sync per step (free on CPU); it names a diverging step
-            if not math.isfinite(value):
-                raise NonFiniteLossError(
-                    f"loss became {value} at step {self.global_step + 1} (epoch {self.epoch + 1}, "
-                    f"batch {i + 1}); stopped before writing anything (try a lower --lr or --precision fp32)")
+            if self.nan_check_every == 1:  # on the CPU a host read costs nothing
+                value = loss.item()
+                if not math.isfinite(value):
+                    self._diverged(f"loss became {value} at step {self.global_step + 1} (epoch {self.epoch + 1}, "
+                                   f"batch {i + 1})")
+            else:
+                bad = ~torch.isfinite(loss.detach())
+                first_bad = torch.where(bad & (first_bad == 0), first_bad.new_tensor(self.global_step + 1), first_bad)
+                if (i + 1) % self.nan_check_every == 0:
+                    self._check(first_bad)
             if self.grad_accum > 1:
                 loss = loss / self.grad_accum
             (prec.scaler.scale(loss) if prec.uses_scaler else loss).backward()
@@ -197,7 +208,7 @@ class Trainer:
             last_micro = (i + 1) % self.grad_accum == 0 or (n_batches is not None and i + 1 == n_batches)
             if last_micro:
                 measure = self.grad_clip > 0 or not norms or self.global_step % self.grad_norm_every == 0
-                norm = self._optimizer_step(measure=measure)
+                norm = self._optimizer_step(measure=measure, skipped=skipped)
                 if norm is not None:
                     norms.append(norm)
                 self._emit("on_step_end", loss.detach())
@@ -205,6 +216,8 @@ class Trainer:
                     if n_batches is None or i + 1 < n_batches:
                         self.batch_in_epoch = i + 1
                     break
+        self._check(first_bad)  # before any metric is logged or checkpoint written
+        self.skipped_steps += int(skipped)
         logs = {f"train_{k}": (v / max(count, 1)).item() for k, v in sums.items()}
         if norms:
             logs["grad_norm"] = torch.stack(norms).mean().item()
@@ -213,7 +226,15 @@ class Trainer:
             logs["skipped_steps"] = self.skipped_steps
         return logs
 
-    def _optimizer_step(self, measure: bool) -> Tensor | None:
+    def _diverged(self, what: str) -> None:
+        raise NonFiniteLossError(f"{what}; stopped before writing anything (try a lower --lr or --precision fp32)")
+
+    def _check(self, first_bad: Tensor) -> None:
+        step = int(first_bad)  # a host sync
+        if step:
+            self._diverged(f"loss became non-finite at step {step} (epoch {self.epoch + 1})")
+
+    def _optimizer_step(self, measure: bool, skipped: Tensor) -> Tensor | None:
         """Unscale (fp16), clip or measure the grad norm, step, update the scaler and scheduler."""
         opt, scaler = self.optimizer, self.precision.scaler
         norm = None
@@ -225,11 +246,10 @@ class Trainer:
             elif params:
                 norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in params]))
         if scaler.is_enabled():
-            scale_before = scaler.get_scale()
+            scale_before = scaler._scale.clone()  # the scale tensor: compared on the device, no sync
             scaler.step(opt)
             scaler.update()
-            if scaler.get_scale() < scale_before:
-                self.skipped_steps += 1
+            skipped += (scaler._scale < scale_before).long().squeeze()  # the scaler halves it on a skip
         else:
             opt.step()
         opt.zero_grad(set_to_none=True)

@@ -10,8 +10,13 @@ from torch import Tensor
 
 from ..errors import LabError
 from .base import DataSplits
-from .loader import (FastLoader, StandardLoader, TensorImageDataset, balanced_sample_weights,
-                     class_weights)
+from .loader import (
+    FastLoader,
+    StandardLoader,
+    TensorImageDataset,
+    balanced_sample_weights,
+    class_weights,
+)
 from .split import random_split, stratified_split
 
 DATASETS = ("digits", "mnist", "fashion-mnist", "cifar10", "imagefolder", "csv", "synthetic")
