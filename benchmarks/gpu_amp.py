@@ -26,8 +26,8 @@ from labs_core import ClassificationLoss, Precision, Trainer, seed_everything  #
 from labs_core.data import FastLoader  # noqa: E402
 
 SETTINGS = [  # (name, precision, channels_last, compile)
-    ("fp32 strict (TF32 off)", "fp32-strict", False, False),
     ("fp32", "fp32", False, False),
+    ("fp32 strict (TF32 off)", "fp32-strict", False, False),
     ("bf16 autocast", "bf16", False, False),
     ("fp16 autocast + scaler", "fp16", False, False),
     ("bf16 + channels-last", "bf16", True, False),
