@@ -169,3 +169,22 @@ def test_models_fit_cifar_shapes_and_other_channels(name):
     if name == "cnn":
         convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
         assert len(convs) >= 3 and any(isinstance(m, torch.nn.Dropout) for m in model.modules())
+
+
+def test_torchrun_two_processes_trains_and_writes_once(tmp_path):
+    import os
+    import subprocess
+    import sys
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m",
+           "checkpoint_project.train", "--dataset", "synthetic", "--epochs", "1", "--width", "4", "--batch-size", "64",
+           "--quiet", "--out", str(out)]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=180, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stderr[-2000:]
+    summary = json.loads((out / "summary.json").read_text())
+    config = json.loads((out / "config.json").read_text())
+    assert summary["processes"] == 2 and config["resolved"]["global_batch_size"] == 128
+    ckpt = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
+    assert not any(k.startswith("module.") for k in ckpt["model"])
+    # ...and the 2-process checkpoint evaluates (and would resume) in a single process.
+    assert main(["evaluate", "--checkpoint", str(out / "checkpoints" / "last.pt")]) == 0

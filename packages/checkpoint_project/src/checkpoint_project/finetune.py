@@ -111,6 +111,8 @@ class PhaseTag(Callback):
 
 def finetune(cfg: FinetuneConfig) -> dict:
     session = start_session(cfg)
+    if session.dist.enabled:
+        raise LabError("finetune runs in one process; launch it without torchrun")
     say = session.say
     data = load_dataset(cfg.dataset, cfg.data_dir, image_size=cfg.image_size, skip_bad_files=cfg.skip_bad_files,
                         label_column=cfg.label_column)

@@ -71,7 +71,7 @@ class WeightEMA(Callback):
 
     @torch.no_grad()
     def on_step_end(self, trainer, loss) -> None:
-        state = trainer.model.state_dict()
+        state = trainer.module.state_dict()
         if not self.shadow:
             self.shadow = {k: v.detach().clone() for k, v in state.items()}
             return
@@ -85,7 +85,7 @@ class WeightEMA(Callback):
 
     def on_fit_end(self, trainer) -> None:
         if self.shadow:
-            trainer.model.load_state_dict(self.shadow)
+            trainer.module.load_state_dict(self.shadow)
 
     def state_dict(self) -> dict:
         return {"shadow": self.shadow, "updates": self.updates}
@@ -162,7 +162,6 @@ def train(cfg: TrainConfig) -> dict:
     ema = WeightEMA(cfg.ema) if cfg.ema else None
     if ema:
         callbacks.append(ema)
-    run_dir_holder: dict = {}
 
     def model_fn(data):
         return build_model(cfg.model, data.input_shape, data.num_classes, cfg.width)
@@ -173,8 +172,9 @@ def train(cfg: TrainConfig) -> dict:
             cfg.out = str(make_run_dir(cfg.lab))
         callbacks.append(Profile(cfg.profile, Path(cfg.out or ".") / "profile", say))
     result = run_classifier(cfg, model_fn, callbacks=callbacks)
-    run_dir_holder["dir"] = result.run_dir
     run_dir, data, summary = result.run_dir, result.loaders.data, result.summary
+    if run_dir is None:  # a torchrun process other than rank 0: rank 0 reports
+        return summary
     if ema:
         save_checkpoint(run_dir / "checkpoints" / "ema.pt", {
             **result.trainer.state_dict(), "config": cfg.to_dict(), "lab": cfg.lab, "classes": data.classes,

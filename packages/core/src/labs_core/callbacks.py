@@ -13,17 +13,20 @@ from .trainer import Callback, Trainer
 class Checkpointing(Callback):
     """Write ``last.pt`` after every epoch and ``best.pt`` when the monitored metric improves.
 
-    ``extra`` (the resolved config, class names, ...) is stored in every checkpoint.
+    ``extra`` (the resolved config, class names, ...) is stored in every checkpoint. Under torchrun
+    every process gathers its state (a collective) and only the one with a ``folder`` (rank 0) writes.
     """
 
-    def __init__(self, folder: str | Path, extra: dict | None = None):
-        self.folder = Path(folder)
+    def __init__(self, folder: str | Path | None, extra: dict | None = None):
+        self.folder = Path(folder) if folder is not None else None
         self.extra = extra or {}
-        self.last_path = self.folder / "last.pt"
-        self.best_path = self.folder / "best.pt"
+        self.last_path = self.folder / "last.pt" if self.folder else None
+        self.best_path = self.folder / "best.pt" if self.folder else None
 
     def on_epoch_end(self, trainer: Trainer, logs: dict) -> None:
         state = {**trainer.state_dict(), **self.extra}
+        if self.folder is None:
+            return
         save_checkpoint(self.last_path, state)
         if trainer.improved or not self.best_path.exists():
             save_checkpoint(self.best_path, state)

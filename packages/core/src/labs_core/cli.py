@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
@@ -14,14 +15,21 @@ from .errors import LabError
 
 def main_guard(prog: str, fn: Callable[[], int | None]) -> int:
     """Run ``fn``; a ``LabError`` becomes one line on stderr and exit code 2, Ctrl-C exit code 130."""
+    from . import distributed
+
     try:
-        return fn() or 0
+        code = fn() or 0
+        with contextlib.suppress(RuntimeError):  # under torchrun, leave together: a peer
+            distributed.barrier()  # that exits early can abort the others
+        return code
     except LabError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        distributed.shutdown()  # leave the process group (torchrun) cleanly; no-op otherwise
 
 
 def make_run_dir(lab: str, out: str = "", root: str | Path = "runs") -> Path:

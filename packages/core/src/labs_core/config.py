@@ -73,6 +73,8 @@ class RunConfig:
     resume: str | None = arg(None, "resume from a checkpoint; with no PATH, the latest run's last.pt",
                              nargs_optional_const="latest")
     quiet: bool = arg(False, "no progress bar and no per-epoch lines")
+    sync_bn: bool = arg(False, "torchrun: synchronise batch-norm statistics across processes (SyncBatchNorm)")
+    dist_timeout: float = arg(300.0, "torchrun: seconds a process waits for the others before the run stops")
 
     def validate(self) -> None:
         """Raise ``LabError`` for values that cannot work. Labs extend this and call ``super()``."""
@@ -90,6 +92,8 @@ class RunConfig:
                 raise LabError(f"--{_flag(name)} must not be negative (got {value})")
         if not 0 <= self.label_smoothing < 1:
             raise LabError(f"--label-smoothing must be in [0, 1) (got {self.label_smoothing})")
+        if not self.dist_timeout > 0:
+            raise LabError(f"--dist-timeout must be positive (got {self.dist_timeout})")
         if not 0 <= self.val_fraction < 1:
             raise LabError(f"--val-fraction must be in [0, 1) (got {self.val_fraction})")
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from . import distributed
 from .callbacks import Checkpointing, EarlyStopping, ProgressBar, RunLogger
 from .checkpoint import load_checkpoint
 from .cli import find_latest_checkpoint, make_run_dir, write_json
@@ -88,19 +89,28 @@ class Session:
     say: Callable[[str], None]
     stream: object
     started: float
+    dist: distributed.DistInfo = distributed.DistInfo()
     resume_state: dict | None = None
-    run_dir: Path | None = None
+    run_dir: Path | None = None  # None on every process but rank 0 under torchrun: only rank 0 writes
+
+    @property
+    def shard(self) -> dict:
+        return {"rank": self.dist.rank, "world": self.dist.world}
 
 
 def start_session(cfg: RunConfig, stream=None) -> Session:
+    """Device, process group (under torchrun), seeds, and the checkpoint to resume, if any."""
     out = stream or sys.stdout
-    say = (lambda *a: None) if cfg.quiet else (lambda msg: print(msg, file=out, flush=True))
-    session = Session(cfg, pick_device(cfg.device), say, out, time.perf_counter())
+    info, device = distributed.init(pick_device(cfg.device), cfg.dist_timeout)
+    quiet = cfg.quiet or not info.is_main  # only rank 0 speaks
+    say = (lambda *a: None) if quiet else (lambda msg: print(msg, file=out, flush=True))
+    session = Session(cfg, device, say, out, time.perf_counter(), info)
     seed_everything(cfg.seed, cfg.deterministic)
     if cfg.resume:
         ckpt_path = find_latest_checkpoint(cfg.lab) if cfg.resume == "latest" else Path(cfg.resume)
         session.resume_state = load_checkpoint(ckpt_path)
-        session.run_dir = Path(cfg.out) if cfg.out else ckpt_path.parent.parent
+        if info.is_main:
+            session.run_dir = Path(cfg.out) if cfg.out else ckpt_path.parent.parent
         say(f"resuming from {ckpt_path} (epoch {session.resume_state['epoch']}, "
             f"step {session.resume_state['global_step']})")
     return session
@@ -113,21 +123,32 @@ def train_model(session: Session, model: nn.Module, train_loader, val_loader, *,
                 ) -> tuple[Trainer, RunLogger]:
     """Optimizer, schedule, run directory, callbacks, resume, fit. ``callbacks`` join the standard
     ones (a callback's ``on_validation_end`` can add metrics to each epoch's logs)."""
-    cfg, say = session.cfg, session.say
+    cfg, say, main = session.cfg, session.say, session.dist.is_main
     model = model.to(session.device)
+    if cfg.sync_bn and session.dist.enabled:
+        if session.device.type != "cuda":
+            raise LabError("--sync-bn needs CUDA devices (SyncBatchNorm works on GPUs only)")
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     precision = Precision(cfg.precision, session.device)
     optimizer = (make_optimizer or build_optimizer)(cfg, model)
     scheduler, interval = build_scheduler(cfg, optimizer, len(train_loader))
-    run_dir = session.run_dir = session.run_dir or make_run_dir(cfg.lab, cfg.out)
+    if main:
+        session.run_dir = session.run_dir or make_run_dir(cfg.lab, cfg.out)
+    run_dir = session.run_dir
     n_params = sum(p.numel() for p in model.parameters())
-    write_json(run_dir / "config.json", {**cfg.to_dict(), "lab": cfg.lab, "resolved": {
-        "device": str(session.device), "parameters": n_params, "model": type(model).__name__, **(resolved or {})}})
-    say(f"{cfg.lab}: {description} | {type(model).__name__} {n_params:,} params | {session.device} {cfg.precision}")
+    world = session.dist.world
+    batch = f"batch {cfg.batch_size}" + (f" per process x {world} = {cfg.batch_size * world} global" if world > 1 else "")
+    if main:
+        write_json(run_dir / "config.json", {**cfg.to_dict(), "lab": cfg.lab, "resolved": {
+            "device": str(session.device), "processes": world, "global_batch_size": cfg.batch_size * world,
+            "parameters": n_params, "model": type(model).__name__, **(resolved or {})}})
+    say(f"{cfg.lab}: {description} | {type(model).__name__} {n_params:,} params | {session.device} {cfg.precision} | {batch}")
 
     extra = {"config": cfg.to_dict(), "lab": cfg.lab, **(extra_checkpoint or {})}
-    logger = RunLogger(run_dir, quiet=cfg.quiet, stream=session.stream)
-    checkpointing = Checkpointing(run_dir / "checkpoints", extra=extra)
-    all_callbacks = [logger, ProgressBar(cfg.quiet), checkpointing, *(callbacks or [])]
+    logger = RunLogger(run_dir, quiet=cfg.quiet, stream=session.stream) if main else None
+    checkpointing = Checkpointing(run_dir / "checkpoints" if main else None, extra=extra)
+    standard = [logger, ProgressBar(cfg.quiet)] if main else []
+    all_callbacks = [*standard, checkpointing, *(callbacks or [])]
     if cfg.patience:
         all_callbacks.append(EarlyStopping(cfg.patience))
     monitor_mode = "max" if any(k in cfg.monitor for k in ("acc", "f1", "map")) else "min"
@@ -142,16 +163,22 @@ def train_model(session: Session, model: nn.Module, train_loader, val_loader, *,
     try:
         trainer.fit()
     except NonFiniteLossError as exc:
-        logger.close()
-        kept = checkpointing.last_path if checkpointing.last_path.exists() else None
+        if logger:
+            logger.close()
+        kept = checkpointing.last_path if checkpointing.last_path and checkpointing.last_path.exists() else None
         raise NonFiniteLossError(f"{exc}; last good checkpoint: {kept or 'none yet'}") from None
+    except RuntimeError as exc:  # a collective failed: a peer died or timed out
+        if session.dist.enabled:
+            raise distributed.explain(exc, cfg.dist_timeout) from None
+        raise
     if trainer.stop_reason:
         say(trainer.stop_reason)
     return trainer, logger
 
 
 def write_summary(session: Session, trainer: Trainer, metrics: dict | None = None) -> dict:
-    """``summary.json``: the last epoch's metrics (plus ``metrics``), best, steps, time, device."""
+    """``summary.json``: the last epoch's metrics (plus ``metrics``), best, steps, time, device.
+    Written by rank 0 only (the others return the same dict and write nothing)."""
     last = trainer.history[-1] if trainer.history else {}
     summary = {
         "metrics": {**{k: v for k, v in last.items() if k not in ("epoch", "step")}, **(metrics or {})},
@@ -164,8 +191,10 @@ def write_summary(session: Session, trainer: Trainer, metrics: dict | None = Non
         "seed": session.cfg.seed,
         "skipped_steps": trainer.skipped_steps,
         "stop_reason": trainer.stop_reason,
+        "processes": session.dist.world,
     }
-    write_json(session.run_dir / "summary.json", summary)
+    if session.run_dir is not None:
+        write_json(session.run_dir / "summary.json", summary)
     return summary
 
 
@@ -186,7 +215,7 @@ def run_classifier(cfg: RunConfig, build_model: Callable[[DataSplits], nn.Module
                             val_fraction=cfg.val_fraction, stratify=cfg.stratify, augment=cfg.augment,
                             overfit=cfg.overfit, loader=cfg.loader, num_workers=cfg.num_workers,
                             balanced_sampler=cfg.balanced_sampler, use_class_weights=cfg.class_weights,
-                            channels_last=cfg.channels_last)
+                            channels_last=cfg.channels_last, **session.shard)
     data = loaders.data
     for note in data.notes:
         session.say(f"note: {note}")
@@ -199,10 +228,13 @@ def run_classifier(cfg: RunConfig, build_model: Callable[[DataSplits], nn.Module
         session, model, loaders.train, loaders.val, loss_fn=ClassificationLoss(cfg.label_smoothing, loaders.class_weights),
         description=describe(data), resolved={"dataset": describe(data), **info},
         extra_checkpoint={**info, **(extra_checkpoint or {})}, callbacks=callbacks, make_optimizer=make_optimizer)
-    summary = report(cfg, trainer, loaders, session, logger)
-    logger.close()
-    session.say(f"run directory: {session.run_dir}")
-    return RunResult(summary=summary, run_dir=session.run_dir, trainer=trainer, loaders=loaders, model=trainer.model)
+    if session.dist.is_main:
+        summary = report(cfg, trainer, loaders, session, logger)
+        logger.close()
+        session.say(f"run directory: {session.run_dir}")
+    else:
+        summary = write_summary(session, trainer)
+    return RunResult(summary=summary, run_dir=session.run_dir, trainer=trainer, loaders=loaders, model=trainer.module)
 
 
 def report(cfg: RunConfig, trainer: Trainer, loaders: Loaders, session: Session, logger: RunLogger) -> dict:

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from . import distributed
 from .device import Precision
 from .errors import LabError, NonFiniteLossError
 from .seed import get_rng_state, set_rng_state
@@ -119,7 +120,13 @@ class Trainer:
         if mode not in ("min", "max"):
             raise ValueError("mode must be 'min' or 'max'")
         self.device = torch.device(device)
-        self.model = model.to(self.device)
+        self.dist = distributed.current()
+        self.module = model.to(self.device)  # the model itself: state dicts, evaluation, prediction
+        self.model = self.module  # what training calls: the DDP wrapper under torchrun
+        if self.dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            self.model = DDP(self.module, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         self.optimizer = optimizer
         self.train_loader, self.val_loader = train_loader, val_loader
         self.loss_fn = loss_fn or ClassificationLoss()
@@ -131,7 +138,8 @@ class Trainer:
         self.monitor, self.mode = monitor, mode
         # Reading the loss on the host every step would stall a GPU's queue; there the first bad
         # step is recorded on the device and read every few steps (and before anything is saved).
-        self.nan_check_every = nan_check_every or (1 if self.device.type == "cpu" else 50)
+        # Under data parallelism the check is collective, so every process stops at the same step.
+        self.nan_check_every = nan_check_every or (1 if self.device.type == "cpu" and not self.dist.enabled else 50)
         self.callbacks = list(callbacks)
         # Progress. ``epoch`` counts finished epochs; ``batch_in_epoch`` is where an interrupted
         # (max_steps) epoch stopped, so a resume starts at the next batch.
@@ -218,7 +226,7 @@ class Trainer:
                     break
         self._check(first_bad)  # before any metric is logged or checkpoint written
         self.skipped_steps += int(skipped)
-        logs = {f"train_{k}": (v / max(count, 1)).item() for k, v in sums.items()}
+        logs = self._means(sums, count, "train")
         if norms:
             logs["grad_norm"] = torch.stack(norms).mean().item()
         if prec.uses_scaler:
@@ -230,6 +238,8 @@ class Trainer:
         raise NonFiniteLossError(f"{what}; stopped before writing anything (try a lower --lr or --precision fp32)")
 
     def _check(self, first_bad: Tensor) -> None:
+        if self.dist.enabled:  # a step that went bad anywhere stops every process
+            first_bad = distributed.all_reduce_max(first_bad.clone())
         step = int(first_bad)  # a host sync
         if step:
             self._diverged(f"loss became non-finite at step {step} (epoch {self.epoch + 1})")
@@ -260,10 +270,20 @@ class Trainer:
             norm = None  # a skipped fp16 step; not a meaningful norm
         return norm
 
+    def _means(self, sums: dict[str, Tensor], count: int, prefix: str) -> dict[str, float]:
+        """Per-sample means of the summed metrics, over every process's samples."""
+        if not sums:
+            return {}
+        keys = sorted(sums)
+        totals = distributed.all_reduce_sum(torch.stack([sums[k].float() for k in keys] +
+                                                        [torch.tensor(float(count), device=self.device)]))
+        return {f"{prefix}_{k}": (totals[i] / totals[-1].clamp(min=1)).item() for i, k in enumerate(keys)}
+
     @torch.inference_mode()
     def evaluate(self, loader: Iterable, prefix: str = "val") -> dict[str, float]:
+        """Mean loss and metrics over ``loader`` (collective under torchrun: every process calls it)."""
         sums, count = self._run_eval(loader, collect=False)[:2]
-        return {f"{prefix}_{k}": (v / max(count, 1)).item() for k, v in sums.items()}
+        return self._means(sums, count, prefix)
 
     @torch.inference_mode()
     def predict(self, loader: Iterable) -> tuple[Tensor, Tensor]:
@@ -272,7 +292,7 @@ class Trainer:
         return torch.cat(outs), torch.cat(targets)
 
     def _run_eval(self, loader, collect: bool):
-        model = self.model
+        model = self.module  # no DDP wrapper: evaluation needs no gradient synchronisation
         was_training = model.training
         model.eval()
         sums: dict[str, Tensor] = {}
@@ -311,8 +331,9 @@ class Trainer:
 
     def state_dict(self) -> dict:
         """Everything needed to continue exactly: weights, optimizer, schedule, scaler, RNGs, data order."""
+        rng = get_rng_state()
         state = {
-            "model": self.model.state_dict(),
+            "model": self.module.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
             "scaler": self.precision.scaler.state_dict() if self.precision.uses_scaler else None,
@@ -322,7 +343,10 @@ class Trainer:
             "global_step": self.global_step,
             "best": dict(self.best),
             "skipped_steps": self.skipped_steps,
-            "rng": get_rng_state(),
+            "rng": rng,
+            # Each process draws its own dropout masks: under torchrun every rank's RNG state is
+            # kept (a collective: every process calls state_dict), for an exact resume.
+            "rng_per_rank": distributed.gather_objects(rng) if self.dist.enabled else None,
             "data": self.train_loader.state_dict() if hasattr(self.train_loader, "state_dict") else None,
             "callbacks": {type(cb).__name__: cb.state_dict() for cb in self.callbacks},
             "history": list(self.history),
@@ -332,7 +356,7 @@ class Trainer:
     def load_state_dict(self, state: dict, source: str = "checkpoint") -> None:
         from .checkpoint import load_model_state
 
-        load_model_state(self.model, state["model"], source)
+        load_model_state(self.module, state["model"], source)
         try:
             self.optimizer.load_state_dict(state["optimizer"])
             if self.scheduler is not None and state.get("scheduler") is not None:
@@ -353,7 +377,9 @@ class Trainer:
             cb_state = state.get("callbacks", {}).get(type(cb).__name__)
             if cb_state:
                 cb.load_state_dict(cb_state)
-        set_rng_state(state["rng"])
+        per_rank = state.get("rng_per_rank")
+        same_world = per_rank is not None and len(per_rank) == self.dist.world
+        set_rng_state(per_rank[self.dist.rank] if same_world else state["rng"])
 
     def _emit(self, event: str, *args) -> None:
         for cb in self.callbacks:

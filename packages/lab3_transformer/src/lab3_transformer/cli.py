@@ -102,7 +102,7 @@ class GreedyEval(Callback):
         self.x, self.y, self.src_len = x, y, src_len
 
     def on_validation_end(self, trainer, logs):
-        logs["val_seq_acc"] = greedy_accuracy(trainer.model, self.x, self.y, self.src_len)
+        logs["val_seq_acc"] = greedy_accuracy(trainer.module, self.x, self.y, self.src_len)
 
 
 def attention_text(weights: torch.Tensor, tokens: list[str]) -> str:
@@ -154,8 +154,8 @@ def train(cfg: Lab3Config) -> dict:
         train_x, train_y = train_x[:cfg.overfit], train_y[:cfg.overfit]
         test_x, test_y = train_x, train_y
     device = session.device
-    train_loader = FastLoader(train_x, train_y, cfg.batch_size, device=device, seed=cfg.seed)
-    val_loader = FastLoader(test_x, test_y, 1000, device=device, shuffle=False)
+    train_loader = FastLoader(train_x, train_y, cfg.batch_size, device=device, seed=cfg.seed, **session.shard)
+    val_loader = FastLoader(test_x, test_y, 1000, device=device, shuffle=False, **session.shard)
     model_cfg = TransformerConfig(VOCAB, src_len + 1 + tgt_len, cfg.dim, cfg.heads, cfg.layers,
                                   dropout=cfg.dropout, positions=cfg.positions, attention=cfg.attention)
     model = TinyTransformer(model_cfg)
@@ -165,14 +165,16 @@ def train(cfg: Lab3Config) -> dict:
         description=description, resolved={"task": cfg.task, "model": vars(model_cfg)},
         extra_checkpoint={"model_config": vars(model_cfg)},
         callbacks=[GreedyEval(test_x.to(device), test_y.to(device), src_len)])
-    logger.close()
     summary = write_summary(session, trainer)
     run_dir = session.run_dir
+    if run_dir is None:  # a torchrun process other than rank 0
+        return summary
+    logger.close()
     plot_curves(trainer.history, run_dir / "loss_curve.png",
                 {"loss": ["train_loss", "val_loss"], "accuracy": ["val_acc", "val_seq_acc"]}, title=f"{PROG}: {cfg.task}")
     session.say(f"held-out whole-sequence accuracy (greedy decoding): {summary['metrics']['val_seq_acc']:.4f}")
     if cfg.show_attention:
-        paths = show_attention(trainer.model.cpu(), test_x[0], src_len, tgt_len, run_dir, session.say)
+        paths = show_attention(trainer.module.cpu(), test_x[0], src_len, tgt_len, run_dir, session.say)
         session.say(f"\nattention heatmaps: {run_dir}/attention_layer*_head*.png ({len(paths)} files)")
     session.say(f"run directory: {run_dir}")
     return summary

@@ -80,7 +80,7 @@ class MapEval(Callback):
 
     def on_validation_end(self, trainer, logs):
         if logs["epoch"] % self.every == 0 or logs["epoch"] >= trainer.epochs or trainer.should_stop:
-            preds, targets = detect_all(trainer.model, self.loader)
+            preds, targets = detect_all(trainer.module, self.loader)
             logs["val_map_50"] = mean_average_precision(preds, targets, iou_thresholds=[0.5])["map_50"]
 
 
@@ -122,7 +122,8 @@ def train(cfg: Lab5Config) -> dict:
         test_x, test_y = train_x, train_y
     mean, std = channel_stats(train_x)
     device = session.device
-    train_loader = FastLoader(train_x, train_y, cfg.batch_size, device=device, seed=cfg.seed, mean=mean, std=std)
+    train_loader = FastLoader(train_x, train_y, cfg.batch_size, device=device, seed=cfg.seed, mean=mean, std=std,
+                              **session.shard)
     val_loader = FastLoader(test_x, test_y, 100, device=device, shuffle=False, mean=mean, std=std)
     model = build_model(cfg)
     description = (f"shapes ({len(train_x)} train / {len(test_x)} held-out, {cfg.image_size}px, "
@@ -132,8 +133,10 @@ def train(cfg: Lab5Config) -> dict:
         description=description, resolved={"classes": CLASSES, "mean": list(mean), "std": list(std)},
         extra_checkpoint={"classes": CLASSES, "mean": list(mean), "std": list(std), "flavor": cfg.flavor},
         callbacks=[MapEval(val_loader, cfg.eval_every)])
+    if session.run_dir is None:  # a torchrun process other than rank 0: rank 0 reports
+        return write_summary(session, trainer)
     logger.close()
-    preds, targets = detect_all(trainer.model, val_loader)
+    preds, targets = detect_all(trainer.module, val_loader)
     coco = mean_average_precision(preds, targets)
     metrics = {"val_map_50": coco["map_50"], "val_map": coco["map"], "val_map_75": coco["map_75"]}
     summary = write_summary(session, trainer, metrics)

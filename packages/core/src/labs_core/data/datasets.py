@@ -98,8 +98,13 @@ def split_data(data: DataSplits, *, seed: int = 0, val_fraction: float = 0.1, st
 def build_loaders(data: DataSplits, *, batch_size: int, device="cpu", seed: int = 0, val_fraction: float = 0.1,
                   stratify: bool = True, augment: bool = True, overfit: int = 0, loader: str = "fast",
                   num_workers: int = 0, balanced_sampler: bool = False, use_class_weights: bool = False,
-                  eval_batch_size: int | None = None, pad: int | None = None, channels_last: bool = False) -> Loaders:
-    """Split ``data`` and wrap each split in a fast (on-device) or standard (DataLoader) loader."""
+                  eval_batch_size: int | None = None, pad: int | None = None, channels_last: bool = False,
+                  rank: int = 0, world: int = 1) -> Loaders:
+    """Split ``data`` and wrap each split in a fast (on-device) or standard (DataLoader) loader.
+
+    Under data parallelism (``world`` > 1) the train and validation loaders give this ``rank`` its
+    own slice; the test loader stays whole (only rank 0 reports on it)."""
+    shard = {"rank": rank, "world": world}
     data = split_data(data, seed=seed, val_fraction=val_fraction, stratify=stratify, overfit=overfit)
     augment = augment and not overfit
     x_train, y_train = data.train
@@ -116,18 +121,25 @@ def build_loaders(data: DataSplits, *, batch_size: int, device="cpu", seed: int 
             raise LabError("the fast loader needs decoded images; use --loader standard for streaming from files")
         common = dict(device=device, mean=data.mean, std=data.std, channels_last=channels_last)
         train = FastLoader(x_train, y_train, batch_size, shuffle=True, seed=seed, augment=augment,
-                           pad=pad, flip=data.flip, sample_weights=weights, **common)
-        make_eval = lambda pair: None if pair is None else FastLoader(pair[0], pair[1], eval_bs, shuffle=False, **common)  # noqa: E731
+                           pad=pad, flip=data.flip, sample_weights=weights, **common, **shard)
+
+        def make_eval(pair, sharded=True):
+            return None if pair is None else FastLoader(pair[0], pair[1], eval_bs, shuffle=False, **common,
+                                                        **(shard if sharded else {}))
     elif loader == "standard":
         train_tf = _standard_transform(data, augment, pad)
         eval_tf = _standard_transform(data, False, pad)
         train = StandardLoader(_dataset(data, data.train, train_tf), batch_size, seed=seed, shuffle=True,
-                               num_workers=num_workers, device=device, sample_weights=weights)
-        make_eval = lambda pair: None if pair is None else StandardLoader(  # noqa: E731
-            _dataset(data, pair, eval_tf), eval_bs, seed=seed, shuffle=False, num_workers=num_workers, device=device)
+                               num_workers=num_workers, device=device, sample_weights=weights, **shard)
+
+        def make_eval(pair, sharded=True):
+            return None if pair is None else StandardLoader(
+                _dataset(data, pair, eval_tf), eval_bs, seed=seed, shuffle=False, num_workers=num_workers,
+                device=device, **(shard if sharded else {}))
     else:
         raise LabError(f"unknown loader {loader!r} (fast or standard)")
-    return Loaders(train=train, val=make_eval(data.val), test=make_eval(data.test), data=data, class_weights=cw)
+    return Loaders(train=train, val=make_eval(data.val), test=make_eval(data.test, sharded=False), data=data,
+                   class_weights=cw)
 
 
 def _standard_transform(data: DataSplits, augment: bool, pad: int):

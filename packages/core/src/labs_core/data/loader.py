@@ -65,8 +65,9 @@ class FastLoader:
     def __init__(self, x: Tensor, y: Tensor, batch_size: int, *, device="cpu", shuffle: bool = True,
                  drop_last: bool = False, seed: int = 0, augment: bool = False, pad: int = 2,
                  flip: bool = False, mean=None, std=None, sample_weights: Tensor | None = None,
-                 channels_last: bool = False, chunk_samples: int = 4096):
+                 channels_last: bool = False, chunk_samples: int = 4096, rank: int = 0, world: int = 1):
         self.device = torch.device(device)
+        self.rank, self.world = rank, world
         self.chunk_samples = chunk_samples
         self.x = x.to(self.device)
         self.y = y.to(self.device)
@@ -85,8 +86,16 @@ class FastLoader:
         self.scale = (1.0 / (unit * sd)).float().to(self.device).view(shape)
         self.shift = (-m / sd).float().to(self.device).view(shape)
 
-    def __len__(self) -> int:
+    def positions(self) -> Tensor:
+        """Which places of each epoch's order this process takes: all of them in one process; under
+        data parallelism every ``world``-th one from ``rank`` (training drops the few left over so
+        every process runs the same number of steps; evaluation keeps them all)."""
         n = len(self.x)
+        usable = (n // self.world) * self.world if self.shuffle else n
+        return torch.arange(self.rank, usable, self.world)
+
+    def __len__(self) -> int:
+        n = len(self.positions())
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def set_epoch(self, epoch: int) -> None:
@@ -102,12 +111,14 @@ class FastLoader:
         return self.iter_from(0)
 
     def iter_from(self, start: int):
-        n, bs = len(self.x), self.batch_size
-        order = epoch_order(n, self.seed, self.epoch, self.shuffle, self.sample_weights).to(self.device)
-        if self.augment:
+        n_all, bs = len(self.x), self.batch_size
+        pos = self.positions()  # every process draws the same order and takes its own places in it
+        order = epoch_order(n_all, self.seed, self.epoch, self.shuffle, self.sample_weights)[pos].to(self.device)
+        n = len(order)
+        if self.augment:  # drawn for every place, so a sample's augmentation does not depend on world size
             g = epoch_generator(self.seed + 7919, self.epoch)
-            shifts = torch.randint(-self.pad, self.pad + 1, (2, n), generator=g).to(self.device)
-            flips = (torch.rand(n, generator=g) < 0.5).to(self.device) if self.flip else None
+            shifts = torch.randint(-self.pad, self.pad + 1, (2, n_all), generator=g)[:, pos].to(self.device)
+            flips = (torch.rand(n_all, generator=g) < 0.5)[pos].to(self.device) if self.flip else None
         # Work on chunks of several batches: at lab scale a batch is tiny and per-op overhead, not
         # arithmetic, would dominate. Every op is per-sample, so chunking changes no value.
         per_chunk = max(1, self.chunk_samples // bs)
@@ -136,19 +147,23 @@ class FastLoader:
 
 
 class EpochSampler(torch.utils.data.Sampler):
-    """A sampler whose order is ``epoch_order(seed, epoch)``: reproducible and resumable."""
+    """A sampler whose order is ``epoch_order(seed, epoch)``: reproducible and resumable. Under data
+    parallelism (``world`` > 1) each rank takes every ``world``-th place, as DistributedSampler."""
 
-    def __init__(self, n: int, seed: int = 0, shuffle: bool = True, weights: Tensor | None = None):
+    def __init__(self, n: int, seed: int = 0, shuffle: bool = True, weights: Tensor | None = None,
+                 rank: int = 0, world: int = 1):
         self.n, self.seed, self.shuffle, self.weights, self.epoch = n, seed, shuffle, weights, 0
+        usable = (n // world) * world if shuffle else n
+        self.places = torch.arange(rank, usable, world)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return self.n
+        return len(self.places)
 
     def __iter__(self):
-        return iter(epoch_order(self.n, self.seed, self.epoch, self.shuffle, self.weights).tolist())
+        return iter(epoch_order(self.n, self.seed, self.epoch, self.shuffle, self.weights)[self.places].tolist())
 
 
 class StandardLoader:
@@ -159,9 +174,10 @@ class StandardLoader:
     """
 
     def __init__(self, dataset, batch_size: int, *, seed: int = 0, shuffle: bool = True, num_workers: int = 0,
-                 device="cpu", sample_weights: Tensor | None = None, drop_last: bool = False):
+                 device="cpu", sample_weights: Tensor | None = None, drop_last: bool = False, rank: int = 0,
+                 world: int = 1):
         self.seed, self.epoch = seed, 0
-        self.sampler = EpochSampler(len(dataset), seed, shuffle, sample_weights)
+        self.sampler = EpochSampler(len(dataset), seed, shuffle, sample_weights, rank, world)
         self.generator = torch.Generator()
         self.loader = torch.utils.data.DataLoader(
             dataset, batch_size=batch_size, sampler=self.sampler, num_workers=num_workers,

@@ -1,0 +1,141 @@
+"""Data parallelism under torchrun: two CPU processes (gloo), seconds each."""
+
+import os
+import subprocess
+import sys
+import textwrap
+import time
+
+import torch
+
+from labs_core import Trainer, seed_everything
+from labs_core.checkpoint import load_checkpoint
+from labs_core.data import FastLoader
+
+from core_testutils import blob_data, tiny_mlp
+
+COMMON = '''
+import sys, time
+import torch
+sys.path.insert(0, {tests!r})
+from core_testutils import blob_data, tiny_mlp
+from labs_core import Callback, Trainer, seed_everything, distributed
+from labs_core.callbacks import Checkpointing
+from labs_core.checkpoint import load_checkpoint
+from labs_core.data import FastLoader
+torch.set_num_threads(1)
+info, device = distributed.init(torch.device("cpu"), timeout_s={timeout})
+out = {out!r}
+
+def make(batch, epochs, dropout, callbacks=(), shuffle_seed=0):
+    seed_everything(0)
+    x, y = blob_data(n=96)
+    model = tiny_mlp(dropout=dropout)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    loader = FastLoader(x, y, batch, seed=shuffle_seed, augment=True, pad=1, mean=(0.5,), std=(0.25,),
+                        rank=info.rank, world=info.world)
+    return Trainer(model, opt, loader, FastLoader(x, y, 32, shuffle=False, mean=(0.5,), std=(0.25,),
+                   rank=info.rank, world=info.world), epochs=epochs, callbacks=list(callbacks))
+'''
+
+
+def torchrun(tmp_path, body: str, nproc: int = 2, timeout: float = 120,
+             pg_timeout: float = 30) -> subprocess.CompletedProcess:
+    script = tmp_path / "job.py"
+    tests = os.path.dirname(__file__)
+    # Leave together: a process that exits while its peer still talks to it can abort the peer.
+    ending = "\ndistributed.barrier()\ndistributed.shutdown()\n"
+    script.write_text(COMMON.format(tests=tests, out=str(tmp_path), timeout=pg_timeout) + textwrap.dedent(body) + ending)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc), str(script)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def test_two_processes_agree_and_match_one_process_with_double_batch(tmp_path):
+    r = torchrun(tmp_path, '''
+        t = make(batch=8, epochs=2, dropout=0.0)
+        logs = t.fit()[-1]
+        torch.save({"model": t.module.state_dict(), "logs": logs}, f"{out}/rank{info.rank}.pt")
+    ''')
+    assert r.returncode == 0, r.stderr[-2000:]
+    a, b = (torch.load(tmp_path / f"rank{i}.pt") for i in (0, 1))
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k  # both ranks end with identical weights
+    assert a["logs"] == b["logs"]  # metrics are averaged across ranks: every rank logs the same numbers
+
+    # One process with batch 16 sees, at every step, the union of the two ranks' batches of 8.
+    seed_everything(0)
+    x, y = blob_data(n=96)
+    model = tiny_mlp(dropout=0.0)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    loader = FastLoader(x, y, 16, seed=0, augment=True, pad=1, mean=(0.5,), std=(0.25,))
+    Trainer(model, opt, loader, epochs=2).fit()
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(v, a["model"][k], rtol=1e-5, atol=1e-6)
+
+
+def test_stopped_and_resumed_two_process_run_equals_unbroken_run(tmp_path):
+    r = torchrun(tmp_path, '''
+        straight = make(batch=8, epochs=4, dropout=0.3)
+        straight.fit()
+
+        class StopAfter2(Callback):
+            def on_epoch_end(self, trainer, logs):
+                if trainer.epoch == 2:
+                    trainer.should_stop = True
+
+        first = make(batch=8, epochs=4, dropout=0.3,
+                     callbacks=[Checkpointing(out if info.is_main else None), StopAfter2()])
+        first.fit()
+        distributed.barrier()
+        resumed = make(batch=8, epochs=4, dropout=0.3)
+        torch.manual_seed(1000 + info.rank)  # whatever happened since: the checkpoint must win
+        resumed.load_state_dict(load_checkpoint(f"{out}/last.pt"))
+        resumed.fit()
+        same = all(torch.equal(a, b) for a, b in zip(straight.module.state_dict().values(),
+                                                    resumed.module.state_dict().values()))
+        open(f"{out}/same{info.rank}.txt", "w").write(str(same))
+    ''')
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert (tmp_path / "same0.txt").read_text() == "True" and (tmp_path / "same1.txt").read_text() == "True"
+    ckpt = load_checkpoint(tmp_path / "last.pt")
+    assert not any(k.startswith("module.") for k in ckpt["model"])  # no DDP prefix leaks
+    assert len(ckpt["rng_per_rank"]) == 2
+
+    # The 2-process checkpoint resumes in a single process too.
+    seed_everything(0)
+    x, y = blob_data(n=96)
+    model = tiny_mlp(dropout=0.3)
+    t = Trainer(model, torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9),
+                FastLoader(x, y, 16, seed=0, mean=(0.5,), std=(0.25,)), epochs=3)
+    t.load_state_dict(ckpt)
+    assert t.epoch == 2
+    t.fit()
+    assert t.epoch == 3
+
+
+def test_a_stuck_rank_stops_the_whole_run_with_a_clear_message(tmp_path):
+    start = time.perf_counter()
+    r = torchrun(tmp_path, '''
+        from dataclasses import dataclass
+        from torch import nn
+        from labs_core import RunConfig
+        from labs_core.cli import main_guard
+        from labs_core.experiment import run_classifier
+
+        @dataclass
+        class Cfg(RunConfig):
+            lab = "demo"
+
+        class Stuck(Callback):
+            def on_step_end(self, trainer, loss):
+                if info.rank == 1 and trainer.global_step == 3:
+                    time.sleep(120)  # a rank that stops answering
+
+        cfg = Cfg(dataset="synthetic", image_size=8, epochs=2, quiet=True, out=out + "/run", dist_timeout=4)
+        build = lambda d: nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, d.num_classes))
+        sys.exit(main_guard("demo", lambda: run_classifier(cfg, build, callbacks=[Stuck()]) and 0))
+    ''', timeout=100, pg_timeout=4)
+    assert r.returncode != 0
+    assert time.perf_counter() - start < 60  # stopped by the process-group timeout, not hung
+    assert "demo: error: rank 0: another process failed or did not answer within 4 s" in r.stderr
