@@ -70,9 +70,12 @@ def test_scratch_and_torch_layers_train_alike(tmp_path):
     assert accs[0] == pytest.approx(accs[1], abs=0.01) and min(accs) > 0.9
 
 
-def test_manual_loop_refuses_core_only_flags(capsys):
+def test_manual_loop_refuses_core_only_flags(capsys, monkeypatch):
     assert main(["--loop", "manual", "--precision", "bf16"]) == 2
     assert "needs --loop core" in capsys.readouterr().err
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert main(["--loop", "manual"]) == 2
+    assert "a torchrun launch needs --loop core" in capsys.readouterr().err
 
 
 def test_bad_flags(capsys):

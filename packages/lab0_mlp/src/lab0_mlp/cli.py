@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -55,9 +56,11 @@ class Lab0Config(RunConfig):
         if self.loop == "manual":
             unsupported = {"resume": self.resume, "grad_accum": self.grad_accum > 1, "grad_clip": self.grad_clip,
                            "max_steps": self.max_steps, "patience": self.patience, "precision": self.precision != "fp32"}
+            unsupported["torchrun"] = int(os.environ.get("WORLD_SIZE", "1")) > 1
             bad = [k for k, v in unsupported.items() if v]
             if bad:
-                raise LabError(f"--loop manual shows the bare loop; --{bad[0].replace('_', '-')} needs --loop core")
+                what = "a torchrun launch" if bad[0] == "torchrun" else f"--{bad[0].replace('_', '-')}"
+                raise LabError(f"--loop manual shows the bare loop; {what} needs --loop core")
 
 
 def build_model(cfg: Lab0Config, data) -> MLP:
