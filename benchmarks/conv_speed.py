@@ -10,27 +10,15 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import machine  # noqa: E402
+from common import machine, median_ms  # noqa: E402
 
 from lab1_conv.ops import conv2d  # noqa: E402
-
-
-def best_ms(fn, repeats: int = 20) -> float:
-    for _ in range(3):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return 1000 * sorted(times)[len(times) // 2]
 
 
 def main() -> None:
@@ -62,7 +50,7 @@ def run(threads: int) -> None:
 
     res = {}
     for name, fn in (("unfold+matmul", conv2d), ("F.conv2d", F.conv2d)):
-        res[name] = (best_ms(lambda fn=fn: fwd(fn)), best_ms(lambda fn=fn: fwd_bwd(fn)))
+        res[name] = (median_ms(lambda fn=fn: fwd(fn), 20), median_ms(lambda fn=fn: fwd_bwd(fn), 20))
     print(f"-- {threads} thread(s)")
     for name, (f, fb) in res.items():
         print(f"{name:<14} forward {f:7.2f} ms   forward+backward {fb:7.2f} ms")

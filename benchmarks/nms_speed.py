@@ -6,26 +6,15 @@
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 
 import torch
 from torchvision.ops import nms as tv_nms
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import machine  # noqa: E402
+from common import machine, median_ms  # noqa: E402
 
 from lab5_detection.boxes import nms  # noqa: E402
-
-
-def median_ms(fn, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return 1000 * sorted(times)[len(times) // 2]
 
 
 def main() -> None:

@@ -23,7 +23,22 @@ def conv_bn(c_in: int, c_out: int, act: type[nn.Module] = nn.ReLU) -> list[nn.Mo
     return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), act()]
 
 
-class CustomCNN(nn.Module):
+class StagedNet(nn.Module):
+    """``stages`` (input to output) then ``head``: the shape every model here shares."""
+
+    stages: nn.ModuleList
+    head: nn.Module
+
+    def features(self, x: Tensor) -> Tensor:
+        for stage in self.stages:
+            x = stage(x)
+        return x
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.features(x))
+
+
+class CustomCNN(StagedNet):
     def __init__(self, in_channels: int, num_classes: int, width: int = 32, dropout: float = 0.25):
         super().__init__()
         w = [width, 2 * width, 4 * width]
@@ -34,14 +49,6 @@ class CustomCNN(nn.Module):
             c = out
         self.stages = nn.ModuleList(stages)
         self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(c, num_classes))
-
-    def features(self, x: Tensor) -> Tensor:
-        for stage in self.stages:
-            x = stage(x)
-        return x
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.head(self.features(x))
 
 
 class BasicBlock(nn.Module):
@@ -62,7 +69,7 @@ class BasicBlock(nn.Module):
         return torch.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
 
 
-class ResNet(nn.Module):
+class ResNet(StagedNet):
     def __init__(self, in_channels: int, num_classes: int, width: int = 32, blocks: int = 2):
         super().__init__()
         w = [width, 2 * width, 4 * width]
@@ -76,14 +83,6 @@ class ResNet(nn.Module):
         self.stages = nn.ModuleList(stages)
         self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, num_classes))
 
-    def features(self, x: Tensor) -> Tensor:
-        for stage in self.stages:
-            x = stage(x)
-        return x
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.head(self.features(x))
-
 
 class Scale(nn.Module):
     def __init__(self, factor: float):
@@ -94,7 +93,7 @@ class Scale(nn.Module):
         return x * self.factor
 
 
-class FastNet(nn.Module):
+class FastNet(StagedNet):
     """conv(64) -> [conv, pool, BN, GELU, conv, BN, GELU] x 3 (widths 4w, 4w, 4w) -> global max-pool
     -> linear, scaled by 1/9 (a small head scale keeps early logits calm with a high learning rate)."""
 
@@ -112,16 +111,8 @@ class FastNet(nn.Module):
         self.head = nn.Sequential(nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Linear(c, num_classes, bias=False),
                                   Scale(1 / 9))
 
-    def features(self, x: Tensor) -> Tensor:
-        for stage in self.stages:
-            x = stage(x)
-        return x
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.head(self.features(x))
-
-
-class TorchvisionResNet18(nn.Module):
+class TorchvisionResNet18(StagedNet):
     """torchvision's ResNet-18 with our ``stages`` / ``head`` view of it (for fine-tuning)."""
 
     def __init__(self, num_classes: int, backbone: nn.Module | None = None):
@@ -136,12 +127,7 @@ class TorchvisionResNet18(nn.Module):
     def features(self, x: Tensor) -> Tensor:
         if x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)  # grayscale images through an RGB network
-        for stage in self.stages:
-            x = stage(x)
-        return x
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.head(self.features(x))
+        return super().features(x)
 
 
 def build_model(name: str, in_shape: tuple[int, ...], num_classes: int, width: int = 0) -> nn.Module:

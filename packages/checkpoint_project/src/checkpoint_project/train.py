@@ -11,9 +11,9 @@ from pathlib import Path
 
 import torch
 
-from labs_core import Callback, LabError, RunConfig, arg, parse_config
+from labs_core import Callback, LabError, RunConfig, arg
 from labs_core.checkpoint import save_checkpoint
-from labs_core.cli import main_guard, write_json
+from labs_core.cli import run_lab, write_json
 from labs_core.experiment import run_classifier
 from labs_core.metrics import confusion_matrix
 
@@ -200,17 +200,7 @@ def train(cfg: TrainConfig) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
-
-    def run() -> int:
-        try:
-            cfg = parse_config(TrainConfig, argv, PROG, __doc__.splitlines()[0])
-        except SystemExit as exc:
-            return int(exc.code or 0)
-        train(cfg)
-        return 0
-
-    return main_guard(PROG, run)
+    return run_lab(PROG, TrainConfig, train, argv, __doc__.splitlines()[0])
 
 
 if __name__ == "__main__":

@@ -32,6 +32,27 @@ def main_guard(prog: str, fn: Callable[[], int | None]) -> int:
         distributed.shutdown()  # leave the process group (torchrun) cleanly; no-op otherwise
 
 
+def run_lab(prog: str, cfg_cls: type, train: Callable, argv: list[str] | None = None, description: str = "",
+            subcommands: dict[str, Callable[[list[str]], int]] | None = None) -> int:
+    """A lab's whole ``main``: parse ``cfg_cls`` from the flags and ``train(cfg)``, or run a
+    subcommand (``lab0-mlp lesson ...``); every user error ends in one line and exit code 2."""
+    from .config import parse_config
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+
+    def run() -> int:
+        if subcommands and argv and argv[0] in subcommands:
+            return subcommands[argv[0]](argv[1:])
+        try:
+            cfg = parse_config(cfg_cls, argv, prog, description)
+        except SystemExit as exc:  # --help (0) or a bad flag (2, message already printed)
+            return int(exc.code or 0)
+        train(cfg)
+        return 0
+
+    return main_guard(prog, run)
+
+
 def make_run_dir(lab: str, out: str = "", root: str | Path = "runs") -> Path:
     """``out`` if given, else ``runs/<lab>/<timestamp>`` (with a suffix if that already exists)."""
     if out:

@@ -256,16 +256,7 @@ def report(cfg: RunConfig, trainer: Trainer, loaders: Loaders, session: Session,
 
 def classifier_main(cfg_cls: type[RunConfig], build_model: Callable[[DataSplits], nn.Module], prog: str,
                     argv: list[str] | None = None, description: str = "") -> int:
-    """A lab's whole ``main``: parse flags, train, report; user errors -> one line, exit code 2."""
-    from .cli import main_guard
-    from .config import parse_config
+    """A classification lab's whole ``main``: parse flags, train, report (see ``cli.run_lab``)."""
+    from .cli import run_lab
 
-    def run() -> int:
-        try:
-            cfg = parse_config(cfg_cls, argv, prog, description)
-        except SystemExit as exc:  # --help (0) or a bad flag (2, message already printed)
-            return int(exc.code or 0)
-        run_classifier(cfg, build_model)
-        return 0
-
-    return main_guard(prog, run)
+    return run_lab(prog, cfg_cls, lambda cfg: run_classifier(cfg, build_model), argv, description)

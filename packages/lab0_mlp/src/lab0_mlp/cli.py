@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from labs_core import Callback, LabError, RunConfig, arg, parse_config, pick_device, seed_everything
-from labs_core.cli import main_guard, make_run_dir, write_json
+from labs_core import Callback, LabError, RunConfig, arg, pick_device, seed_everything
+from labs_core.cli import make_run_dir, run_lab, write_json
 from labs_core.data import build_loaders, load_dataset
 from labs_core.experiment import build_optimizer, describe, run_classifier
 from labs_core.plots import plot_curves
@@ -159,19 +159,7 @@ def lesson(argv: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
-
-    def run() -> int:
-        if argv and argv[0] == "lesson":
-            return lesson(argv[1:])
-        try:
-            cfg = parse_config(Lab0Config, argv, PROG, __doc__.splitlines()[0])
-        except SystemExit as exc:
-            return int(exc.code or 0)
-        train(cfg)
-        return 0
-
-    return main_guard(PROG, run)
+    return run_lab(PROG, Lab0Config, train, argv, __doc__.splitlines()[0], {"lesson": lesson})
 
 
 if __name__ == "__main__":

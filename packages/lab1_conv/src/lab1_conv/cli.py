@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from labs_core import LabError, RunConfig, arg, parse_config
-from labs_core.cli import main_guard, write_json
+from labs_core.cli import run_lab, write_json
 from labs_core.data import load_dataset
 from labs_core.experiment import run_classifier
 from labs_core.summary import format_summary, model_summary
@@ -113,19 +113,7 @@ def compare(argv: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
-
-    def run() -> int:
-        if argv and argv[0] == "compare":
-            return compare(argv[1:])
-        try:
-            cfg = parse_config(Lab1Config, argv, PROG, __doc__.splitlines()[0])
-        except SystemExit as exc:
-            return int(exc.code or 0)
-        train(cfg)
-        return 0
-
-    return main_guard(PROG, run)
+    return run_lab(PROG, Lab1Config, train, argv, __doc__.splitlines()[0], {"compare": compare})
 
 
 if __name__ == "__main__":

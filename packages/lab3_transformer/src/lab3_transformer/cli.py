@@ -12,8 +12,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from labs_core import Callback, LabError, RunConfig, arg, parse_config
-from labs_core.cli import main_guard
+from labs_core import Callback, LabError, RunConfig, arg
+from labs_core.cli import run_lab
 from labs_core.data import FastLoader
 from labs_core.experiment import start_session, train_model, write_summary
 from labs_core.plots import plot_curves
@@ -181,17 +181,7 @@ def train(cfg: Lab3Config) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
-
-    def run() -> int:
-        try:
-            cfg = parse_config(Lab3Config, argv, PROG, __doc__.splitlines()[0])
-        except SystemExit as exc:
-            return int(exc.code or 0)
-        train(cfg)
-        return 0
-
-    return main_guard(PROG, run)
+    return run_lab(PROG, Lab3Config, train, argv, __doc__.splitlines()[0])
 
 
 if __name__ == "__main__":

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import torch
 
-from labs_core import Callback, LabError, RunConfig, arg, parse_config
-from labs_core.cli import main_guard
+from labs_core import Callback, LabError, RunConfig, arg
+from labs_core.cli import run_lab
 from labs_core.data import FastLoader
 from labs_core.data.base import channel_stats
 from labs_core.experiment import start_session, train_model, write_summary
@@ -152,17 +152,7 @@ def train(cfg: Lab5Config) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
-
-    def run() -> int:
-        try:
-            cfg = parse_config(Lab5Config, argv, PROG, __doc__.splitlines()[0])
-        except SystemExit as exc:
-            return int(exc.code or 0)
-        train(cfg)
-        return 0
-
-    return main_guard(PROG, run)
+    return run_lab(PROG, Lab5Config, train, argv, __doc__.splitlines()[0])
 
 
 if __name__ == "__main__":
