@@ -47,7 +47,7 @@ def conv2d_loop(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride=1,
     return out + bias.view(1, -1, 1, 1) if bias is not None else out
 
 
-def _taps(size_h: int, size_w: int, kernel, stride, dilation, h_out: int, w_out: int):
+def _taps(kernel, stride, dilation, h_out: int, w_out: int):
     """For each kernel offset (u, v), the strided slice of the padded input it reads."""
     (kh, kw), (sh, sw), (dh, dw) = kernel, stride, dilation
     return [(slice(u * dh, u * dh + sh * (h_out - 1) + 1, sh), slice(v * dw, v * dw + sw * (w_out - 1) + 1, sw))
@@ -71,7 +71,7 @@ class Im2Col(torch.autograd.Function):
         h_out = conv_output_size(h, kh, stride[0], ph, dilation[0])
         w_out = conv_output_size(w, kw, stride[1], pw, dilation[1])
         xp = F.pad(x, (pw, pw, ph, ph)) if ph or pw else x
-        taps = _taps(h, w, kernel, stride, dilation, h_out, w_out)
+        taps = _taps(kernel, stride, dilation, h_out, w_out)
         ctx.meta = (x.shape, xp.shape, padding, taps, h_out, w_out)
         return torch.stack([xp[:, :, r, q] for r, q in taps], dim=2).view(n, c * kh * kw, h_out * w_out)
 

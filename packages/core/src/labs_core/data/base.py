@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import torch
 from torch import Tensor
 
 
@@ -50,15 +49,3 @@ def channel_stats(x: Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
     mean = xf.mean(dim=(0, 2, 3))
     std = xf.std(dim=(0, 2, 3)).clamp(min=1e-6)
     return tuple(round(v, 4) for v in mean.tolist()), tuple(round(v, 4) for v in std.tolist())
-
-
-def check_labels(y: Tensor, num_classes: int, source: str) -> Tensor:
-    from ..errors import LabError
-
-    if y.numel() and (int(y.min()) < 0 or int(y.max()) >= num_classes):
-        raise LabError(f"{source}: labels must lie in 0..{num_classes - 1} (found {int(y.min())}..{int(y.max())})")
-    return y.long()
-
-
-def as_tensor_pair(x, y) -> tuple[Tensor, Tensor]:
-    return torch.as_tensor(x), torch.as_tensor(y).long()
