@@ -58,7 +58,11 @@ def test_parsing_types_and_defaults():
 
 @pytest.mark.parametrize("argv, message", [
     (["--bogus"], "unrecognized arguments: --bogus"),
-    (["--lr", "-0.1"], "--lr must be positive"),
+    (["--lr", "-0.1"], "--lr must be a positive number"),
+    (["--lr", "inf"], "--lr must be a positive number"),
+    (["--monitor", "val_acuracy"], "--monitor val_acuracy: not a metric of this run; it logs train_loss, train_acc, val_loss, val_acc"),
+    (["--optimizer", "adam", "--momentum", "0.5"], "--momentum applies to --optimizer sgd only"),
+    (["--out", "{tmp}/nothing", "--resume"], "holds no checkpoint to continue"),
     (["--batch-size", "0"], "--batch-size must be at least 1"),
     (["--epochs", "two"], "invalid int value"),
     (["--precision", "fp8"], "invalid choice"),
@@ -93,7 +97,7 @@ def test_full_run_writes_the_run_directory(tmp_path, capsys):
     assert any((out / "tb").iterdir())
     summary = json.loads((out / "summary.json").read_text())
     assert {"train_loss", "val_loss", "train_acc", "val_acc", "test_acc"} <= set(summary["metrics"])
-    assert set(summary["best"]) == {"metric", "value", "epoch"}
+    assert set(summary["best"]) == {"metric", "value", "epoch", "mode"} and summary["best"]["mode"] == "min"
     assert summary["epochs_run"] == 2 and summary["steps"] > 0 and summary["seed"] == 0
     assert summary["device"] == "cpu" and summary["precision"] == "fp32" and summary["wall_seconds"] > 0
     config = json.loads((out / "config.json").read_text())

@@ -139,3 +139,36 @@ def test_a_stuck_rank_stops_the_whole_run_with_a_clear_message(tmp_path):
     assert r.returncode != 0
     assert time.perf_counter() - start < 60  # stopped by the process-group timeout, not hung
     assert "demo: error: rank 0: another process failed or did not answer within 4 s" in r.stderr
+
+
+def test_accumulation_under_two_processes_equals_one_process_with_the_whole_batch(tmp_path):
+    """k micro-batches of b on each of 2 processes = one step on 2*k*b samples; the non-final
+    micro-batches skip DDP's all-reduce (``no_sync``)."""
+    r = torchrun(tmp_path, '''
+        from torch.nn.parallel import DistributedDataParallel as DDP
+        calls = []
+        original = DDP.no_sync
+        def counting(self):
+            calls.append(1)
+            return original(self)
+        DDP.no_sync = counting
+        seed_everything(0)
+        x, y = blob_data(n=96)
+        model = tiny_mlp(dropout=0.0)
+        opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        loader = FastLoader(x, y, 4, seed=0, augment=True, pad=1, mean=(0.5,), std=(0.25,), rank=info.rank, world=2)
+        t = Trainer(model, opt, loader, epochs=2, grad_accum=3)
+        t.fit()
+        torch.save({"model": t.module.state_dict(), "no_sync": len(calls), "steps": t.global_step},
+                   f"{out}/rank{info.rank}.pt")
+    ''')
+    assert r.returncode == 0, r.stderr[-2000:]
+    a = torch.load(tmp_path / "rank0.pt")
+    assert a["steps"] == 8 and a["no_sync"] == 8 * 2  # 8 steps of 3 micro-batches: 2 of each skip the sync
+    seed_everything(0)
+    x, y = blob_data(n=96)
+    model = tiny_mlp(dropout=0.0)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    Trainer(model, opt, FastLoader(x, y, 24, seed=0, augment=True, pad=1, mean=(0.5,), std=(0.25,)), epochs=2).fit()
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(v, a["model"][k], rtol=1e-5, atol=1e-6)

@@ -128,10 +128,6 @@ def test_scheduler_per_step_and_per_epoch():
 
 
 def test_early_stopping_on_patience():
-    class Worse(Callback):  # force "no improvement" after the first epoch
-        def on_epoch_end(self, trainer, logs):
-            trainer.history[-1]["val_loss"] = float(trainer.epoch)
-
     t = make_trainer(epochs=20, scheduler=None, monitor="val_acc", mode="max")
     t.callbacks.append(EarlyStopping(patience=2))
     # Freeze learning so the monitored metric cannot improve after epoch 1.
@@ -144,13 +140,12 @@ def test_early_stopping_on_patience():
 
 def test_non_finite_loss_stops_with_step_and_keeps_last_good_checkpoint(tmp_path):
     class Poison(Callback):
-        def on_epoch_end(self, trainer, logs):
+        def on_epoch_start(self, trainer):  # the second epoch starts with broken weights
             if trainer.epoch == 1:
                 with torch.no_grad():
                     trainer.model[1].weight.fill_(float("nan"))
 
     t = make_trainer(epochs=3, scheduler=None, callbacks=[Checkpointing(tmp_path), Poison()])
-    good = None
     with pytest.raises(NonFiniteLossError, match=r"at step 7 \(epoch 2, batch 1\)"):
         t.fit()
     good = load_checkpoint(tmp_path / "last.pt")
@@ -244,3 +239,74 @@ def test_deferred_nan_check_names_the_first_bad_step(tmp_path):
     with pytest.raises(NonFiniteLossError, match=r"non-finite at step 9 \(epoch 2\)"):
         t.fit()
     assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 1
+
+
+class Score(Callback):
+    """A monitored metric with a fixed course: best at epoch 3, worse after."""
+
+    course = [5.0, 4.0, 3.0, 3.5, 3.6, 3.7, 3.8, 3.9]
+
+    def on_validation_end(self, trainer, logs):
+        logs["val_score"] = self.course[logs["epoch"] - 1]
+
+
+def test_early_stopping_run_killed_and_resumed_stops_where_the_unbroken_one_does(tmp_path):
+    def make():
+        return make_trainer(epochs=8, monitor="val_score", mode="min",
+                            callbacks=[Score(), EarlyStopping(patience=2), Checkpointing(tmp_path)])
+
+    straight = make()
+    straight.fit()
+    assert straight.epoch == 5 and "early stopping" in straight.stop_reason
+
+    killed = make()
+    killed.callbacks.insert(0, StopAfter(4))  # killed after epoch 4's checkpoint
+    killed.fit()
+    assert killed.epoch == 4
+    resumed = make()
+    resumed.load_state_dict(load_checkpoint(tmp_path / "last.pt"))
+    resumed.fit()
+    assert resumed.epoch == 5 and "early stopping" in resumed.stop_reason  # not 6: the counter was saved
+    assert_bit_identical(weights(straight.model), weights(resumed.model))
+    assert resumed.history == straight.history
+
+
+def test_checkpointing_runs_after_every_other_callback():
+    order = []
+
+    class Note(Callback):
+        def __init__(self, name):
+            self.name = name
+
+        def on_epoch_end(self, trainer, logs):
+            order.append(self.name)
+
+    class LateCheckpoint(Note):
+        order = 100
+
+    t = make_trainer(epochs=1, callbacks=[LateCheckpoint("checkpoint"), Note("a"), Note("b")])
+    t.fit()
+    assert order == ["a", "b", "checkpoint"]
+
+
+def test_callbacks_see_the_true_mean_loss_of_an_accumulated_step():
+    x, y = blob_data(n=64)
+
+    def first_step_loss(batch, accum):
+        seen = []
+
+        class Record(Callback):
+            def on_step_end(self, trainer, loss):
+                seen.append(loss.item())
+
+        seed_everything(0)
+        model = tiny_mlp(dropout=0.0)
+        loader = fast_loader(x, y, batch_size=batch, seed=1)
+        loader.shuffle = False
+        Trainer(model, torch.optim.SGD(model.parameters(), lr=0.1), loader, epochs=1, grad_accum=accum,
+                callbacks=[Record()]).fit()
+        return seen[0]
+
+    whole = first_step_loss(32, 1)
+    assert first_step_loss(16, 2) == pytest.approx(whole, rel=1e-6)  # not whole / 2
+    assert first_step_loss(8, 4) == pytest.approx(whole, rel=1e-6)

@@ -17,11 +17,10 @@ import torch
 from torch import nn
 
 from labs_core import LabError, RunConfig, arg
-from labs_core.callbacks import Checkpointing, RunLogger
 from labs_core.cli import write_json
-from labs_core.data import build_loaders, load_dataset
-from labs_core.experiment import describe, start_session, write_summary
-from labs_core.trainer import Callback, ClassificationLoss, Trainer
+from labs_core.experiment import classifier_plan
+from labs_core.run import execute
+from labs_core.trainer import Callback
 
 from .inference import PROJECT, load_trained
 from .models import TorchvisionResNet18, replace_head
@@ -39,6 +38,15 @@ class FinetuneConfig(RunConfig):
     unfreeze: int = arg(2, "how many stages to unfreeze, from the top, one per phase")
     lr_decay: float = arg(0.3, "learning-rate factor per stage of depth below the head (discriminative rates)")
     lr: float = arg(3e-3, "learning rate of the head (stages get lr * lr_decay^depth)")
+    monitor: str = arg("val_acc", "metric that decides the best checkpoint and early stopping")
+
+    def resolve(self, explicit: set[str]) -> None:
+        super().resolve(explicit)
+        fixed = sorted({"epochs", "optimizer", "scheduler"} & explicit)
+        if fixed:
+            raise LabError(f"finetune sets --{fixed[0]} itself (phases of --head-epochs and --stage-epochs, AdamW "
+                           "with per-stage rates); leave it out")
+        self.epochs = self.head_epochs + self.stage_epochs * self.unfreeze
 
     def validate(self) -> None:
         super().validate()
@@ -46,6 +54,8 @@ class FinetuneConfig(RunConfig):
             raise LabError("--from is required: a checkpoint path or torchvision:resnet18")
         if self.resume:
             raise LabError("finetune does not resume; start it again, --from the checkpoint it wrote")
+        if self.val_fraction <= 0:
+            raise LabError("fine-tuning needs a validation split (--val-fraction > 0)")
         if self.head_epochs < 1 or self.stage_epochs < 1 or self.unfreeze < 0 or not 0 < self.lr_decay <= 1:
             raise LabError("--head-epochs and --stage-epochs must be >= 1, --unfreeze >= 0, --lr-decay in (0, 1]")
 
@@ -90,82 +100,79 @@ def _load_weights_file(path: Path) -> dict:
     return state.get("model", state) if isinstance(state, dict) else state
 
 
-def trainable_summary(model: nn.Module) -> str:
-    names = [n for n, p in model.named_parameters() if p.requires_grad]
-    count = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    total = sum(p.numel() for p in model.parameters())
-    groups = sorted({".".join(n.split(".")[:2]) for n in names})
-    return f"{count:,} of {total:,} parameters train ({', '.join(groups)})"
+class Phases(Callback):
+    """Gradual unfreezing as one run: at the start of each phase, a new optimizer whose groups are
+    the head and the top ``phase`` stages (each with its own rate); every epoch's logs carry the
+    phase, and the validation accuracy each phase gained is recorded.
 
+    Frozen stages keep ``requires_grad`` (so DDP sees the same parameters in every phase) but are
+    in no optimizer group, so they do not move."""
 
-class PhaseTag(Callback):
-    """Numbers epochs across phases and tags each epoch's logs with its phase."""
+    def __init__(self, cfg: FinetuneConfig, model: nn.Module, say):
+        self.cfg, self.model, self.say = cfg, model, say
+        stages = list(model.stages)
+        self.count = min(cfg.unfreeze, len(stages)) + 1
+        self.starts = [0] + [cfg.head_epochs + k * cfg.stage_epochs for k in range(self.count - 1)]
+        self.phase, self.before, self.phases = -1, None, []
 
-    def __init__(self, phase: int, offset: int):
-        self.phase, self.offset = phase, offset
+    def groups(self, phase: int) -> list[dict]:
+        stages = list(self.model.stages)
+        groups = [{"params": list(self.model.head.parameters()), "lr": self.cfg.lr}]
+        for depth, stage in enumerate(reversed(stages[len(stages) - phase:]), start=1):
+            groups.append({"params": list(stage.parameters()), "lr": self.cfg.lr * self.cfg.lr_decay**depth})
+        return groups
 
-    def on_validation_end(self, trainer, logs):
-        logs["epoch"] += self.offset
+    def optimizer(self, phase: int) -> torch.optim.Optimizer:
+        return torch.optim.AdamW(self.groups(phase), weight_decay=self.cfg.weight_decay)
+
+    def on_fit_start(self, trainer) -> None:
+        self.before = trainer.evaluate(trainer.val_loader)["val_acc"]  # collective: every process
+
+    def on_epoch_start(self, trainer) -> None:
+        phase = max(p for p, start in enumerate(self.starts) if trainer.epoch >= start)
+        if phase == self.phase:
+            return
+        self.phase = phase
+        if phase > 0:
+            trainer.optimizer = self.optimizer(phase)
+        what = "head only, backbone frozen" if phase == 0 else f"head + top {phase} stage(s)"
+        trained = sum(p.numel() for g in self.groups(phase) for p in g["params"])
+        self.say(f"\nphase {phase} ({what}): {trained:,} of {sum(p.numel() for p in self.model.parameters()):,} "
+                 "parameters train; learning rates " + ", ".join(f"{g['lr']:.1e}" for g in self.groups(phase)))
+
+    def on_validation_end(self, trainer, logs) -> None:
         logs["phase"] = self.phase
+        if trainer.epoch in self.starts[1:] or trainer.epoch == trainer.epochs:  # the phase's last epoch
+            after = logs["val_acc"]
+            what = "head only, backbone frozen" if self.phase == 0 else f"head + top {self.phase} stage(s)"
+            self.phases.append({"phase": self.phase, "trains": what, "val_acc_before": self.before,
+                                "val_acc_after": after, "gain": after - self.before})
+            self.say(f"phase {self.phase} gained {after - self.before:+.4f} validation accuracy "
+                     f"({self.before:.4f} -> {after:.4f})")
+            self.before = after
 
 
 def finetune(cfg: FinetuneConfig) -> dict:
-    session = start_session(cfg)
-    if session.dist.enabled:
-        raise LabError("finetune runs in one process; launch it without torchrun")
-    say = session.say
-    data = load_dataset(cfg.dataset, cfg.data_dir, image_size=cfg.image_size, skip_bad_files=cfg.skip_bad_files,
-                        label_column=cfg.label_column)
-    loaders = build_loaders(data, batch_size=cfg.batch_size, device=session.device, seed=cfg.seed,
-                            val_fraction=cfg.val_fraction, stratify=cfg.stratify, augment=cfg.augment, overfit=cfg.overfit)
-    data = loaders.data
-    if loaders.val is None:
-        raise LabError("fine-tuning needs a validation split (--val-fraction > 0 or a val/ folder)")
-    model, name, width = load_backbone(cfg, data.num_classes, data.input_shape)
-    model = model.to(session.device)
-    from labs_core.cli import make_run_dir
-    run_dir = session.run_dir = make_run_dir(cfg.lab, cfg.out)
-    info = {"classes": data.classes, "input_shape": list(data.input_shape), "mean": list(data.mean), "std": list(data.std)}
-    config = {**cfg.to_dict(), "model": name, "width": width}
-    write_json(run_dir / "config.json", {**config, "lab": cfg.lab, "resolved": {"dataset": describe(data), **info}})
-    say(f"finetune {cfg.source} -> {describe(data)} | {session.device}")
-    logger = RunLogger(run_dir, quiet=cfg.quiet, stream=session.stream)
-    checkpointing = Checkpointing(run_dir / "checkpoints", extra={"config": config, "lab": cfg.lab, **info})
-    stages = list(model.stages)
-    loss_fn = ClassificationLoss(cfg.label_smoothing, loaders.class_weights)
+    def plan(run):
+        phases: list[Phases] = []
 
-    probe = Trainer(model, torch.optim.SGD(model.parameters(), lr=0.0), loaders.train, device=session.device)
-    before = probe.evaluate(loaders.val)["val_acc"]
-    phases, epoch_offset, trainer = [], 0, None
-    for phase in range(min(cfg.unfreeze, len(stages)) + 1):
-        for p in model.parameters():
-            p.requires_grad = False
-        groups = [{"params": list(model.head.parameters()), "lr": cfg.lr}]
-        for depth, stage in enumerate(reversed(stages[len(stages) - phase:]), start=1):
-            groups.append({"params": list(stage.parameters()), "lr": cfg.lr * cfg.lr_decay**depth})
-        for g in groups:
-            for p in g["params"]:
-                p.requires_grad = True
-        what = "head only, backbone frozen" if phase == 0 else f"head + top {phase} stage(s)"
-        say(f"\nphase {phase} ({what}): {trainable_summary(model)}; learning rates "
-            + ", ".join(f"{g['lr']:.1e}" for g in groups))
-        epochs = cfg.head_epochs if phase == 0 else cfg.stage_epochs
-        trainer = Trainer(model, torch.optim.AdamW(groups, weight_decay=cfg.weight_decay), loaders.train, loaders.val,
-                          loss_fn=loss_fn, device=session.device, epochs=epochs, monitor="val_acc", mode="max",
-                          callbacks=[PhaseTag(phase, epoch_offset), logger, checkpointing])
-        trainer.fit()
-        epoch_offset += epochs
-        after = trainer.history[-1]["val_acc"]
-        phases.append({"phase": phase, "trains": what, "val_acc_before": before, "val_acc_after": after,
-                       "gain": after - before, "trainable": trainable_summary(model)})
-        say(f"phase {phase} gained {after - before:+.4f} validation accuracy ({before:.4f} -> {after:.4f})")
-        before = after
-    logger.close()
-    metrics = {"phases": phases}
-    if loaders.test is not None:
-        metrics["test_acc"] = trainer.evaluate(loaders.test, prefix="test")["test_acc"]
-        say(f"test accuracy {metrics['test_acc']:.4f}")
-    write_json(run_dir / "phases.json", phases)
-    summary = write_summary(session, trainer, metrics)
-    say(f"run directory: {run_dir}")
-    return summary
+        def model_fn(data):
+            model, name, width = load_backbone(cfg, data.num_classes, data.input_shape)
+            cfg_record.update(model=name, width=width)
+            phases.append(Phases(cfg, model, run.say))
+            return model
+
+        def report(run, trainer, loaders, test):
+            write_json(run.run_dir / "phases.json", phases[0].phases)
+            return {"phases": phases[0].phases}
+
+        cfg_record: dict = {}
+        p = classifier_plan(cfg, run, model_fn, callbacks=phases, extend_report=report,
+                            make_optimizer=lambda cfg, model: phases[0].optimizer(0),
+                            note=f"fine-tuning {cfg.source}")
+        # predict and evaluate rebuild the model from the checkpoint's config: record the backbone
+        p.checkpoint["config"] = {**cfg.to_dict(), **cfg_record}
+        p.resolved.update(cfg_record)
+        return p
+
+    return execute(cfg, plan).summary

@@ -28,9 +28,10 @@ def load_trained(path: str | Path, device="cpu") -> tuple[nn.Module, dict]:
 
 
 @torch.no_grad()
-def predict_probs(model: nn.Module, loader, device, tta: bool = False, autocast=None) -> tuple[Tensor, Tensor]:
+def predict_probs(model: nn.Module, loader, device, tta: bool = False, autocast=None,
+                  flip_only: bool = False) -> tuple[Tensor, Tensor]:
     """Softmax probabilities (N, C) and targets (N,) over ``loader``; with ``tta`` the average of
-    the image's and its mirror image's probabilities."""
+    the image's and its mirror image's probabilities; with ``flip_only`` the mirror images' alone."""
     import contextlib
 
     model.eval()
@@ -38,8 +39,8 @@ def predict_probs(model: nn.Module, loader, device, tta: bool = False, autocast=
     for x, y in loader:
         x = x.to(device)
         with autocast() if autocast is not None else contextlib.nullcontext():
-            p = model(x).float().softmax(1)
-            if tta:
+            p = model(x.flip(3) if flip_only else x).float().softmax(1)
+            if tta and not flip_only:
                 p = (p + model(x.flip(3)).float().softmax(1)) / 2
         probs.append(p.cpu())
         targets.append(y.cpu())

@@ -13,9 +13,9 @@ import torch
 
 from labs_core import Callback, LabError, RunConfig, arg
 from labs_core.checkpoint import save_checkpoint
-from labs_core.cli import run_lab, write_json
-from labs_core.experiment import run_classifier
-from labs_core.metrics import confusion_matrix
+from labs_core.cli import run_lab
+from labs_core.experiment import classifier_plan
+from labs_core.run import execute
 
 from .inference import PROJECT, predict_probs
 from .models import MODELS, build_model
@@ -157,7 +157,6 @@ def gallery(images: torch.Tensor, probs: torch.Tensor, targets: torch.Tensor, cl
 
 
 def train(cfg: TrainConfig) -> dict:
-    say = (lambda *_: None) if cfg.quiet else (lambda m: print(m, flush=True))
     callbacks: list[Callback] = []
     ema = WeightEMA(cfg.ema) if cfg.ema else None
     if ema:
@@ -166,37 +165,41 @@ def train(cfg: TrainConfig) -> dict:
     def model_fn(data):
         return build_model(cfg.model, data.input_shape, data.num_classes, cfg.width)
 
-    if cfg.profile:
-        from labs_core.cli import make_run_dir
-        if not cfg.out and not cfg.resume:
-            cfg.out = str(make_run_dir(cfg.lab))
-        callbacks.append(Profile(cfg.profile, Path(cfg.out or ".") / "profile", say))
-    result = run_classifier(cfg, model_fn, callbacks=callbacks)
-    run_dir, data, summary = result.run_dir, result.loaders.data, result.summary
-    if run_dir is None:  # a torchrun process other than rank 0: rank 0 reports
-        return summary
-    if ema:
-        save_checkpoint(run_dir / "checkpoints" / "ema.pt", {
-            **result.trainer.state_dict(), "config": cfg.to_dict(), "lab": cfg.lab, "classes": data.classes,
-            "input_shape": list(data.input_shape), "mean": list(data.mean), "std": list(data.std)})
-    if result.loaders.test is not None and not cfg.overfit:
-        probs, targets = predict_probs(result.model, result.loaders.test, result.trainer.device, tta=cfg.tta,
-                                       autocast=result.trainer.precision.autocast)
+    def report(run, trainer, loaders, test):
+        """From the one test pass: per-class accuracy, the flip-TTA accuracy, the gallery."""
+        run_dir, data, metrics = run.run_dir, loaders.data, {}
+        if ema:
+            save_checkpoint(run_dir / "checkpoints" / "ema.pt", {
+                **trainer.state_dict(), "config": cfg.to_dict(), "lab": cfg.lab, "classes": data.classes,
+                "input_shape": list(data.input_shape), "mean": list(data.mean), "std": list(data.std)})
+        if test is None:
+            return metrics
+        probs, targets = test.probs, test.targets
+        if cfg.tta:  # the mirror images' pass; the plain pass is the one already made
+            flipped, _ = predict_probs(trainer.module, loaders.test, trainer.device, flip_only=True,
+                                       autocast=trainer.precision.autocast)
+            probs = (probs + flipped) / 2
+            metrics["test_acc_tta"] = (probs.argmax(1) == targets).float().mean().item()
+            run.say(f"test accuracy with flip TTA {metrics['test_acc_tta']:.4f}")
         pred = probs.argmax(1)
-        cm = confusion_matrix(pred, targets, data.num_classes)
-        per_class = (cm.diag().float() / cm.sum(1).clamp(min=1)).tolist()
+        per_class = [(pred[targets == c] == c).float().mean().item() if (targets == c).any() else 0.0
+                     for c in range(data.num_classes)]
         lines = [f"{name:<12} {acc:.4f}" for name, acc in zip(data.classes, per_class, strict=True)]
         (run_dir / "per_class_accuracy.txt").write_text("\n".join(lines) + "\n")
-        summary["metrics"]["per_class_acc"] = dict(zip(data.classes, per_class, strict=True))
-        if cfg.tta:
-            summary["metrics"]["test_acc_tta"] = (pred == targets).float().mean().item()
-            say(f"test accuracy with flip TTA {summary['metrics']['test_acc_tta']:.4f}")
+        metrics["per_class_acc"] = dict(zip(data.classes, per_class, strict=True))
         n = gallery(data.test[0], probs, targets, data.classes, run_dir / "confidently_wrong.png")
-        say("per-class test accuracy:\n  " + "\n  ".join(lines))
-        say(f"confusion matrix:\n{(run_dir / 'confusion_matrix.txt').read_text().rstrip()}")
-        say(f"gallery of the {n} most confidently wrong test images: {run_dir / 'confidently_wrong.png'}")
-        write_json(run_dir / "summary.json", summary)
-    return summary
+        run.say("per-class test accuracy:\n  " + "\n  ".join(lines))
+        run.say(f"confusion matrix:\n{(run_dir / 'confusion_matrix.txt').read_text().rstrip()}")
+        run.say(f"gallery of the {n} most confidently wrong test images: {run_dir / 'confidently_wrong.png'}")
+        return metrics
+
+    def plan(run):
+        extra = list(callbacks)
+        if cfg.profile and run.is_main:
+            extra.append(Profile(cfg.profile, run.run_dir / "profile", run.say))
+        return classifier_plan(cfg, run, model_fn, callbacks=extra, extend_report=report)
+
+    return execute(cfg, plan).summary
 
 
 def main(argv: list[str] | None = None) -> int:

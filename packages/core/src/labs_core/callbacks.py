@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from .checkpoint import save_checkpoint
+from .checkpoint import atomic_write_bytes, save_checkpoint
 from .trainer import Callback, Trainer
 
 
@@ -15,7 +15,11 @@ class Checkpointing(Callback):
 
     ``extra`` (the resolved config, class names, ...) is stored in every checkpoint. Under torchrun
     every process gathers its state (a collective) and only the one with a ``folder`` (rank 0) writes.
+    It runs after every other callback's epoch-end work (``order``), so what it saves is the state
+    as of the end of the epoch.
     """
+
+    order = 100
 
     def __init__(self, folder: str | Path | None, extra: dict | None = None):
         self.folder = Path(folder) if folder is not None else None
@@ -39,6 +43,11 @@ class EarlyStopping(Callback):
         self.patience = patience
         self.wait = 0
 
+    def on_fit_start(self, trainer: Trainer) -> None:
+        if self.wait >= self.patience:  # resumed from the checkpoint of a run that had stopped here
+            trainer.should_stop = True
+            trainer.stop_reason = f"early stopping: the resumed run had already stopped ({trainer.monitor})"
+
     def on_epoch_end(self, trainer: Trainer, logs: dict) -> None:
         self.wait = 0 if trainer.improved else self.wait + 1
         if self.wait >= self.patience:
@@ -55,18 +64,42 @@ class EarlyStopping(Callback):
 
 
 class RunLogger(Callback):
-    """TensorBoard scalars, ``metrics.jsonl`` (one object per epoch) and one console line per epoch."""
+    """TensorBoard scalars, ``metrics.jsonl`` (one object per epoch) and one console line per epoch.
+
+    Every scalar's x axis is the optimizer step. Files are opened when the fit starts: a fresh run
+    starts a fresh ``metrics.jsonl``; a resumed run rewrites it from the checkpoint's history and
+    tells TensorBoard to drop events after the checkpoint's step (``purge_step``), so an epoch
+    logged just before a kill, but never checkpointed, appears once, not twice."""
 
     def __init__(self, run_dir: str | Path, quiet: bool = False, log_every: int = 50, stream=None):
-        from torch.utils.tensorboard import SummaryWriter
-
         self.run_dir = Path(run_dir)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.writer = SummaryWriter(log_dir=str(self.run_dir / "tb"))
         self.jsonl = self.run_dir / "metrics.jsonl"
         self.quiet = quiet
         self.log_every = log_every
         self.stream = stream or sys.stdout
+        self._writer = None
+
+    @property
+    def writer(self):
+        if self._writer is None:
+            self.open()
+        return self._writer
+
+    def open(self, resumed_at: int = 0) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._writer = SummaryWriter(log_dir=str(self.run_dir / "tb"), purge_step=resumed_at + 1 if resumed_at else None)
+
+    def write_history(self, history: list[dict]) -> None:
+        """``metrics.jsonl`` holding exactly ``history``, written atomically."""
+        data = "".join(json.dumps(logs) + "\n" for logs in history).encode()
+        atomic_write_bytes(self.jsonl, lambda f: f.write(data))
+
+    def on_fit_start(self, trainer: Trainer) -> None:
+        if self._writer is None:  # the first fit (a multi-phase run keeps logging to the same files)
+            self.open(trainer.global_step)
+            self.write_history(trainer.history)
 
     def on_step_end(self, trainer: Trainer, loss) -> None:
         if self.log_every and trainer.global_step % self.log_every == 0:
@@ -76,7 +109,7 @@ class RunLogger(Callback):
     def on_epoch_end(self, trainer: Trainer, logs: dict) -> None:
         for key, value in logs.items():
             if key not in ("epoch", "step") and isinstance(value, (int, float)):
-                self.writer.add_scalar(f"epoch/{key}", value, logs["epoch"])
+                self.writer.add_scalar(f"epoch/{key}", value, logs["step"])
         self.writer.flush()
         with self.jsonl.open("a") as f:
             f.write(json.dumps(logs) + "\n")
@@ -90,7 +123,8 @@ class RunLogger(Callback):
         self.writer.flush()
 
     def close(self) -> None:
-        self.writer.close()
+        if self._writer is not None:
+            self._writer.close()
 
 
 def format_epoch_line(logs: dict, epochs: int) -> str:

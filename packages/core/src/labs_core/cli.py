@@ -53,18 +53,27 @@ def run_lab(prog: str, cfg_cls: type, train: Callable, argv: list[str] | None = 
     return main_guard(prog, run)
 
 
-def make_run_dir(lab: str, out: str = "", root: str | Path = "runs") -> Path:
-    """``out`` if given, else ``runs/<lab>/<timestamp>`` (with a suffix if that already exists)."""
-    if out:
-        path = Path(out)
-    else:
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        path = Path(root) / lab / stamp
-        n = 1
-        while path.exists():
-            path = Path(root) / lab / f"{stamp}-{n}"
-            n += 1
-    path.mkdir(parents=True, exist_ok=True)
+def lessons_command(prog: str, load: Callable[[], dict[str, Callable[[], None]]]) -> Callable[[list[str]], int]:
+    """The ``PROG lesson NAME`` subcommand over the lessons ``load()`` returns (imported lazily)."""
+
+    def command(argv: list[str]) -> int:
+        lessons = load()
+        if len(argv) != 1 or argv[0] not in lessons:
+            raise LabError(f"usage: {prog} lesson {{{'|'.join(lessons)}}}")
+        lessons[argv[0]]()
+        return 0
+
+    return command
+
+
+def new_run_dir(lab: str, root: str | Path = "runs") -> Path:
+    """A fresh ``runs/<lab>/<timestamp>`` path (with a suffix if that exists); not created yet."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    path = Path(root) / lab / stamp
+    n = 1
+    while path.exists():
+        path = Path(root) / lab / f"{stamp}-{n}"
+        n += 1
     return path
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 import types
 import typing
@@ -29,81 +30,179 @@ def arg(default: Any = dataclasses.MISSING, help: str = "", *, choices=None, def
     return field(default=default, metadata=meta)
 
 
+METRIC_MODES = {"loss": "min", "acc": "max", "f1": "max", "map": "max"}
+
+
+def metric_mode(name: str) -> str | None:
+    """``min`` or ``max`` when a metric's name says which way is better (``val_loss``, ``val_acc``,
+    ``train_seq_acc``, ``val_map_50``), else None: then ``--monitor-mode`` must say."""
+    parts = name.split("_")
+    for part in reversed(parts[1:] if len(parts) > 1 else parts):
+        if part in METRIC_MODES:
+            return METRIC_MODES[part]
+    return None
+
+
+class ConfigPart:
+    """A group of flags. A lab's config is composed of the parts it uses, so it offers only flags
+    that change its run: ``class Lab1Config(DataOptions, OptimOptions, RunOptions)``. Each part's
+    ``validate``/``resolve`` calls ``super()``, so every part in the composition is checked."""
+
+    def validate(self) -> None:
+        pass
+
+    def resolve(self, explicit: set[str]) -> None:
+        pass
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
 @dataclass
-class RunConfig:
-    """Flags every lab shares. Labs subclass this; ``lab`` names the default run folder."""
+class RunOptions(ConfigPart):
+    """What every run has: length, seed, device, precision, output, resume, and torchrun's timeout."""
 
     lab: ClassVar[str] = "lab"
     overfit_epochs: ClassVar[int] = 100  # --overfit without --epochs: one step per epoch, this many
 
-    dataset: str = arg("digits", "dataset name: digits, mnist, fashion-mnist, cifar10, imagefolder, csv, synthetic")
-    data_dir: str = arg("data", "folder for downloaded data, or the image folder / CSV file for imagefolder / csv")
     epochs: int = arg(10, "number of training epochs")
-    batch_size: int = arg(64, "batch size")
+    batch_size: int = arg(64, "batch size (per process under torchrun)")
+    max_steps: int = arg(0, "stop after this many optimizer steps (0: no limit)")
+    overfit: int = arg(0, "train and evaluate on the same N fixed training samples, no augmentation (0: off)")
+    seed: int = arg(0, "random seed (Python, NumPy, torch, data order)")
+    device: str = arg("auto", "auto, cpu, cuda, cuda:N or mps")
+    precision: str = arg("fp32", "numeric precision policy", choices=("fp32", "bf16", "fp16"))
+    deterministic: bool = arg(False, "use deterministic algorithms only (and deterministic cuDNN)")
+    out: str = arg("", "run directory (default: runs/<lab>/<timestamp>)")
+    resume: str | None = arg(None, "resume from a checkpoint; with no PATH, --out's last.pt or else the latest "
+                             "run's", nargs_optional_const="latest")
+    quiet: bool = arg(False, "no progress bar and no per-epoch lines")
+    dist_timeout: float = arg(300.0, "torchrun: seconds a process waits for the others before the run stops")
+
+    def validate(self) -> None:
+        super().validate()
+        _at_least(1, epochs=self.epochs, batch_size=self.batch_size)
+        _at_least(0, overfit=self.overfit, max_steps=self.max_steps)
+        if not self.dist_timeout > 0:
+            raise LabError(f"--dist-timeout must be positive (got {self.dist_timeout})")
+
+    def resolve(self, explicit: set[str]) -> None:
+        super().resolve(explicit)
+        if self.overfit and "epochs" not in explicit:
+            self.epochs = self.overfit_epochs
+
+
+@dataclass
+class OptimOptions(ConfigPart):
+    """Optimizer, schedule, and training hygiene (accumulation, clipping, early stopping)."""
+
     lr: float = arg(1e-3, "learning rate (peak learning rate with a schedule)")
     optimizer: str = arg("adamw", "optimizer", choices=("sgd", "adam", "adamw"))
     momentum: float = arg(0.9, "momentum for SGD (Nesterov)")
     weight_decay: float = arg(0.0, "weight decay")
     scheduler: str = arg("none", "learning-rate schedule", choices=("none", "cosine", "onecycle", "step"))
     warmup_epochs: float = arg(0.0, "linear warm-up length in epochs (cosine schedule)")
-    label_smoothing: float = arg(0.0, "label smoothing for the cross-entropy loss")
     grad_accum: int = arg(1, "micro-batches accumulated per optimizer step")
     grad_clip: float = arg(0.0, "clip the global gradient norm to this value (0: off)")
     patience: int = arg(0, "early stopping: epochs without improvement of --monitor before stopping (0: off)")
     monitor: str = arg("val_loss", "metric that decides the best checkpoint and early stopping")
-    seed: int = arg(0, "random seed (Python, NumPy, torch, data order)")
-    device: str = arg("auto", "auto, cpu, cuda, cuda:N or mps")
-    precision: str = arg("fp32", "numeric precision policy", choices=("fp32", "bf16", "fp16"))
-    deterministic: bool = arg(False, "use deterministic algorithms only (and deterministic cuDNN)")
-    overfit: int = arg(0, "train and evaluate on the same N fixed training samples, no augmentation (0: off)")
-    max_steps: int = arg(0, "stop after this many optimizer steps (0: no limit)")
+    monitor_mode: str = arg("auto", "whether --monitor improves going down or up (auto: from its name, "
+                            "loss -> min, acc/f1/map -> max)", choices=("auto", "min", "max"))
+
+    def validate(self) -> None:
+        super().validate()
+        _at_least(1, grad_accum=self.grad_accum)
+        _at_least(0, weight_decay=self.weight_decay, grad_clip=self.grad_clip, patience=self.patience,
+                  warmup_epochs=self.warmup_epochs, momentum=self.momentum)
+        if not self.lr > 0 or self.lr == float("inf"):
+            raise LabError(f"--lr must be a positive number (got {self.lr})")
+
+    def resolve(self, explicit: set[str]) -> None:
+        super().resolve(explicit)
+        if "momentum" in explicit and self.optimizer != "sgd":
+            raise LabError(f"--momentum applies to --optimizer sgd only (this run uses {self.optimizer})")
+        if "warmup_epochs" in explicit and self.scheduler != "cosine":
+            raise LabError(f"--warmup-epochs applies to --scheduler cosine only (this run uses {self.scheduler})")
+
+
+@dataclass
+class DataOptions(ConfigPart):
+    """The classification data pipeline: which dataset, how it is split, augmented and loaded."""
+
+    dataset: str = arg("digits", "dataset name: digits, mnist, fashion-mnist, cifar10, imagefolder, csv, synthetic")
+    data_dir: str = arg("data", "folder for downloaded data, or the image folder / CSV file for imagefolder / csv")
     val_fraction: float = arg(0.1, "fraction of the training split held out for validation")
     stratify: bool = arg(True, "keep class proportions in the validation split")
     augment: bool = arg(True, "random training augmentation (crop/translate, and flips where they make sense)")
+    pad: int = arg(0, "augmentation: random shifts of up to this many pixels (0: 1/8 of the image side)")
+    label_smoothing: float = arg(0.0, "label smoothing for the cross-entropy loss")
     loader: str = arg("fast", "fast: whole split on the device, batched augmentation; standard: DataLoader from disk",
                       choices=("fast", "standard"))
-    num_workers: int = arg(0, "DataLoader workers (standard loader)")
+    num_workers: int = arg(0, "DataLoader workers (--loader standard)")
     channels_last: bool = arg(False, "images and model in channels-last memory format (faster convs under autocast on GPUs)")
     class_weights: bool = arg(False, "weight the loss by inverse class frequency (imbalanced data)")
     balanced_sampler: bool = arg(False, "sample training batches with class-balancing weights")
     image_size: int = arg(0, "resize images to this size (imagefolder; 0: the lab's default)")
     label_column: str = arg("label", "csv: name of the label column")
     skip_bad_files: bool = arg(False, "imagefolder: skip unreadable images (and report them) instead of stopping")
-    out: str = arg("", "run directory (default: runs/<lab>/<timestamp>)")
-    resume: str | None = arg(None, "resume from a checkpoint; with no PATH, the latest run's last.pt",
-                             nargs_optional_const="latest")
-    quiet: bool = arg(False, "no progress bar and no per-epoch lines")
-    sync_bn: bool = arg(False, "torchrun: synchronise batch-norm statistics across processes (SyncBatchNorm)")
-    dist_timeout: float = arg(300.0, "torchrun: seconds a process waits for the others before the run stops")
 
     def validate(self) -> None:
-        """Raise ``LabError`` for values that cannot work. Labs extend this and call ``super()``."""
-        positive = {"epochs": self.epochs, "batch_size": self.batch_size, "grad_accum": self.grad_accum}
-        for name, value in positive.items():
-            if value < 1:
-                raise LabError(f"--{_flag(name)} must be at least 1 (got {value})")
-        if not self.lr > 0:
-            raise LabError(f"--lr must be positive (got {self.lr})")
-        nonneg = {"weight_decay": self.weight_decay, "grad_clip": self.grad_clip, "patience": self.patience,
-                  "overfit": self.overfit, "max_steps": self.max_steps, "warmup_epochs": self.warmup_epochs,
-                  "num_workers": self.num_workers, "image_size": self.image_size, "momentum": self.momentum}
-        for name, value in nonneg.items():
-            if value < 0:
-                raise LabError(f"--{_flag(name)} must not be negative (got {value})")
+        super().validate()
+        _at_least(0, num_workers=self.num_workers, image_size=self.image_size, pad=self.pad)
         if not 0 <= self.label_smoothing < 1:
             raise LabError(f"--label-smoothing must be in [0, 1) (got {self.label_smoothing})")
-        if not self.dist_timeout > 0:
-            raise LabError(f"--dist-timeout must be positive (got {self.dist_timeout})")
         if not 0 <= self.val_fraction < 1:
             raise LabError(f"--val-fraction must be in [0, 1) (got {self.val_fraction})")
 
     def resolve(self, explicit: set[str]) -> None:
-        """Adjust defaults the user did not set (``explicit`` holds the fields given as flags)."""
-        if self.overfit and "epochs" not in explicit:
-            self.epochs = self.overfit_epochs
+        super().resolve(explicit)
+        if "pad" in explicit and not self.augment:
+            raise LabError("--pad sets the augmentation's shifts; it does nothing with --no-augment")
+        if "num_workers" in explicit and self.loader != "standard":
+            raise LabError("--num-workers applies to --loader standard only (the fast loader needs no workers)")
 
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+
+@dataclass
+class BatchNormOptions(ConfigPart):
+    """For models with batch norm, under torchrun."""
+
+    sync_bn: bool = arg(False, "torchrun: synchronise batch-norm statistics across processes (SyncBatchNorm)")
+
+
+@dataclass
+class RunConfig(DataOptions, BatchNormOptions, OptimOptions, RunOptions):
+    """Every part: what a classification lab offers. Labs subclass this (or compose the parts they
+    use); ``lab`` names the default run folder."""
+
+
+@dataclass
+class LoopOptions(ConfigPart):
+    """The hand-written loop (``labs_core.loop``) in place of the core trainer."""
+
+    loop: str = arg("core", "the core trainer, or the training loop written out by hand", choices=("core", "manual"))
+
+    def validate(self) -> None:
+        super().validate()
+        if self.loop != "manual":
+            return
+        unsupported = {"resume": self.resume, "grad_accum": self.grad_accum > 1, "grad_clip": self.grad_clip,
+                       "max_steps": self.max_steps, "patience": self.patience, "precision": self.precision != "fp32",
+                       "class_weights": self.class_weights, "torchrun": int(os.environ.get("WORLD_SIZE", "1")) > 1}
+        bad = [k for k, v in unsupported.items() if v]
+        if bad:
+            what = "a torchrun launch" if bad[0] == "torchrun" else f"--{_flag(bad[0])}"
+            raise LabError(f"--loop manual shows the bare loop; {what} needs --loop core")
+
+
+PART_TITLES = {LoopOptions: "training loop", RunOptions: "run", OptimOptions: "optimisation and training hygiene",
+               DataOptions: "data pipeline", BatchNormOptions: "batch norm"}
+
+
+def _at_least(low: int, **values) -> None:
+    for name, value in values.items():
+        if value < low:
+            rule = "not be negative" if low == 0 else f"be at least {low}"
+            raise LabError(f"--{_flag(name)} must {rule} (got {value})")
 
 
 def _flag(name: str) -> str:
@@ -128,11 +227,24 @@ def _base_type(tp):
     return tp, False, None
 
 
+def _owner(cls: type, name: str) -> type:
+    """The most basic class of ``cls``'s composition that declares field ``name``."""
+    for klass in reversed(cls.__mro__):
+        if name in klass.__dict__.get("__annotations__", {}):
+            return klass
+    return cls
+
+
 def add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
+    """One flag per field, in ``--help`` groups: the lab's own flags, then one group per part."""
     hints = typing.get_type_hints(cls)
+    groups: dict[type, argparse._ArgumentGroup] = {}
     for f in dataclasses.fields(cls):
         if not f.init:
             continue
+        owner = _owner(cls, f.name)
+        if owner not in groups:
+            groups[owner] = parser.add_argument_group(PART_TITLES.get(owner, "options of this lab"))
         tp, optional, item = _base_type(hints[f.name])
         meta = f.metadata
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
@@ -150,7 +262,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
         kwargs["default"] = default
         if default not in (None, "", []) and tp is not bool:
             kwargs["help"] += f" (default: {' '.join(map(str, default)) if tp is list else default})"
-        parser.add_argument(meta.get("flag") or f"--{_flag(f.name)}", **kwargs)
+        groups[owner].add_argument(meta.get("flag") or f"--{_flag(f.name)}", **kwargs)
 
 
 def build_parser(cls: type, prog: str, description: str = "") -> argparse.ArgumentParser:

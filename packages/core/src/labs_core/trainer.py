@@ -16,6 +16,7 @@ and logged as ``train_<name>`` / ``val_<name>``.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 from collections.abc import Callable, Iterable
@@ -76,7 +77,13 @@ def _batch_size(batch) -> int:
 
 
 class Callback:
-    """Override the events you need. ``state_dict`` goes into checkpoints."""
+    """Override the events you need. ``state_dict`` goes into checkpoints.
+
+    Callbacks run in list order, except that a higher ``order`` runs later: checkpointing (order
+    100) runs after all other epoch-end work, so a checkpoint holds every callback's state as of
+    the end of its epoch (an early-stopping counter included) and a resume continues exactly."""
+
+    order = 0
 
     def on_fit_start(self, trainer: Trainer) -> None: ...
     def on_epoch_start(self, trainer: Trainer) -> None: ...
@@ -140,7 +147,7 @@ class Trainer:
         # step is recorded on the device and read every few steps (and before anything is saved).
         # Under data parallelism the check is collective, so every process stops at the same step.
         self.nan_check_every = nan_check_every or (1 if self.device.type == "cpu" and not self.dist.enabled else 50)
-        self.callbacks = list(callbacks)
+        self.callbacks = sorted(callbacks, key=lambda cb: cb.order)  # stable: list order within an order
         # Progress. ``epoch`` counts finished epochs; ``batch_in_epoch`` is where an interrupted
         # (max_steps) epoch stopped, so a resume starts at the next batch.
         self.epoch = 0
@@ -187,25 +194,22 @@ class Trainer:
         batches = _iterate_from(self.train_loader, start)
         n_batches = _len_or_none(self.train_loader)
         self.batch_in_epoch = 0
+        step_loss, micro = None, 0  # the optimizer step's mean loss over its micro-batches, for callbacks
         for i, batch in enumerate(batches, start=start):
             batch = to_device(batch, self.device)
-            with prec.autocast():
-                out = self.forward_fn(model, batch)
-            losses = self.loss_fn(_float_outputs(out), batch)
-            loss = losses["loss"]
-            if self.nan_check_every == 1:  # on the CPU a host read costs nothing
-                value = loss.item()
-                if not math.isfinite(value):
-                    self._diverged(f"loss became {value} at step {self.global_step + 1} (epoch {self.epoch + 1}, "
-                                   f"batch {i + 1})")
-            else:
-                bad = ~torch.isfinite(loss.detach())
-                first_bad = torch.where(bad & (first_bad == 0), first_bad.new_tensor(self.global_step + 1), first_bad)
-                if (i + 1) % self.nan_check_every == 0:
-                    self._check(first_bad)
-            if self.grad_accum > 1:
-                loss = loss / self.grad_accum
-            (prec.scaler.scale(loss) if prec.uses_scaler else loss).backward()
+            last_micro = (i + 1) % self.grad_accum == 0 or (n_batches is not None and i + 1 == n_batches)
+            # Under DDP a micro-batch that is not the step's last skips the gradient all-reduce:
+            # gradients accumulate locally and are averaged once, on the last micro-batch.
+            sync = contextlib.nullcontext() if last_micro or not self.dist.enabled else model.no_sync()
+            with sync:
+                with prec.autocast():
+                    out = self.forward_fn(model, batch)
+                losses = self.loss_fn(_float_outputs(out), batch)
+                loss = losses["loss"]
+                self._check_or_track(loss, i, first_bad)
+                (prec.scaler.scale(loss / self.grad_accum) if prec.uses_scaler else loss / self.grad_accum).backward()
+            step_loss = loss.detach() if step_loss is None else step_loss + loss.detach()
+            micro += 1
             n = _batch_size(batch)
             count += n
             for k, v in losses.items():  # running sums stay on the device: no sync
@@ -213,13 +217,13 @@ class Trainer:
                     sums[k].add_(v.detach(), alpha=n)
                 else:
                     sums[k] = v.detach() * n
-            last_micro = (i + 1) % self.grad_accum == 0 or (n_batches is not None and i + 1 == n_batches)
             if last_micro:
                 measure = self.grad_clip > 0 or not norms or self.global_step % self.grad_norm_every == 0
                 norm = self._optimizer_step(measure=measure, skipped=skipped)
                 if norm is not None:
                     norms.append(norm)
-                self._emit("on_step_end", loss.detach())
+                self._emit("on_step_end", step_loss / micro)  # the true mean loss of the step
+                step_loss, micro = None, 0
                 if self._step_budget_spent():
                     if n_batches is None or i + 1 < n_batches:
                         self.batch_in_epoch = i + 1
@@ -233,6 +237,20 @@ class Trainer:
             logs["loss_scale"] = prec.scaler.get_scale()
             logs["skipped_steps"] = self.skipped_steps
         return logs
+
+    def _check_or_track(self, loss: Tensor, i: int, first_bad: Tensor) -> None:
+        """Stop on a non-finite loss: read at once on the CPU; on GPUs recorded on the device and
+        read every ``nan_check_every`` steps (a host read per step would stall the queue)."""
+        if self.nan_check_every == 1:
+            value = loss.item()
+            if not math.isfinite(value):
+                self._diverged(f"loss became {value} at step {self.global_step + 1} (epoch {self.epoch + 1}, "
+                               f"batch {i + 1})")
+            return
+        bad = ~torch.isfinite(loss.detach())
+        first_bad.copy_(torch.where(bad & (first_bad == 0), first_bad.new_tensor(self.global_step + 1), first_bad))
+        if (i + 1) % self.nan_check_every == 0:
+            self._check(first_bad)
 
     def _diverged(self, what: str) -> None:
         raise NonFiniteLossError(f"{what}; stopped before writing anything (try a lower --lr or --precision fp32)")
@@ -371,6 +389,8 @@ class Trainer:
         self.best = dict(state["best"])
         self.skipped_steps = state.get("skipped_steps", 0)
         self.history = list(state.get("history", []))
+        if self.batch_in_epoch and self.history and self.history[-1]["epoch"] == self.epoch + 1:
+            self.history.pop()  # a partial epoch (max_steps): logged again, whole, when it finishes
         if state.get("data") is not None and hasattr(self.train_loader, "load_state_dict"):
             self.train_loader.load_state_dict(state["data"])
         for cb in self.callbacks:

@@ -49,3 +49,29 @@ def mark_notebook(name: str) -> Path:
     done[name] = time.strftime("%Y-%m-%d %H:%M:%S")
     write_json_atomic(path, done)
     return path
+
+
+def notebooks_done() -> dict[str, str]:
+    """``{notebook name: when it last ran to its end}`` (empty when nothing is recorded)."""
+    done = read_json(course_dir() / "notebooks.json", {})
+    return {str(k): str(v) for k, v in done.items()} if isinstance(done, dict) else {}
+
+
+def quiz_attempts() -> list[dict]:
+    """Every recorded quiz attempt, oldest first (see ``record_quiz``)."""
+    attempts = read_json(course_dir() / "quiz.json", [])
+    return [a for a in attempts if isinstance(a, dict)] if isinstance(attempts, list) else []
+
+
+def record_quiz(attempt: dict) -> Path:
+    """Append one attempt (``phase, date, score, total, passed, answers``) to
+    ``runs/course/quiz.json``, a JSON list, rewritten atomically. A file that is not such a list is
+    left alone (``ValueError``) rather than overwritten."""
+    path = course_dir() / "quiz.json"
+    attempts = []
+    if path.exists():
+        attempts = read_json(path, None)
+        if not isinstance(attempts, list):
+            raise ValueError(f"{path} is not a list of quiz attempts; move it aside to record new ones")
+    write_json_atomic(path, [*attempts, attempt])
+    return path

@@ -3,6 +3,7 @@
     lab1-conv [flags]             train (see --help); --shapes prints the layer table and exits
     lab1-conv compare [flags]     logistic-regression baseline vs the CNN on the same split
                                   (default dataset: fashion-mnist)
+    lab1-conv lesson debugging    shape/device/dtype errors, gradcheck, detect_anomaly, torchinfo
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ from pathlib import Path
 import torch
 
 from labs_core import LabError, RunConfig, arg, parse_config
-from labs_core.cli import run_lab, write_json
+from labs_core.cli import lessons_command, run_lab, write_json
+from labs_core.config import LoopOptions
 from labs_core.data import load_dataset
 from labs_core.experiment import run_classifier
+from labs_core.loop import run_manual
 from labs_core.summary import format_summary, model_summary
 
 from .figures import plot_feature_maps, plot_filters
@@ -25,12 +28,22 @@ from .ops import conv_output_size
 
 PROG = "lab1-conv"
 
+# lab1's fast recipe: on real MNIST (8,000 train / 2,000 test images) 99% in about 3 s of training
+# on a 2-core CPU (benchmarks/mnist_time_to_accuracy.py runs exactly this through the lab's code).
+# Small BN CNN with a flatten head, torch's conv, channels-last, bf16 autocast, shifts of 1 px,
+# SGD-Nesterov with a one-cycle schedule over 3 epochs, label smoothing.
+FAST_RECIPE = dict(epochs=3, batch_size=64, optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=5e-4,
+                   scheduler="onecycle", label_smoothing=0.1, widths=[16, 32, 64], dropout=0.1, conv="torch",
+                   head="flatten", channels_last=True, precision="bf16", pad=1)
+
 
 @dataclass
-class Lab1Config(RunConfig):
+class Lab1Config(LoopOptions, RunConfig):
     lab = "lab1-conv"
     overfit_epochs = 60
 
+    recipe: str = arg("auto", "fast: lab1's fast recipe (3 epochs, see the README); standard: the defaults "
+                      "below; auto: fast for mnist and fashion-mnist, else standard", choices=("auto", "fast", "standard"))
     epochs: int = arg(15, "number of training epochs")
     lr: float = arg(4e-3, "peak learning rate (one-cycle schedule)")
     scheduler: str = arg("onecycle", "learning-rate schedule", choices=("none", "cosine", "onecycle", "step"))
@@ -42,6 +55,15 @@ class Lab1Config(RunConfig):
     dropout: float = arg(0.25, "dropout before the classifier")
     head: str = arg("avg", "global average pooling or flatten before the classifier", choices=("avg", "flatten"))
     shapes: bool = arg(False, "print the per-layer shape table (with the formula's predictions) and exit")
+
+    def resolve(self, explicit: set[str]) -> None:
+        if self.recipe == "auto":
+            self.recipe = "fast" if self.dataset in ("mnist", "fashion-mnist") and not self.overfit else "standard"
+        if self.recipe == "fast":  # the recipe's values, except where a flag says otherwise
+            for key, value in FAST_RECIPE.items():
+                if key not in explicit:
+                    setattr(self, key, value)
+        super().resolve(explicit)
 
     def validate(self) -> None:
         super().validate()
@@ -73,19 +95,31 @@ def shape_table(model: torch.nn.Module, in_shape: tuple[int, ...]) -> str:
     return format_summary(rows, model, notes)
 
 
-def train(cfg: Lab1Config) -> dict:
+def train(cfg: Lab1Config, **plan_options) -> dict:
+    """Train as ``cfg`` says; ``plan_options`` go to the core's classifier plan (the benchmark
+    passes its own data split and a timing callback)."""
     if cfg.shapes:
         data = load_dataset(cfg.dataset, cfg.data_dir, image_size=cfg.image_size, label_column=cfg.label_column)
         print(shape_table(build_model(cfg, data), data.input_shape))
         return {}
-    result = run_classifier(cfg, lambda data: build_model(cfg, data))
-    if cfg.model == "cnn":
-        test = result.loaders.test or result.loaders.val
-        image = next(iter(test))[0][0]
-        plot_filters(result.model, result.run_dir / "filters.png")
-        plot_feature_maps(result.model, image, result.run_dir / "feature_maps.png")
-        if not cfg.quiet:
-            print(f"figures: {result.run_dir / 'filters.png'}, {result.run_dir / 'feature_maps.png'}")
+
+    def manual(trainer, loaders):
+        say = (lambda *_: None) if cfg.quiet else print
+        return run_manual(trainer.module, trainer.optimizer, loaders.train, loaders.val, cfg.epochs,
+                          scheduler=trainer.scheduler, scheduler_interval=trainer.scheduler_interval,
+                          label_smoothing=cfg.label_smoothing, say=say)
+
+    def figures(run, trainer, loaders, test):
+        if cfg.model != "cnn":
+            return
+        image = next(iter(loaders.test or loaders.val or loaders.train))[0][0]
+        plot_filters(trainer.module, run.run_dir / "filters.png")
+        plot_feature_maps(trainer.module, image, run.run_dir / "feature_maps.png")
+        run.say(f"figures: {run.run_dir / 'filters.png'}, {run.run_dir / 'feature_maps.png'}")
+
+    result = run_classifier(cfg, lambda data: build_model(cfg, data), extend_report=figures,
+                            manual_loop=manual if cfg.loop == "manual" else None, note=f"recipe {cfg.recipe}",
+                            **plan_options)
     return result.summary
 
 
@@ -112,8 +146,14 @@ def compare(argv: list[str]) -> int:
     return 0
 
 
+def _lessons() -> dict:
+    from .lessons import LESSONS
+
+    return LESSONS
+
+
 def main(argv: list[str] | None = None) -> int:
-    return run_lab(PROG, Lab1Config, train, argv, __doc__.splitlines()[0], {"compare": compare})
+    return run_lab(PROG, Lab1Config, train, argv, __doc__.splitlines()[0], {"compare": compare, "lesson": lessons_command(PROG, _lessons)})
 
 
 if __name__ == "__main__":

@@ -12,11 +12,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from labs_core import Callback, LabError, RunConfig, arg
+from labs_core import Callback, LabError, arg
 from labs_core.cli import run_lab
+from labs_core.config import OptimOptions, RunOptions
 from labs_core.data import FastLoader
-from labs_core.experiment import start_session, train_model, write_summary
 from labs_core.plots import plot_curves
+from labs_core.run import Plan, execute
 
 from .model import TinyTransformer, TransformerConfig
 from .tasks import TASKS, VOCAB, lengths, split_examples, token_name
@@ -25,11 +26,10 @@ PROG = "lab3-transformer"
 
 
 @dataclass
-class Lab3Config(RunConfig):
+class Lab3Config(OptimOptions, RunOptions):
     lab = "lab3-transformer"
     overfit_epochs = 150
 
-    dataset: str = arg("generated", "lab3 generates its data from --task (the only accepted value: generated)")
     task: str = arg("reverse", "the toy task", choices=TASKS)
     length: int = arg(8, "source length for reverse and sort; digits per number for add (default 4 there)")
     num_train: int = arg(20000, "training sequences")
@@ -55,10 +55,12 @@ class Lab3Config(RunConfig):
 
     def validate(self) -> None:
         super().validate()
-        if self.dataset != "generated":
-            raise LabError(f"{PROG} generates its data; choose it with --task ({', '.join(TASKS)}), not --dataset")
         if self.length < 2 or self.num_train < 1 or self.num_test < 1:
             raise LabError("--length must be at least 2, --num-train and --num-test at least 1")
+        if self.dim < 1 or self.heads < 1 or self.layers < 1:
+            raise LabError("--dim, --heads and --layers must be at least 1")
+        if not 0 <= self.dropout < 1:
+            raise LabError(f"--dropout must be in [0, 1) (got {self.dropout})")
         if self.dim % self.heads:
             raise LabError(f"--dim {self.dim} must be divisible by --heads {self.heads}")
         if self.show_attention and self.attention != "scratch":
@@ -146,38 +148,39 @@ def show_attention(model, seq: torch.Tensor, src_len: int, tgt_len: int, run_dir
     return paths
 
 
-def train(cfg: Lab3Config) -> dict:
-    session = start_session(cfg)
+def plan(cfg: Lab3Config, run) -> Plan:
     src_len, tgt_len = lengths(cfg.task, cfg.length)
     (train_x, train_y), (test_x, test_y) = split_examples(cfg.task, cfg.num_train, cfg.num_test, cfg.length, seed=1234)
     if cfg.overfit:
         train_x, train_y = train_x[:cfg.overfit], train_y[:cfg.overfit]
         test_x, test_y = train_x, train_y
-    device = session.device
-    train_loader = FastLoader(train_x, train_y, cfg.batch_size, device=device, seed=cfg.seed, **session.shard)
-    val_loader = FastLoader(test_x, test_y, 1000, device=device, shuffle=False, **session.shard)
+    device = run.device
     model_cfg = TransformerConfig(VOCAB, src_len + 1 + tgt_len, cfg.dim, cfg.heads, cfg.layers,
                                   dropout=cfg.dropout, positions=cfg.positions, attention=cfg.attention)
-    model = TinyTransformer(model_cfg)
-    description = f"task {cfg.task} ({len(train_x)} train / {len(test_x)} held-out; source {src_len}, target {tgt_len})"
-    trainer, logger = train_model(
-        session, model, train_loader, val_loader, loss_fn=sequence_loss(src_len), forward_fn=forward,
-        description=description, resolved={"task": cfg.task, "model": vars(model_cfg)},
-        extra_checkpoint={"model_config": vars(model_cfg)},
-        callbacks=[GreedyEval(test_x.to(device), test_y.to(device), src_len)])
-    summary = write_summary(session, trainer)
-    run_dir = session.run_dir
-    if run_dir is None:  # a torchrun process other than rank 0
-        return summary
-    logger.close()
-    plot_curves(trainer.history, run_dir / "loss_curve.png",
-                {"loss": ["train_loss", "val_loss"], "accuracy": ["val_acc", "val_seq_acc"]}, title=f"{PROG}: {cfg.task}")
-    session.say(f"held-out whole-sequence accuracy (greedy decoding): {summary['metrics']['val_seq_acc']:.4f}")
-    if cfg.show_attention:
-        paths = show_attention(trainer.module.cpu(), test_x[0], src_len, tgt_len, run_dir, session.say)
-        session.say(f"\nattention heatmaps: {run_dir}/attention_layer*_head*.png ({len(paths)} files)")
-    session.say(f"run directory: {run_dir}")
-    return summary
+
+    def report(run, trainer):
+        run_dir = run.run_dir
+        plot_curves(trainer.history, run_dir / "loss_curve.png",
+                    {"loss": ["train_loss", "val_loss"], "accuracy": ["val_acc", "val_seq_acc"]}, title=f"{PROG}: {cfg.task}")
+        run.say(f"held-out whole-sequence accuracy (greedy decoding): {trainer.history[-1]['val_seq_acc']:.4f}")
+        if cfg.show_attention:
+            paths = show_attention(trainer.module.cpu(), test_x[0], src_len, tgt_len, run_dir, run.say)
+            run.say(f"\nattention heatmaps: {run_dir}/attention_layer*_head*.png ({len(paths)} files)")
+
+    return Plan(
+        model=TinyTransformer(model_cfg),
+        train_loader=FastLoader(train_x, train_y, cfg.batch_size, device=device, seed=cfg.seed, **run.shard),
+        val_loader=FastLoader(test_x, test_y, 1000, device=device, shuffle=False, **run.shard),
+        loss_fn=sequence_loss(src_len), forward_fn=forward, metrics=("loss", "acc", "seq_acc"),
+        added_metrics=("val_seq_acc",),
+        description=f"task {cfg.task} ({len(train_x)} train / {len(test_x)} held-out; source {src_len}, target {tgt_len})",
+        callbacks=[GreedyEval(test_x.to(device), test_y.to(device), src_len)],
+        resolved={"task": cfg.task, "model": vars(model_cfg)}, checkpoint={"model_config": vars(model_cfg)},
+        report=report)
+
+
+def train(cfg: Lab3Config) -> dict:
+    return execute(cfg, lambda run: plan(cfg, run)).summary
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,12 +11,13 @@ from pathlib import Path
 
 import torch
 
-from labs_core import Callback, LabError, RunConfig, arg
+from labs_core import Callback, LabError, arg
 from labs_core.cli import run_lab
+from labs_core.config import BatchNormOptions, OptimOptions, RunOptions
 from labs_core.data import FastLoader
 from labs_core.data.base import channel_stats
-from labs_core.experiment import start_session, train_model, write_summary
 from labs_core.plots import plot_curves
+from labs_core.run import Plan, execute
 
 from .data import CLASSES, make_detection_set, unpad
 from .metrics import mean_average_precision
@@ -26,11 +27,10 @@ PROG = "lab5-detection"
 
 
 @dataclass
-class Lab5Config(RunConfig):
+class Lab5Config(BatchNormOptions, OptimOptions, RunOptions):
     lab = "lab5-detection"
     overfit_epochs = 150
 
-    dataset: str = arg("shapes", "lab5 generates its data (the only accepted value: shapes)")
     flavor: str = arg("anchor", "detector flavour", choices=("anchor", "anchor-free"))
     num_images: int = arg(2000, "generated training images (held-out: --num-test more)")
     num_test: int = arg(200, "generated held-out images")
@@ -46,8 +46,6 @@ class Lab5Config(RunConfig):
 
     def validate(self) -> None:
         super().validate()
-        if self.dataset != "shapes":
-            raise LabError(f"{PROG} generates its data; --dataset accepts only 'shapes'")
         if self.image_size < 32 or self.image_size % 8:
             raise LabError(f"--image-size must be a multiple of 8, at least 32 (got {self.image_size})")
         if self.num_images < 1 or self.num_test < 1 or self.max_objects < 1 or self.eval_every < 1:
@@ -113,42 +111,45 @@ def plot_predictions(images: torch.Tensor, preds: list[dict], targets: list[dict
     plt.close(fig)
 
 
-def train(cfg: Lab5Config) -> dict:
-    session = start_session(cfg)
+def plan(cfg: Lab5Config, run) -> Plan:
     train_x, train_y = make_detection_set(cfg.num_images, cfg.image_size, cfg.max_objects, seed=1)
     test_x, test_y = make_detection_set(cfg.num_test, cfg.image_size, cfg.max_objects, seed=2)
     if cfg.overfit:
         train_x, train_y = train_x[:cfg.overfit], train_y[:cfg.overfit]
         test_x, test_y = train_x, train_y
     mean, std = channel_stats(train_x)
-    device = session.device
+    device = run.device
     train_loader = FastLoader(train_x, train_y, cfg.batch_size, device=device, seed=cfg.seed, mean=mean, std=std,
-                              **session.shard)
+                              **run.shard)
     val_loader = FastLoader(test_x, test_y, 100, device=device, shuffle=False, mean=mean, std=std)
     model = build_model(cfg)
-    description = (f"shapes ({len(train_x)} train / {len(test_x)} held-out, {cfg.image_size}px, "
-                   f"<= {cfg.max_objects} objects, {len(CLASSES)} classes); flavour {cfg.flavor}")
-    trainer, logger = train_model(
-        session, model, train_loader, val_loader, loss_fn=lambda out, batch: model.loss(out, batch[1]),
-        description=description, resolved={"classes": CLASSES, "mean": list(mean), "std": list(std)},
-        extra_checkpoint={"classes": CLASSES, "mean": list(mean), "std": list(std), "flavor": cfg.flavor},
-        callbacks=[MapEval(val_loader, cfg.eval_every)])
-    if session.run_dir is None:  # a torchrun process other than rank 0: rank 0 reports
-        return write_summary(session, trainer)
-    logger.close()
-    preds, targets = detect_all(trainer.module, val_loader)
-    coco = mean_average_precision(preds, targets)
-    metrics = {"val_map_50": coco["map_50"], "val_map": coco["map"], "val_map_75": coco["map_75"]}
-    summary = write_summary(session, trainer, metrics)
-    run_dir = session.run_dir
-    plot_predictions(test_x[:4], preds[:4], targets[:4], run_dir / "predictions.png")
-    plot_curves(trainer.history, run_dir / "loss_curve.png",
-                {"loss": ["train_loss", "val_loss"], "parts": [k for k in trainer.history[-1] if k.startswith("train_")
-                                                                and k != "train_loss"]}, title=f"{PROG}: {cfg.flavor}")
-    session.say(f"held-out mAP@0.5 {coco['map_50']:.4f}, mAP@0.5:0.95 {coco['map']:.4f}, per class "
+
+    def report(run, trainer):
+        preds, targets = detect_all(trainer.module, val_loader)
+        coco = mean_average_precision(preds, targets)
+        run_dir = run.run_dir
+        plot_predictions(test_x[:4], preds[:4], targets[:4], run_dir / "predictions.png")
+        parts = [k for k in trainer.history[-1] if k.startswith("train_") and k != "train_loss"]
+        plot_curves(trainer.history, run_dir / "loss_curve.png", {"loss": ["train_loss", "val_loss"], "parts": parts},
+                    title=f"{PROG}: {cfg.flavor}")
+        run.say(f"held-out mAP@0.5 {coco['map_50']:.4f}, mAP@0.5:0.95 {coco['map']:.4f}, per class "
                 + ", ".join(f"{CLASSES[c]} {v:.3f}" for c, v in coco["per_class"].items()))
-    session.say(f"predictions: {run_dir / 'predictions.png'}\nrun directory: {run_dir}")
-    return summary
+        run.say(f"predictions: {run_dir / 'predictions.png'}")
+        return {"val_map_50": coco["map_50"], "val_map": coco["map"], "val_map_75": coco["map_75"]}
+
+    info = {"classes": CLASSES, "mean": list(mean), "std": list(std)}
+    return Plan(
+        model=model, train_loader=train_loader, val_loader=val_loader,
+        loss_fn=lambda out, batch: model.loss(out, batch[1]), metrics=tuple(model.loss_names),
+        added_metrics=("val_map_50",),
+        description=(f"shapes ({len(train_x)} train / {len(test_x)} held-out, {cfg.image_size}px, "
+                     f"<= {cfg.max_objects} objects, {len(CLASSES)} classes); flavour {cfg.flavor}"),
+        callbacks=[MapEval(val_loader, cfg.eval_every)], resolved=info, checkpoint={**info, "flavor": cfg.flavor},
+        report=report)
+
+
+def train(cfg: Lab5Config) -> dict:
+    return execute(cfg, lambda run: plan(cfg, run)).summary
 
 
 def main(argv: list[str] | None = None) -> int:

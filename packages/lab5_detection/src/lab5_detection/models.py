@@ -42,6 +42,8 @@ class Backbone(nn.Module):
 
 
 class AnchorDetector(nn.Module):
+    loss_names = ("loss", "cls", "bg", "box")  # what ``loss`` returns
+
     def __init__(self, num_classes: int, image_size: int = 64, scales=(12.0, 20.0, 28.0), ratios=(0.7, 1.0, 1.4)):
         super().__init__()
         self.num_classes, self.image_size = num_classes, image_size
@@ -100,6 +102,8 @@ class AnchorDetector(nn.Module):
 
 
 class CenterDetector(nn.Module):
+    loss_names = ("loss", "heatmap", "size", "offset")  # what ``loss`` returns
+
     def __init__(self, num_classes: int, image_size: int = 64):
         super().__init__()
         self.num_classes, self.image_size, self.stride = num_classes, image_size, 4

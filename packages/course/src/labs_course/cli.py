@@ -1,0 +1,223 @@
+"""course: follow PyTorch Labs as a course.
+
+  course                       the map: every lab and lesson of the curriculum,
+                               what teaches it here, and your status
+  course map [SECTION]         one section: day1 phase0 phase1 series topics
+  course quiz PHASE            ten questions in the terminal (PHASE: 0 or 1)
+  course quiz PHASE --answers a,c,b,...   the same without prompts (scripts)
+  course progress              the Phase 1 and Phase 0 checklists, from your
+                               evidence, and what to run next
+  course log "what I learned"  add a dated entry to ./LEARNING.md
+  course log [--last N]        print its last N entries (default 5)
+
+Exit codes: 0 when the command did its job (a completed quiz exits 0, passed
+or failed: it prints PASS or FAIL); 2 for bad input, in one line on stderr;
+130 when interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import NoReturn
+
+from . import learnlog, quiz, record
+from .catalog import Section, load_map, load_quiz, quiz_phases
+from .errors import CourseError
+from .paths import root
+from .progress import Ledger
+from .text import wrap
+
+PROG = "course"
+STATUS = {True: "done     ", False: "not yet  "}
+PAD = " " * 11
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but an error is one line on stderr (``course: error: ...``) and exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{PROG}: error: {message} (see {self.prog} --help)\n")
+
+
+def _item_lines(item, status) -> list[str]:
+    lines = [wrap(item.title, "  " + STATUS[status.done], PAD), wrap(item.what, PAD)]
+    lines += [wrap(f"$ uv run {c}", PAD, PAD + "    ") for c in item.commands]
+    if item.notebooks:
+        lines.append(wrap("notebooks: " + ", ".join(item.notebooks), PAD, PAD + " " * 11))
+    if item.also:
+        lines.append(wrap("also: " + item.also, PAD, PAD + " " * 6))
+    return lines
+
+
+def _section_head(section: Section, ledger: Ledger) -> list[str]:
+    done = sum(ledger.status(i).done for i in section.items)
+    head = wrap(f"{section.title} (document {section.source}): {done} of {len(section.items)} done")
+    return [head, "-" * max(len(line) for line in head.splitlines())]
+
+
+def show_map(section_id: str | None) -> int:
+    sections = load_map()
+    if section_id:
+        known = [s.id for s in sections]
+        if section_id not in known:
+            raise CourseError(f"unknown section {section_id!r}; choose one of {', '.join(known)}")
+        sections = [s for s in sections if s.id == section_id]
+    ledger = Ledger()
+    out = [wrap("PyTorch Labs as a course: every lab and lesson of the curriculum, the command and "
+                "notebook that teach it here, and your status. Run commands from the repository "
+                "root; open notebooks with `uv run jupyter lab` (folder notebooks/). "
+                "`course progress` says what made each checklist item done.")]
+    for s in sections:
+        out += ["", *_section_head(s, ledger)]
+        if s.intro:
+            out.append(wrap(s.intro, "  "))
+        for item in s.items:
+            out += _item_lines(item, ledger.status(item))
+    if not section_id:
+        out += ["", wrap("Also: `course quiz 0|1`, `course progress`, `course log \"what I learned\"`.")]
+    print("\n".join(out))
+    return 0
+
+
+def show_progress() -> int:
+    sections = {s.id: s for s in load_map()}
+    ledger = Ledger()
+    out = [wrap(f"Your progress, from the evidence under {ledger.runs_dir}")]
+    for sid in ("phase1", "phase0"):
+        s = sections[sid]
+        out += ["", *_section_head(s, ledger)]
+        pending = None
+        for item in s.items:
+            status = ledger.status(item)
+            out.append(wrap(item.title, "  " + STATUS[status.done], PAD))
+            if status.done:
+                out.append(wrap(f"evidence: {status.evidence}", PAD, PAD + " " * 10))
+            elif status.note:
+                out.append(wrap(status.note, PAD))
+            if not status.done and pending is None:
+                pending = item
+        if pending is None:
+            out.append(f"  All done: {s.title.split(':')[0]} is complete.")
+            continue
+        out.append(wrap(f"next: {pending.title}", "  "))
+        if pending.commands:
+            out.append(wrap(f"$ uv run {pending.commands[0]}", "    ", " " * 8))
+        counted = [t.split(":", 1)[1] for t in pending.done_by if t.startswith("notebook:")]
+        notebook = (counted or list(pending.notebooks) or [None])[0]
+        if notebook:
+            out.append(wrap(f"open notebooks/{notebook}.ipynb (uv run jupyter lab)", "    ", " " * 9))
+        out.append(wrap(f"counts as done with: {pending.done_when}", "    ", "      "))
+    others = [i for s in sections.values() if not s.checklist for i in s.items]
+    done = sum(ledger.status(i).done for i in others)
+    out += ["", wrap(f"The first day, the ten lessons and the topic notebooks: {done} of {len(others)} "
+                     "done (`course` shows them).")]
+    print("\n".join(out))
+    return 0
+
+
+def run_quiz(phase: str, answers_text: str | None) -> int:
+    bank = load_quiz(phase)
+    answers = quiz.parse_answers(answers_text, bank) if answers_text is not None else None
+    attempt = quiz.run(bank, answers)
+    try:
+        path = record.record_quiz(attempt)
+    except (OSError, ValueError) as exc:
+        raise CourseError(f"the attempt was not recorded: {exc}") from None
+    try:
+        shown = path.relative_to(root()).as_posix()
+    except ValueError:
+        shown = str(path)
+    print(wrap(f"recorded in {shown}; `course progress` shows it."))
+    return 0
+
+
+def run_log(words: list[str], last: int | None) -> int:
+    if words:
+        if last is not None:
+            raise CourseError("--last goes with reading the log (course log --last N), not with a new entry")
+        path = learnlog.append(" ".join(words))
+        count = len(learnlog.entries(path.parent))
+        print(wrap(f"added entry {count} to {learnlog.NAME} in {path.parent}"))
+        return 0
+    n = 5 if last is None else last
+    if n < 1:
+        raise CourseError(f"--last must be at least 1 (got {n})")
+    found = learnlog.entries()
+    if not found:
+        print(wrap(f"No entries in {learnlog.NAME} in {os.getcwd()} yet. "
+                   "Add one: course log \"what I learned\""))
+        return 0
+    shown = found[-n:]
+    out = [wrap(f"The last {len(shown)} of {len(found)} entries of {learnlog.NAME}, in {os.getcwd()}:")]
+    for stamp, body in shown:
+        out.append(f"\n{stamp}")
+        out += [wrap(line, "  ") if line.strip() else "" for line in body.splitlines()]
+    print("\n".join(out))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog=PROG, description=__doc__.split("\n\n")[0],
+                epilog=__doc__.split("\n", 2)[2], formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    m = sub.add_parser("map", help="the course map (the default command)",
+                       description="Every lab and lesson of the curriculum documents, in order, with "
+                       "the command and notebook that teach it here and your status.")
+    m.add_argument("section", nargs="?", help="only this section: day1, phase0, phase1, series or topics")
+    phases = " or ".join(quiz_phases())
+    q = sub.add_parser("quiz", help=f"take a phase's quiz ({phases})",
+                       description="Ten multiple-choice questions. After each miss: the right answer "
+                       "and why. 8 of 10 passes. The attempt is recorded in runs/course/quiz.json. "
+                       "A completed quiz exits 0, passed or failed (it prints PASS or FAIL).")
+    q.add_argument("phase", metavar="PHASE", help=f"the phase: {phases}")
+    q.add_argument("--answers", metavar="a,c,b,...",
+                   help="answer every question at once, in order (for scripts), instead of prompting")
+    sub.add_parser("progress", help="your checklists, from evidence; what to run next",
+                   description="The Phase 1 checklist (labs 1-6, the checkpoint project, the quiz) "
+                   "and the Phase 0 labs, each marked done from evidence: a finished run under runs/ "
+                   "(summary.json), a notebook run to its end, a passed quiz.")
+    lg = sub.add_parser("log", help="add to or read ./LEARNING.md",
+                        description="With TEXT: append a date-stamped entry to LEARNING.md in the "
+                        "current folder (created with a heading when missing). Without: print the "
+                        "last entries.")
+    lg.add_argument("text", nargs="*", metavar="TEXT", help="what you learned (quote it, or not)")
+    lg.add_argument("--last", type=int, metavar="N", help="how many entries to print (default 5)")
+    return p
+
+
+def dispatch(args: argparse.Namespace) -> int:
+    if args.command in (None, "map"):
+        return show_map(getattr(args, "section", None))
+    if args.command == "quiz":
+        return run_quiz(args.phase, args.answers)
+    if args.command == "progress":
+        return show_progress()
+    return run_log(args.text, args.last)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a bad flag (2, its one line already printed)
+        return exc.code if isinstance(exc.code, int) else 0
+    try:
+        return dispatch(args)
+    except CourseError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except OSError as exc:
+        if isinstance(exc, BrokenPipeError):  # `course | head`: stop quietly
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 0
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"\n{PROG}: interrupted; nothing recorded", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
