@@ -10,10 +10,11 @@ the time reported is training wall time (evaluation excluded) when it first reac
 (a) reference: the classic PyTorch MNIST example — two 3x3 convs (32, 64), max-pool, dropout
     0.25 / 0.5, fc 128; Adadelta lr 1.0, StepLR gamma 0.7; batch 64; ToTensor + Normalize through
     a DataLoader.
-(b) lab1 fast recipe: the core FastLoader (whole set as uint8 tensors, batched random translation
+(b) lab1 fast recipe: exactly what ``lab1-conv --dataset mnist`` runs (its default there), through
+    the lab's own code: the core FastLoader (whole set as uint8 tensors, batched random translation
     by up to 1 px), lab1's CNN (widths 16-32-64, batch norm, flatten head) with torch's conv,
     channels-last, bf16 autocast, SGD Nesterov + one-cycle schedule over 3 epochs (peak 0.1),
-    label smoothing 0.1, batch 64, core Trainer.
+    label smoothing 0.1, batch 64, the core trainer.
 """
 
 from __future__ import annotations
@@ -29,9 +30,8 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).parent))
 from common import SHARED_MNIST, machine, mnist_test_set  # noqa: E402
 
-from lab1_conv.model import CNN, ReferenceNet  # noqa: E402
-from labs_core import Callback, ClassificationLoss, Precision, Trainer, seed_everything  # noqa: E402
-from labs_core.data import FastLoader  # noqa: E402
+from lab1_conv.model import ReferenceNet  # noqa: E402
+from labs_core import Callback, seed_everything  # noqa: E402
 
 TARGET = 0.983
 MEAN, STD = (0.1307,), (0.3081,)
@@ -96,24 +96,31 @@ class Timer(Callback):
         self.t0 = time.perf_counter()
 
     def on_epoch_end(self, trainer, logs):
-        self.trained += time.perf_counter() - self.t0  # includes nothing but training (no val loader)
-        acc = accuracy(trainer.model, self.test, self.test_y, channels_last=True)  # evaluated in fp32
+        self.trained += time.perf_counter() - self.t0  # includes nothing but training (no val split)
+        acc = accuracy(trainer.module, self.test, self.test_y, channels_last=True)  # evaluated in fp32
         self.points.append((self.trained, acc))
         print(f"  lab1 epoch {len(self.points)}: {self.trained:6.1f} s  test acc {acc:.4f}", flush=True)
 
 
 def fast_recipe(train_x, train_y, test_x, test_y, epochs: int) -> list[tuple[float, float]]:
-    seed_everything(0)
-    loader = FastLoader(train_x, train_y, 64, seed=0, augment=True, pad=1, mean=MEAN, std=STD, channels_last=True)
-    model = CNN((1, 28, 28), 10, widths=(16, 32, 64), dropout=0.1, conv="torch", head="flatten")
-    model = model.to(memory_format=torch.channels_last)
-    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.1, total_steps=epochs * len(loader), pct_start=0.25)
+    """``lab1-conv --dataset mnist`` (the fast recipe is its default there), through the lab's own
+    code path, on this benchmark's split: 8,000 train images, no validation split."""
+    import tempfile
+
+    from lab1_conv.cli import Lab1Config, train
+    from labs_core.config import parse_config
+    from labs_core.data.base import DataSplits
+
+    data = DataSplits(name="mnist (8k/2k)", classes=[str(i) for i in range(10)], train=(train_x, train_y),
+                      test=(test_x, test_y), mean=MEAN, std=STD)
     test = ((test_x.float() / 255 - MEAN[0]) / STD[0])
     timer = Timer(test, test_y)
-    precision = Precision("bf16", torch.device("cpu"))
-    Trainer(model, opt, loader, None, loss_fn=ClassificationLoss(label_smoothing=0.1), scheduler=sched,
-            scheduler_interval="step", epochs=epochs, callbacks=[timer], precision=precision).fit()
+    with tempfile.TemporaryDirectory() as out:
+        cfg = parse_config(Lab1Config, ["--dataset", "mnist", "--val-fraction", "0", "--epochs", str(epochs),
+                                        "--out", out, "--quiet"], "lab1-conv")
+        print(f"  lab1 recipe: {cfg.recipe}; " + ", ".join(f"{k}={getattr(cfg, k)}" for k in
+                                                          ("epochs", "lr", "precision", "conv", "widths", "pad")))
+        train(cfg, data=data, callbacks=[timer])
     return timer.points
 
 

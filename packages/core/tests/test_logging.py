@@ -1,6 +1,7 @@
 import io
 import json
 
+import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -73,10 +74,8 @@ def test_an_epoch_logged_but_not_checkpointed_appears_once_after_resume(tmp_path
         return t, logger
 
     first, logger = make(KillAfterLogging())
-    try:
+    with pytest.raises(KeyboardInterrupt):
         first.fit()
-    except KeyboardInterrupt:
-        pass
     logger.close()
     assert [json.loads(s)["epoch"] for s in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]
 

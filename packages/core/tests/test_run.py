@@ -4,11 +4,10 @@ schedules re-planned on resume, nothing written before a run is known to fit."""
 import json
 
 import torch
+from test_cli import main
 
 from labs_core import load_checkpoint
 from labs_core.config import metric_mode
-
-from test_cli import main
 
 
 def run(tmp_path, *argv):

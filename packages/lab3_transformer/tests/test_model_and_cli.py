@@ -70,35 +70,23 @@ def small(**kw):
     return Lab3Config(**base)
 
 
-def test_reversal_learns_in_seconds_and_attention_follows_the_mirror(tmp_path):
-    summary = train(small(out=str(tmp_path / "rev")))
-    assert summary["metrics"]["val_seq_acc"] >= 0.95
+def test_a_short_run_writes_a_checkpoint_that_rebuilds_the_model(tmp_path):
+    summary = train(small(out=str(tmp_path / "rev"), epochs=1, max_steps=5))
+    assert summary["steps"] == 5 and 0 <= summary["metrics"]["val_seq_acc"] <= 1
     ckpt = torch.load(tmp_path / "rev" / "checkpoints" / "last.pt", weights_only=True)
     model = TinyTransformer(TransformerConfig(**ckpt["model_config"]))
     model.load_state_dict(ckpt["model"])
-    model.eval()
-    _, (x, _) = split_examples("reverse", 4000, 200, 5, seed=1234)
-    s = 5
-    with torch.no_grad():
-        model(x[:, :-1])
-    # Query at input position s + j (SEP or target j-1) predicts target j = source[s - 1 - j].
-    queries = torch.arange(s, 2 * s)
-    expected = s - 1 - torch.arange(s)
-    best = 0.0
-    for w in model.attention_maps():
-        for head in range(w.shape[1]):
-            picked = w[:, head, queries].argmax(dim=-1)  # (B, s)
-            best = max(best, (picked == expected).float().mean().item())
-    assert best >= 0.8  # some head attends to the mirrored source position for most tokens
+    assert (tmp_path / "rev" / "loss_curve.png").is_file()
 
 
-def test_overfit_and_cli_smoke(tmp_path, capsys):
+def test_cli_smoke_with_attention_maps(tmp_path, capsys):
+    """A smoke run (what an overfit or full run reaches is measured by benchmarks/lab_targets.py)."""
     out = tmp_path / "run"
-    argv = ["--task", "sort", "--length", "4", "--overfit", "32", "--dim", "32", "--heads", "2", "--epochs", "120",
+    argv = ["--task", "sort", "--length", "4", "--overfit", "32", "--dim", "32", "--heads", "2", "--epochs", "3",
             "--lr", "3e-3", "--out", str(out), "--show-attention"]
     assert main(argv) == 0
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["metrics"]["val_seq_acc"] == 1.0
+    assert summary["epochs_run"] == 3 and summary["best"]["metric"] == "val_seq_acc"
     printed = capsys.readouterr().out
     assert "layer 0 head 0" in printed and "layer 1 head 1" in printed
     assert len(list(out.glob("attention_layer*_head*.png"))) == 4
@@ -108,10 +96,23 @@ def test_overfit_and_cli_smoke(tmp_path, capsys):
 @pytest.mark.parametrize("argv, message", [
     (["--task", "translate"], "invalid choice"),
     (["--dim", "30", "--heads", "4"], "divisible by --heads"),
-    (["--dataset", "mnist"], "choose it with --task"),
+    (["--dataset", "mnist"], "unrecognized arguments: --dataset"),  # lab3 generates its data
+    (["--augment"], "unrecognized arguments: --augment"),
+    (["--heads", "0"], "must be at least 1"),
+    (["--monitor", "val_map_50"], "not a metric of this run; it logs train_loss"),
     (["--attention", "torch", "--show-attention"], "needs --attention scratch"),
 ])
 def test_bad_input(argv, message, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message in err
+
+
+def test_runs_under_torchrun_with_two_processes(tmp_path):
+    from labs_core.testing import check_torchrun_run, torchrun
+
+    out = tmp_path / "ddp"
+    r = torchrun("lab3_transformer.cli", "--task", "reverse", "--length", "4", "--num-train", "512", "--num-test", "64",
+                 "--epochs", "1", "--dim", "16", "--heads", "2", "--quiet", "--out", str(out))
+    check_torchrun_run(r, out)
+    assert (out / "loss_curve.png").is_file()

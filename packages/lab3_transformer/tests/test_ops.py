@@ -112,12 +112,14 @@ def test_layer_norm_matches_nn():
         ours.weight.normal_()
         ours.bias.normal_()
         ref.load_state_dict(ours.state_dict())
-    x = torch.randn(4, 5, 12, requires_grad=True) * 3 + 2
+    x = (torch.randn(4, 5, 12) * 3 + 2).requires_grad_(True)  # a leaf: its gradient is kept
     x2 = x.detach().clone().requires_grad_(True)
     torch.testing.assert_close(ours(x), ref(x2))
     ours(x).pow(2).sum().backward()
     ref(x2).pow(2).sum().backward()
+    torch.testing.assert_close(x.grad, x2.grad, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(ours.weight.grad, ref.weight.grad, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(ours.bias.grad, ref.bias.grad, rtol=1e-4, atol=1e-5)
 
 
 def test_sinusoidal_positions_properties():

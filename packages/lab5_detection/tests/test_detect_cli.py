@@ -34,12 +34,13 @@ def test_models_output_loss_parts_and_detections(cls):
 
 
 @pytest.mark.parametrize("flavor", ["anchor", "anchor-free"])
-def test_overfit_reaches_high_map_for_both_flavours(flavor, tmp_path, capsys):
+def test_short_run_logs_loss_parts_map_and_figures(flavor, tmp_path, capsys):
+    """A smoke run (the mAP an overfit run reaches is measured by benchmarks/lab_targets.py)."""
     out = tmp_path / flavor
-    assert main(["--flavor", flavor, "--overfit", "8", "--epochs", "60", "--out", str(out)]) == 0
+    assert main(["--flavor", flavor, "--overfit", "4", "--epochs", "2", "--eval-every", "1", "--out", str(out)]) == 0
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["metrics"]["val_map_50"] >= 0.9
-    assert summary["best"]["metric"] == "val_map_50" and summary["best"]["value"] is not None
+    assert 0 <= summary["metrics"]["val_map_50"] <= 1
+    assert summary["best"]["metric"] == "val_map_50" and summary["best"]["mode"] == "max"
     printed = capsys.readouterr().out
     parts = ("train_cls", "train_bg", "train_box") if flavor == "anchor" else ("train_heatmap", "train_size", "train_offset")
     assert all(p in printed for p in parts) and "val_map_50" in printed
@@ -49,10 +50,21 @@ def test_overfit_reaches_high_map_for_both_flavours(flavor, tmp_path, capsys):
 @pytest.mark.parametrize("argv, message", [
     (["--flavor", "yolo"], "invalid choice"),
     (["--image-size", "60"], "multiple of 8"),
-    (["--dataset", "coco"], "accepts only 'shapes'"),
+    (["--dataset", "coco"], "unrecognized arguments: --dataset"),  # lab5 generates its data
+    (["--label-smoothing", "0.1"], "unrecognized arguments"),
     (["--num-images", "0"], "at least 1"),
 ])
 def test_bad_input(argv, message, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message in err
+
+
+def test_runs_under_torchrun_with_two_processes(tmp_path):
+    from labs_core.testing import check_torchrun_run, torchrun
+
+    out = tmp_path / "ddp"
+    r = torchrun("lab5_detection.cli", "--num-images", "64", "--num-test", "16", "--epochs", "1", "--eval-every", "1",
+                 "--quiet", "--out", str(out))
+    check_torchrun_run(r, out)
+    assert (out / "predictions.png").is_file()

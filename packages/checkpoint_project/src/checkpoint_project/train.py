@@ -132,10 +132,9 @@ class Profile(Callback):
 def gallery(images: torch.Tensor, probs: torch.Tensor, targets: torch.Tensor, classes: list[str], path: Path,
             count: int = 16) -> int:
     """The most confidently wrong test images, with their true and predicted classes."""
-    import matplotlib
+    from labs_core.plots import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     conf, pred = probs.max(1)
     wrong = (pred != targets).nonzero().flatten()

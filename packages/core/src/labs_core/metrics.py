@@ -55,10 +55,9 @@ def format_confusion_matrix(cm: Tensor, class_names: list[str]) -> str:
 
 def plot_confusion_matrix(cm: Tensor, class_names: list[str], path: str | Path | None = None, title: str = ""):
     """Render the confusion matrix with class names; save a PNG if ``path`` is given. Returns the figure."""
-    import matplotlib
+    from .plots import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     n = len(class_names)
     size = max(4.0, 0.55 * n + 2)

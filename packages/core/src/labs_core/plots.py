@@ -1,17 +1,26 @@
-"""Training curves as PNG (matplotlib, no display needed)."""
+"""Training curves as PNG (matplotlib, no display needed), and the pyplot every figure uses."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
+
+
+def pyplot():
+    """``matplotlib.pyplot``, on the file-only Agg backend, except inside a Jupyter kernel, whose
+    inline backend must stay (switching it would silence every later figure of a notebook)."""
+    import matplotlib
+
+    if "ipykernel" not in sys.modules:
+        matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def plot_curves(history: list[dict], path: str | Path, groups: dict[str, list[str]] | None = None, title: str = "") -> None:
     """One panel per group of metrics against epoch, e.g. ``{"loss": ["train_loss", "val_loss"]}``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     groups = groups or {"loss": ["train_loss", "val_loss"], "accuracy": ["train_acc", "val_acc"]}
     groups = {g: [k for k in keys if any(k in h for h in history)] for g, keys in groups.items()}
     groups = {g: keys for g, keys in groups.items() if keys}

@@ -99,8 +99,9 @@ class Plan:
     """A lab's part of a run. ``metrics`` are the keys ``loss_fn`` returns (logged as ``train_*``
     and ``val_*``); ``added_metrics`` are what callbacks add to the logs (``val_seq_acc``).
     ``report(run, trainer)`` runs on rank 0 after training and returns metrics for summary.json.
-    ``manual_loop(model, optimizer, scheduler)`` replaces the trainer's loop with a hand-written
-    one that returns the per-epoch history (lab0's and lab1's ``--loop manual``)."""
+    ``manual_loop(trainer)`` replaces the trainer's loop with a hand-written one that trains
+    ``trainer.module`` with ``trainer.optimizer`` (and its scheduler) and returns the per-epoch
+    history (lab0's and lab1's ``--loop manual``)."""
 
     model: nn.Module
     train_loader: Any
@@ -294,7 +295,7 @@ def run_manual_loop(trainer: Trainer, plan: Plan, logger: RunLogger | None, chec
     best epoch) so the run directory is the same as the core loop's."""
     if logger is not None:
         logger.open()
-    history = plan.manual_loop(trainer.module, trainer.optimizer, trainer.scheduler)
+    history = plan.manual_loop(trainer)
     for logs in history:
         trainer.improved = trainer._update_best(logs)
     trainer.history, trainer.epoch = list(history), len(history)

@@ -207,7 +207,9 @@ class Trainer:
                 losses = self.loss_fn(_float_outputs(out), batch)
                 loss = losses["loss"]
                 self._check_or_track(loss, i, first_bad)
-                (prec.scaler.scale(loss / self.grad_accum) if prec.uses_scaler else loss / self.grad_accum).backward()
+                # the mean over the step's micro-batches (the epoch's last step may have fewer)
+                group = self.grad_accum if n_batches is None else min(self.grad_accum, n_batches - i // self.grad_accum * self.grad_accum)
+                (prec.scaler.scale(loss / group) if prec.uses_scaler else loss / group).backward()
             step_loss = loss.detach() if step_loss is None else step_loss + loss.detach()
             micro += 1
             n = _batch_size(batch)

@@ -309,7 +309,7 @@ def data(say: Callable[[str], None] = print, data_dir: str | Path = "data", batc
     ds = ImageTensors(images, labels)
     x0, y0 = ds[0]
     facts["len"] = len(ds)
-    say(f"{source.name}: train images {tuple(images.shape)} {images.dtype}; ImageTensors(images, labels) has "
+    say(f"{source.name} train split: images {tuple(images.shape)} {images.dtype}; ImageTensors(images, labels) has "
         f"len {len(ds):,}; ds[0] -> image {tuple(x0.shape)} {x0.dtype}, label {y0}")
 
     say(f"\n== a DataLoader: batches of {batch_size}")

@@ -19,10 +19,9 @@ def first_conv(model: nn.Module) -> nn.Module:
 
 
 def plot_filters(model: nn.Module, path: Path) -> None:
-    import matplotlib
+    from labs_core.plots import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     w = first_conv(model).weight.detach().float().cpu()  # (C_out, C_in, kH, kW)
     rows, cols = _grid(len(w))
@@ -44,10 +43,9 @@ def plot_filters(model: nn.Module, path: Path) -> None:
 @torch.no_grad()
 def plot_feature_maps(model: nn.Module, image: torch.Tensor, path: Path) -> None:
     """The first conv block's activations (after batch norm and ReLU) for one normalised image (C, H, W)."""
-    import matplotlib
+    from labs_core.plots import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     was_training = model.training
     model.eval()

@@ -118,10 +118,9 @@ def attention_text(weights: torch.Tensor, tokens: list[str]) -> str:
 
 def show_attention(model, seq: torch.Tensor, src_len: int, tgt_len: int, run_dir: Path, say) -> list[Path]:
     """Decode one held-out example greedily, then print and plot every layer's and head's attention."""
-    import matplotlib
+    from labs_core.plots import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     model.eval()
     out = model.generate(seq[None, :src_len + 1], tgt_len)

@@ -83,11 +83,11 @@ class MapEval(Callback):
 
 
 def plot_predictions(images: torch.Tensor, preds: list[dict], targets: list[dict], path: Path, threshold: float = 0.3) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.patches as patches
-    import matplotlib.pyplot as plt
+
+    from labs_core.plots import pyplot
+
+    plt = pyplot()
 
     n = len(images)
     fig, axes = plt.subplots(1, n, figsize=(3 * n, 3.3), squeeze=False)
