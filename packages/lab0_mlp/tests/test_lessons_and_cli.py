@@ -97,3 +97,23 @@ def test_runs_under_torchrun_with_two_processes(tmp_path):
     r = torchrun("lab0_mlp.cli", "--epochs", "1", "--hidden", "16", "--quiet", "--out", str(out))
     check_torchrun_run(r, out)
     assert (out / "loss_curve.png").is_file() and (out / "confusion_matrix.png").is_file()
+
+
+def test_every_flag_is_read_by_the_run(tmp_path):
+    """No flag silently does nothing: over a few short runs, the lab reads every field it offers."""
+    import dataclasses
+
+    from labs_core.config import parse_config
+    from labs_core.testing import fields_read
+
+    from lab0_mlp.cli import train
+
+    base = ["--epochs", "1", "--hidden", "8", "--quiet"]
+    runs = [base + ["--batch-norm", "--grad-norms"],
+            base + ["--optimizer", "sgd", "--momentum", "0.8", "--scheduler", "cosine", "--warmup-epochs", "0.5",
+                    "--loader", "standard", "--num-workers", "0", "--optim-impl", "torch"],
+            base + ["--loop", "manual", "--layers", "torch"]]
+    configs = [parse_config(Lab0Config, [*argv, "--out", str(tmp_path / str(i))], "lab0-mlp")
+               for i, argv in enumerate(runs)]
+    unread = {f.name for f in dataclasses.fields(Lab0Config)} - fields_read(train, configs)
+    assert not unread

@@ -111,3 +111,20 @@ def test_runs_under_torchrun_with_two_processes(tmp_path):
     r = torchrun("lab1_conv.cli", "--epochs", "1", "--widths", "8", "--conv", "torch", "--quiet", "--out", str(out))
     check_torchrun_run(r, out)
     assert (out / "filters.png").is_file() and (out / "feature_maps.png").is_file()
+
+
+def test_every_flag_is_read_by_the_run(tmp_path):
+    import dataclasses
+
+    from labs_core.config import parse_config
+    from labs_core.testing import fields_read
+
+    from lab1_conv.cli import Lab1Config, train
+
+    base = ["--epochs", "1", "--max-steps", "2", "--widths", "8", "--quiet"]
+    runs = [base, base + ["--shapes"], ["--epochs", "1", "--widths", "8", "--quiet", "--loop", "manual"],
+            base + ["--optimizer", "sgd", "--momentum", "0.8", "--scheduler", "cosine", "--warmup-epochs", "0.5"]]
+    configs = [parse_config(Lab1Config, [*argv, "--out", str(tmp_path / str(i))], "lab1-conv")
+               for i, argv in enumerate(runs)]
+    unread = {f.name for f in dataclasses.fields(Lab1Config)} - fields_read(train, configs)
+    assert not unread

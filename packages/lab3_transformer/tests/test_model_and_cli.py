@@ -116,3 +116,16 @@ def test_runs_under_torchrun_with_two_processes(tmp_path):
                  "--epochs", "1", "--dim", "16", "--heads", "2", "--quiet", "--out", str(out))
     check_torchrun_run(r, out)
     assert (out / "loss_curve.png").is_file()
+
+
+def test_every_flag_is_read_by_the_run(tmp_path):
+    import dataclasses
+
+    from labs_core.config import parse_config
+    from labs_core.testing import fields_read
+
+    sgd = ["--optimizer", "sgd", "--momentum", "0.8", "--scheduler", "cosine", "--warmup-epochs", "0.5"]
+    configs = [parse_config(Lab3Config, ["--num-train", "256", "--num-test", "32", "--epochs", "1", "--dim", "16",
+                                         "--heads", "2", "--quiet", "--show-attention", "--out", str(tmp_path / str(len(extra)))] + extra, "lab3-transformer") for extra in ([], sgd)]
+    unread = {f.name for f in dataclasses.fields(Lab3Config)} - fields_read(train, configs)
+    assert not unread

@@ -26,3 +26,38 @@ def check_torchrun_run(result: subprocess.CompletedProcess, out: Path, nproc: in
     assert (out / "config.json").is_file() and (out / "checkpoints" / "last.pt").is_file()
     assert len(list((out / "tb").glob("events.out.tfevents.*"))) == 1  # one writer: rank 0's
     return summary
+
+
+def fields_read(train, configs) -> set[str]:
+    """The config fields that ``train(cfg)`` reads, over all of ``configs`` (already parsed).
+
+    Reads made while writing the config out (``to_dict``: config.json, checkpoints) do not count:
+    a flag counts as used only when the run looks at its value. A lab's test asserts every flag
+    it offers is read by some run, so no flag silently does nothing."""
+    import dataclasses
+
+    seen: set[str] = set()
+    for cfg in configs:
+        cls = type(cfg)
+        names = {f.name for f in dataclasses.fields(cls)}
+
+        class Tracked(cls):
+            def __getattribute__(self, name):
+                if name in names and not object.__getattribute__(self, "_writing_out"):
+                    seen.add(name)
+                return object.__getattribute__(self, name)
+
+            def to_dict(self) -> dict:
+                object.__setattr__(self, "_writing_out", True)
+                try:
+                    return dataclasses.asdict(self)
+                finally:
+                    object.__setattr__(self, "_writing_out", False)
+
+        object.__setattr__(cfg, "_writing_out", False)
+        cfg.__class__ = Tracked
+        try:
+            train(cfg)
+        finally:
+            cfg.__class__ = cls
+    return seen
