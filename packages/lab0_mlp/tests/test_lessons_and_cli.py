@@ -103,10 +103,9 @@ def test_every_flag_is_read_by_the_run(tmp_path):
     """No flag silently does nothing: over a few short runs, the lab reads every field it offers."""
     import dataclasses
 
+    from lab0_mlp.cli import train
     from labs_core.config import parse_config
     from labs_core.testing import fields_read
-
-    from lab0_mlp.cli import train
 
     base = ["--epochs", "1", "--hidden", "8", "--quiet"]
     runs = [base + ["--batch-norm", "--grad-norms"],

@@ -116,10 +116,9 @@ def test_runs_under_torchrun_with_two_processes(tmp_path):
 def test_every_flag_is_read_by_the_run(tmp_path):
     import dataclasses
 
+    from lab1_conv.cli import Lab1Config, train
     from labs_core.config import parse_config
     from labs_core.testing import fields_read
-
-    from lab1_conv.cli import Lab1Config, train
 
     base = ["--epochs", "1", "--max-steps", "2", "--widths", "8", "--quiet"]
     runs = [base, base + ["--shapes"], ["--epochs", "1", "--widths", "8", "--quiet", "--loop", "manual"],

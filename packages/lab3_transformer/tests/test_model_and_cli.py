@@ -125,7 +125,9 @@ def test_every_flag_is_read_by_the_run(tmp_path):
     from labs_core.testing import fields_read
 
     sgd = ["--optimizer", "sgd", "--momentum", "0.8", "--scheduler", "cosine", "--warmup-epochs", "0.5"]
-    configs = [parse_config(Lab3Config, ["--num-train", "256", "--num-test", "32", "--epochs", "1", "--dim", "16",
-                                         "--heads", "2", "--quiet", "--show-attention", "--out", str(tmp_path / str(len(extra)))] + extra, "lab3-transformer") for extra in ([], sgd)]
+    common = ["--num-train", "256", "--num-test", "32", "--epochs", "1", "--dim", "16", "--heads", "2", "--quiet",
+              "--show-attention"]
+    configs = [parse_config(Lab3Config, [*common, *extra, "--out", str(tmp_path / str(len(extra)))], "lab3-transformer")
+               for extra in ([], sgd)]
     unread = {f.name for f in dataclasses.fields(Lab3Config)} - fields_read(train, configs)
     assert not unread

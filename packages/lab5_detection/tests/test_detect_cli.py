@@ -73,13 +73,13 @@ def test_runs_under_torchrun_with_two_processes(tmp_path):
 def test_every_flag_is_read_by_the_run(tmp_path):
     import dataclasses
 
+    from lab5_detection.cli import Lab5Config, train
     from labs_core.config import parse_config
     from labs_core.testing import fields_read
 
-    from lab5_detection.cli import Lab5Config, train
-
     sgd = ["--optimizer", "sgd", "--momentum", "0.8", "--scheduler", "cosine", "--warmup-epochs", "0.5"]
-    configs = [parse_config(Lab5Config, ["--num-images", "32", "--num-test", "8", "--epochs", "1", "--quiet",
-                                         "--out", str(tmp_path / str(len(extra)))] + extra, "lab5-detection") for extra in ([], sgd)]
+    common = ["--num-images", "32", "--num-test", "8", "--epochs", "1", "--quiet"]
+    configs = [parse_config(Lab5Config, [*common, *extra, "--out", str(tmp_path / str(len(extra)))], "lab5-detection")
+               for extra in ([], sgd)]
     unread = {f.name for f in dataclasses.fields(Lab5Config)} - fields_read(train, configs)
     assert not unread

@@ -42,7 +42,7 @@ def fields_read(train, configs) -> set[str]:
         names = {f.name for f in dataclasses.fields(cls)}
 
         class Tracked(cls):
-            def __getattribute__(self, name):
+            def __getattribute__(self, name, names=names):
                 if name in names and not object.__getattribute__(self, "_writing_out"):
                     seen.add(name)
                 return object.__getattribute__(self, name)
