@@ -32,6 +32,37 @@ def test_train_writes_the_full_report(trained):
         assert (trained / name).is_file(), name
     metrics = json.loads((trained / "summary.json").read_text())["metrics"]
     assert metrics["test_acc"] > 0.5 and "test_acc_tta" in metrics and len(metrics["per_class_acc"]) == 10
+    assert metrics["test_acc"] <= metrics["test_top5_acc"] <= 1  # ten classes: top-5 is reported too
+
+
+def test_the_test_set_is_read_once_for_every_report(tmp_path, monkeypatch, capsys):
+    """One pass over the test split feeds accuracy, top-5, confusion matrix, per-class and gallery;
+    flip TTA adds only the mirror images' pass."""
+    from checkpoint_project import train as train_module
+    from labs_core.trainer import Trainer
+
+    calls = {"predict": 0, "flipped": 0}
+    predict, probs = Trainer.predict, train_module.predict_probs
+
+    def counting_predict(self, loader):
+        calls["predict"] += 1
+        return predict(self, loader)
+
+    def counting_probs(*args, **kwargs):
+        calls["flipped"] += 1
+        assert kwargs.get("flip_only")
+        return probs(*args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "predict", counting_predict)
+    monkeypatch.setattr(train_module, "predict_probs", counting_probs)
+    for tta, flipped in ((False, 0), (True, 1)):
+        calls.update(predict=0, flipped=0)
+        argv = ["train", "--dataset", "synthetic", "--epochs", "1", "--width", "4", "--max-steps", "2",
+                "--out", str(tmp_path / str(tta)), *(["--tta"] if tta else [])]
+        assert main(argv) == 0
+        assert calls == {"predict": 1, "flipped": flipped}
+        printed = capsys.readouterr().out
+        assert "top-5" in printed and "per-class test accuracy" in printed
 
 
 def test_plain_train_script_is_the_same_entry_point(tmp_path):
