@@ -86,3 +86,21 @@ def test_resuming_another_labs_checkpoint_is_refused(tmp_path, capsys):
     torch.save({"model": {}, "lab": "lab3-transformer"}, path)
     assert main(["--resume", str(path), "--quiet"]) == 2
     assert "is a lab3-transformer checkpoint" in capsys.readouterr().err
+
+
+def test_a_patience_run_cut_and_resumed_stops_where_the_unbroken_one_does(tmp_path):
+    common = ["--epochs", "40", "--patience", "2", "--monitor", "val_loss", "--lr", "0.05", "--quiet"]
+    assert main([*common, "--out", str(tmp_path / "a")]) == 0
+    unbroken = json.loads((tmp_path / "a" / "summary.json").read_text())
+    stopped = unbroken["epochs_run"]
+    assert "early stopping" in unbroken["stop_reason"] and 3 <= stopped < 40
+    steps_per_epoch = unbroken["steps"] // stopped
+    cut = ["--out", str(tmp_path / "b")]
+    assert main([*common, *cut, "--max-steps", str((stopped - 1) * steps_per_epoch)]) == 0  # "killed" an epoch early
+    assert main([*common, *cut, "--resume"]) == 0
+    resumed = json.loads((tmp_path / "b" / "summary.json").read_text())
+    assert resumed["epochs_run"] == stopped and resumed["best"] == unbroken["best"]
+    a = load_checkpoint(tmp_path / "a" / "checkpoints" / "last.pt")
+    b = load_checkpoint(tmp_path / "b" / "checkpoints" / "last.pt")
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert a["history"] == b["history"]
