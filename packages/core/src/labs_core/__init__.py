@@ -9,9 +9,12 @@ The pieces, one idea per module:
 - ``checkpoint``  atomic save, safe load (weights_only=True), clear architecture mismatches
 - ``metrics``     accuracy, top-k, confusion matrix, precision / recall / F1, confusion PNG
 - ``summary``     per-layer shapes and parameter counts via forward hooks
-- ``config``      RunConfig dataclass -> generated command line
+- ``config``      config parts (run, optimisation, data pipeline, ...) -> generated command line
 - ``data``        datasets by name, cache, fast on-device loader, standard DataLoader path
-- ``experiment``  run_classifier / classifier_main: config -> finished run directory
+- ``run``         the run skeleton every lab trains through: Run, Plan, execute
+- ``experiment``  classification on the skeleton: run_classifier / classifier_main
+- ``loop``        the training loop written out by hand (``--loop manual``)
+- ``testing``     for the labs' tests: a torchrun launch, the flags a run reads
 """
 
 from .callbacks import Checkpointing, EarlyStopping, ProgressBar, RunLogger

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from labs_core import Callback, LabError, RunConfig, arg
+from labs_core import Callback, LabError, RunConfig, arg, distributed
 from labs_core.cli import lessons_command, run_lab
 from labs_core.config import LoopOptions
 from labs_core.experiment import build_optimizer, run_classifier
@@ -84,7 +84,8 @@ class GradNorms(Callback):
 
 
 def train(cfg: Lab0Config) -> dict:
-    say = (lambda *_: None) if cfg.quiet else (lambda m: print(m, flush=True))
+    main_process = distributed.env_info().is_main  # under torchrun only rank 0 prints
+    say = (lambda *_: None) if cfg.quiet or not main_process else (lambda m: print(m, flush=True))
     show_norms = cfg.grad_norms or bool(cfg.overfit)
     every = max(1, cfg.epochs // 10)
     norms: list[GradNorms] = []
