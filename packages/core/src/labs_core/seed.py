@@ -29,7 +29,8 @@ def set_deterministic(on: bool) -> None:
     if on:
         # cuBLAS needs a fixed workspace to be deterministic; must be set before the first matmul.
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(on, warn_only=False)
+    if on or torch.are_deterministic_algorithms_enabled():  # turning it off when already off
+        torch.use_deterministic_algorithms(on, warn_only=False)  # costs seconds (imports the compiler)
     torch.backends.cudnn.deterministic = on
     torch.backends.cudnn.benchmark = not on
 
