@@ -280,3 +280,12 @@ def test_gzip_garbage_is_clear(tmp_path):
     (tmp_path / "mnist" / "t10k-images-idx3-ubyte.gz").write_bytes(gzip.compress(b"abc")[:5])
     with pytest.raises(LabError, match="cannot read"):
         load_dataset("mnist", tmp_path, download=False)
+
+
+def test_a_constant_channel_gets_a_usable_std():
+    from labs_core.data.base import channel_stats
+
+    x = torch.zeros(4, 3, 8, 8, dtype=torch.uint8)
+    x[:, 0] = torch.arange(4).view(4, 1, 1) * 50  # red varies, green and blue are 0 everywhere
+    mean, std = channel_stats(x)
+    assert std[0] > 0.1 and std[1] > 0 and std[2] > 0  # normalising never divides by zero

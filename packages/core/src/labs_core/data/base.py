@@ -47,5 +47,6 @@ def channel_stats(x: Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Per-channel mean and std of uint8 images ``(N, C, H, W)``, in [0, 1] units."""
     xf = x.double().div_(255)
     mean = xf.mean(dim=(0, 2, 3))
-    std = xf.std(dim=(0, 2, 3)).clamp(min=1e-6)
-    return tuple(round(v, 4) for v in mean.tolist()), tuple(round(v, 4) for v in std.tolist())
+    std = xf.std(dim=(0, 2, 3))
+    # rounded for readable configs, then floored: a constant channel must not divide by zero
+    return tuple(round(v, 4) for v in mean.tolist()), tuple(max(round(v, 4), 1e-3) for v in std.tolist())
