@@ -46,6 +46,7 @@ def test_runs_top_to_bottom(path, tmp_path, monkeypatch):
     monkeypatch.setenv("LABS_QUICK", "1")
     monkeypatch.setenv("LABS_ROOT", str(tmp_path))  # runs, data and progress go here, not into the checkout
     monkeypatch.setenv("MPLBACKEND", "Agg")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # tiny models: one thread is fastest, and steady on a busy machine
     nb = nbformat.read(path, as_version=4)
     NotebookClient(nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
     done = json.loads((tmp_path / "runs" / "course" / "notebooks.json").read_text())
