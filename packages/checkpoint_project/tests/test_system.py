@@ -223,6 +223,7 @@ def test_models_fit_cifar_shapes_and_other_channels(name):
         assert len(convs) >= 3 and any(isinstance(m, torch.nn.Dropout) for m in model.modules())
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_then_resume_in_one_process_for_more_epochs(tmp_path):
     from labs_core.testing import check_torchrun_run, torchrun
 
@@ -251,6 +252,7 @@ def test_a_max_steps_cut_resumes_without_it(tmp_path):
     assert json.loads((out / "summary.json").read_text())["epochs_run"] == 2
 
 
+@pytest.mark.slow
 def test_finetune_under_torchrun(tmp_path):
     from labs_core.testing import check_torchrun_run, torchrun
 

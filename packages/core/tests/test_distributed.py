@@ -6,6 +6,7 @@ import sys
 import textwrap
 import time
 
+import pytest
 import torch
 
 from labs_core import Trainer, seed_everything
@@ -13,6 +14,8 @@ from labs_core.checkpoint import load_checkpoint
 from labs_core.data import FastLoader
 
 from core_testutils import blob_data, tiny_mlp
+
+pytestmark = pytest.mark.slow  # each test launches two processes
 
 COMMON = '''
 import sys, time

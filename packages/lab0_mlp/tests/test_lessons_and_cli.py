@@ -90,6 +90,7 @@ def test_bad_flags(capsys):
     assert len(err) == 2 and "--hidden" in err[0] and "invalid choice" in err[1]
 
 
+@pytest.mark.slow
 def test_runs_under_torchrun_with_two_processes(tmp_path):
     from labs_core.testing import check_torchrun_run, torchrun
 

@@ -104,6 +104,7 @@ def test_bad_input(argv, message, capsys):
     assert err.count("\n") == 1 and message in err
 
 
+@pytest.mark.slow
 def test_runs_under_torchrun_with_two_processes(tmp_path):
     from labs_core.testing import check_torchrun_run, torchrun
 
