@@ -265,3 +265,20 @@ def test_finetune_under_torchrun(tmp_path):
                  "--stage-epochs", "1", "--unfreeze", "1", "--val-fraction", "0.25", "--quiet", "--out", str(out))
     check_torchrun_run(r, out)
     assert len(json.loads((out / "phases.json").read_text())) == 2
+
+
+def test_every_train_flag_is_read_by_the_run(tmp_path):
+    import dataclasses
+
+    from labs_core.config import parse_config
+    from labs_core.testing import fields_read
+
+    from checkpoint_project.train import TrainConfig, train
+
+    base = ["--dataset", "synthetic", "--epochs", "1", "--width", "4", "--max-steps", "2", "--quiet"]
+    runs = [base + ["--ema", "0.9", "--tta", "--profile", "1"],
+            base + ["--optimizer", "sgd", "--momentum", "0.8", "--scheduler", "cosine", "--warmup-epochs", "0.5"]]
+    configs = [parse_config(TrainConfig, [*argv, "--out", str(tmp_path / str(i))], "train")
+               for i, argv in enumerate(runs)]
+    unread = {f.name for f in dataclasses.fields(TrainConfig)} - fields_read(train, configs)
+    assert not unread
