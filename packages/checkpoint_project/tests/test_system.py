@@ -270,10 +270,9 @@ def test_finetune_under_torchrun(tmp_path):
 def test_every_train_flag_is_read_by_the_run(tmp_path):
     import dataclasses
 
+    from checkpoint_project.train import TrainConfig, train
     from labs_core.config import parse_config
     from labs_core.testing import fields_read
-
-    from checkpoint_project.train import TrainConfig, train
 
     base = ["--dataset", "synthetic", "--epochs", "1", "--width", "4", "--max-steps", "2", "--quiet"]
     runs = [base + ["--ema", "0.9", "--tta", "--profile", "1"],
