@@ -169,7 +169,7 @@ def train(cfg: TrainConfig) -> dict:
         run_dir, data, metrics = run.run_dir, loaders.data, {}
         if ema:
             save_checkpoint(run_dir / "checkpoints" / "ema.pt", {
-                **trainer.state_dict(), "config": cfg.to_dict(), "lab": cfg.lab, "classes": data.classes,
+                **trainer.state_dict(gather=False), "config": cfg.to_dict(), "lab": cfg.lab, "classes": data.classes,
                 "input_shape": list(data.input_shape), "mean": list(data.mean), "std": list(data.std)})
         if test is None:
             return metrics

@@ -349,8 +349,10 @@ class Trainer:
             self.best = {"metric": self.monitor, "value": float(value), "epoch": logs["epoch"]}
         return better
 
-    def state_dict(self) -> dict:
-        """Everything needed to continue exactly: weights, optimizer, schedule, scaler, RNGs, data order."""
+    def state_dict(self, gather: bool = True) -> dict:
+        """Everything needed to continue exactly: weights, optimizer, schedule, scaler, RNGs, data order.
+        ``gather=False`` skips the collective that collects every rank's RNG state, for a caller
+        that runs on rank 0 alone (an end-of-run report)."""
         rng = get_rng_state()
         state = {
             "model": self.module.state_dict(),
@@ -366,7 +368,7 @@ class Trainer:
             "rng": rng,
             # Each process draws its own dropout masks: under torchrun every rank's RNG state is
             # kept (a collective: every process calls state_dict), for an exact resume.
-            "rng_per_rank": distributed.gather_objects(rng) if self.dist.enabled else None,
+            "rng_per_rank": distributed.gather_objects(rng) if self.dist.enabled and gather else None,
             "data": self.train_loader.state_dict() if hasattr(self.train_loader, "state_dict") else None,
             "callbacks": {type(cb).__name__: cb.state_dict() for cb in self.callbacks},
             "history": list(self.history),
