@@ -96,7 +96,7 @@ def test_cli_smoke_with_attention_maps(tmp_path, capsys):
 @pytest.mark.parametrize("argv, message", [
     (["--task", "translate"], "invalid choice"),
     (["--dim", "30", "--heads", "4"], "divisible by --heads"),
-    (["--dataset", "mnist"], "unrecognized arguments: --dataset"),  # lab3 generates its data
+    (["--dataset", "mnist"], "invalid choice: 'mnist'"),  # text corpora only (--task chars)
     (["--augment"], "unrecognized arguments: --augment"),
     (["--heads", "0"], "must be at least 1"),
     (["--monitor", "val_map_50"], "not a metric of this run; it logs train_loss"),
@@ -130,5 +130,11 @@ def test_every_flag_is_read_by_the_run(tmp_path):
               "--show-attention"]
     configs = [parse_config(Lab3Config, [*common, *extra, "--out", str(tmp_path / str(len(extra)))], "lab3-transformer")
                for extra in ([], sgd)]
+    text = tmp_path / "words.txt"
+    text.write_text("the king shall love thee, my lord\n" * 40)
+    chars = ["--task", "chars", "--dataset", "text", "--data-dir", str(text), "--block-size", "8", "--eval-every", "2",
+             "--max-steps", "2", "--val-windows", "4", "--sample-tokens", "5", "--dim", "16", "--heads", "2", "--quiet",
+             "--out", str(tmp_path / "chars")]
+    configs.append(parse_config(Lab3Config, chars, "lab3-transformer"))
     unread = {f.name for f in dataclasses.fields(Lab3Config)} - fields_read(train, configs)
     assert not unread

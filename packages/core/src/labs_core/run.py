@@ -157,8 +157,13 @@ def resolve_monitor(cfg, plan: Plan, say=print) -> tuple[str, str]:
     return monitor, mode
 
 
-def build_optimizer(cfg, model: nn.Module) -> torch.optim.Optimizer:
+def build_optimizer(cfg, model: nn.Module, decay_matrices_only: bool = False) -> torch.optim.Optimizer:
+    """The optimizer ``cfg`` names. ``decay_matrices_only``: weight decay on weight matrices and
+    embeddings only, not on biases and norm scales (what language-model recipes do)."""
     params = [p for p in model.parameters() if p.requires_grad]
+    if decay_matrices_only and cfg.weight_decay:
+        params = [{"params": [p for p in params if p.dim() >= 2]},
+                  {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0,
                                weight_decay=cfg.weight_decay)

@@ -1,6 +1,8 @@
-"""lab3-transformer: a tiny decoder-only transformer learns a toy task; watch its attention.
+"""lab3-transformer: a tiny decoder-only transformer learns a toy task, or writes Shakespeare.
 
     lab3-transformer --task reverse|sort|add [--show-attention] [flags]
+    lab3-transformer --task chars [--dataset tinyshakespeare|text] [--data-dir DIR|FILE] [flags]
+    lab3-transformer sample --checkpoint PATH [--prompt TEXT] [--tokens N] [--temperature T] [--top-k K]
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from labs_core import Callback, LabError, arg
 from labs_core.cli import run_lab
 from labs_core.config import OptimOptions, RunOptions
 from labs_core.data import FastLoader
+from labs_core.data.text import TEXT_DATASETS
 from labs_core.plots import plot_curves
 from labs_core.run import Plan, execute
 
@@ -23,6 +26,14 @@ from .model import TinyTransformer, TransformerConfig
 from .tasks import TASKS, VOCAB, lengths, split_examples, token_name
 
 PROG = "lab3-transformer"
+ALL_TASKS = (*TASKS, "chars")
+TOY_FIELDS = ("length", "num_train", "num_test", "show_attention")
+CHARS_FIELDS = ("dataset", "data_dir", "block_size", "eval_every", "val_windows", "sample_tokens")
+# --task chars: what the flags mean when not given (measured by benchmarks/char_lm.py). Training
+# is counted in optimizer steps; an "epoch" is --eval-every steps of random windows.
+CHARS_RECIPE = {"max_steps": 1200, "batch_size": 16, "lr": 3e-3, "scheduler": "cosine", "warmup_epochs": 0.4,
+                "weight_decay": 0.1, "grad_clip": 1.0, "dim": 128, "heads": 4, "layers": 4, "positions": "learned",
+                "attention": "torch", "precision": "bf16", "monitor": "val_loss"}
 
 
 @dataclass
@@ -30,7 +41,8 @@ class Lab3Config(OptimOptions, RunOptions):
     lab = "lab3-transformer"
     overfit_epochs = 150
 
-    task: str = arg("reverse", "the toy task", choices=TASKS)
+    task: str = arg("reverse", "the toy task, or chars: a character-level language model of real text",
+                    choices=ALL_TASKS)
     length: int = arg(8, "source length for reverse and sort; digits per number for add (default 4 there)")
     num_train: int = arg(20000, "training sequences")
     num_test: int = arg(1000, "held-out sequences (whole-sequence accuracy is measured on these)")
@@ -46,10 +58,32 @@ class Lab3Config(OptimOptions, RunOptions):
     positions: str = arg("sinusoidal", "positional encoding", choices=("sinusoidal", "learned"))
     attention: str = arg("scratch", "our attention or F.scaled_dot_product_attention", choices=("scratch", "torch"))
     show_attention: bool = arg(False, "print one held-out example's attention per layer and head; save heatmaps")
-    monitor: str = arg("val_seq_acc", "metric that decides the best checkpoint and early stopping")
+    monitor: str = arg("val_seq_acc", "metric that decides the best checkpoint and early stopping "
+                       "(--task chars: val_loss)")
+    dataset: str = arg("tinyshakespeare", "--task chars: tinyshakespeare (downloaded into --data-dir) or text "
+                       "(the UTF-8 file --data-dir names)", choices=TEXT_DATASETS)
+    data_dir: str = arg("data", "--task chars: folder for the downloaded corpus, or the text file (--dataset text)")
+    block_size: int = arg(64, "--task chars: context length in characters")
+    eval_every: int = arg(200, "--task chars: optimizer steps between evaluations (one epoch of random windows)")
+    val_windows: int = arg(0, "--task chars: validation windows per evaluation, spread evenly "
+                           "(0: the whole validation split)")
+    sample_tokens: int = arg(300, "--task chars: characters sampled at the end of training (0: none)")
 
     def resolve(self, explicit: set[str]) -> None:
+        chars = self.task == "chars"
+        own = CHARS_FIELDS if not chars else TOY_FIELDS
+        given = [f for f in own if f in explicit]
+        if given:
+            flag = "--" + given[0].replace("_", "-")
+            raise LabError(f"{flag} applies to --task chars only" if not chars else f"{flag} applies to the toy tasks "
+                           "(reverse, sort, add), not --task chars")
+        if chars:
+            for name, value in CHARS_RECIPE.items():
+                if name not in explicit:
+                    setattr(self, name, value)
         super().resolve(explicit)
+        if chars and "epochs" not in explicit and self.max_steps:  # as many evaluation rounds as the steps need
+            self.epochs = -(-self.max_steps // self.eval_every)
         if self.task == "add" and "length" not in explicit:
             self.length = 4  # 4-digit sums learn in seconds; 8 digits need a longer run
 
@@ -63,6 +97,9 @@ class Lab3Config(OptimOptions, RunOptions):
             raise LabError(f"--dropout must be in [0, 1) (got {self.dropout})")
         if self.dim % self.heads:
             raise LabError(f"--dim {self.dim} must be divisible by --heads {self.heads}")
+        if self.block_size < 1 or self.eval_every < 1 or self.val_windows < 0 or self.sample_tokens < 0:
+            raise LabError("--block-size and --eval-every must be at least 1, --val-windows and --sample-tokens "
+                           "not negative")
         if self.show_attention and self.attention != "scratch":
             raise LabError("--show-attention needs --attention scratch (the fused kernel returns no weights)")
 
@@ -179,11 +216,17 @@ def plan(cfg: Lab3Config, run) -> Plan:
 
 
 def train(cfg: Lab3Config) -> dict:
+    if cfg.task == "chars":
+        from .chars import plan as chars_plan
+
+        return execute(cfg, lambda run: chars_plan(cfg, run)).summary
     return execute(cfg, lambda run: plan(cfg, run)).summary
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_lab(PROG, Lab3Config, train, argv, __doc__.splitlines()[0])
+    from .chars import sample_command
+
+    return run_lab(PROG, Lab3Config, train, argv, __doc__.splitlines()[0], subcommands={"sample": sample_command})
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from .ops import LayerNorm, MultiHeadAttention, sinusoidal_positions
+from .ops import KVCache, LayerNorm, MultiHeadAttention, sinusoidal_positions
 
 
 @dataclass
@@ -26,6 +26,7 @@ class TransformerConfig:
     dropout: float = 0.0  # toy tasks are noise-free: no regularisation needed
     positions: str = "sinusoidal"  # or "learned": how a token knows where it is
     attention: str = "scratch"  # or "torch": F.scaled_dot_product_attention
+    tie_weights: bool = False  # the output layer reuses the token embedding matrix (language models)
 
 
 class Block(nn.Module):
@@ -41,9 +42,9 @@ class Block(nn.Module):
                                  nn.Linear(cfg.mlp_ratio * cfg.dim, cfg.dim))
         self.drop = nn.Dropout(cfg.dropout)
 
-    def forward(self, x: Tensor) -> Tensor:  # (B, T, E)
+    def forward(self, x: Tensor, cache: KVCache | None = None) -> Tensor:  # (B, T, E)
         h = self.norm1(x)
-        a, _ = self.attn(h, h, h, is_causal=True)
+        a, _ = self.attn(h, h, h, is_causal=True, cache=cache)
         x = x + self.drop(a)
         return x + self.drop(self.mlp(self.norm2(x)))
 
@@ -62,15 +63,27 @@ class TinyTransformer(nn.Module):
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.layers))
         self.norm = LayerNorm(cfg.dim)
         self.head = nn.Linear(cfg.dim, cfg.vocab_size)
+        if cfg.tie_weights:
+            # Weight tying: reading a token in (a row of ``embed``) and scoring it as the next token
+            # (a row of ``head``) use one vector per token. Fewer parameters, and every step trains
+            # the embedding of every token through the output layer, not only the tokens it read.
+            nn.init.normal_(self.embed.weight, std=0.02)
+            self.head.weight = self.embed.weight
 
-    def forward(self, tokens: Tensor) -> Tensor:  # (B, T) int -> logits (B, T, V)
-        t = tokens.shape[1]
+    def forward(self, tokens: Tensor, caches: list[KVCache] | None = None) -> Tensor:
+        """(B, T) int -> logits (B, T, V). With ``caches`` (one per block, from ``new_caches``),
+        ``tokens`` continue the cached ones: their positions start after them."""
+        start = len(caches[0]) if caches else 0
+        t = start + tokens.shape[1]
         if t > self.cfg.max_len:
             raise ValueError(f"sequence of {t} tokens is longer than max_len {self.cfg.max_len}")
-        x = self.embed(tokens) + self.pos[:t]  # (B, T, E)
-        for block in self.blocks:
-            x = block(x)
+        x = self.embed(tokens) + self.pos[start:t]  # (B, T, E)
+        for i, block in enumerate(self.blocks):
+            x = block(x, caches[i] if caches else None)
         return self.head(self.norm(x))
+
+    def new_caches(self) -> list[KVCache]:
+        return [KVCache() for _ in self.blocks]
 
     def attention_maps(self) -> list[Tensor]:
         """Each layer's weights from the last forward pass: (B, heads, T, T) (scratch attention only)."""

@@ -64,7 +64,10 @@ class MultiHeadAttention(nn.Module):
         self.last_weights: Tensor | None = None  # (B, h, T_q, T_k), kept for --show-attention
 
     def forward(self, query: Tensor, key: Tensor, value: Tensor, attn_mask: Tensor | None = None,
-                is_causal: bool = False, key_padding_mask: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+                is_causal: bool = False, key_padding_mask: Tensor | None = None,
+                cache: KVCache | None = None) -> tuple[Tensor, Tensor | None]:
+        """With a ``cache`` (self-attention while generating), the new tokens' keys and values are
+        appended to those of the tokens before them, and the queries attend to all of them."""
         b, tq, e = query.shape
         tk, h = key.shape[1], self.num_heads
         wq, wk, wv = self.in_proj_weight.chunk(3)
@@ -74,6 +77,15 @@ class MultiHeadAttention(nn.Module):
             return F.linear(x, w, bias).view(b, t, h, e // h).transpose(1, 2)
 
         q, k, v = heads(query, wq, bq, tq), heads(key, wk, bk, tk), heads(value, wv, bv, tk)
+        if cache is not None:
+            past = len(cache)
+            k, v = cache.extend(k, v)
+            tk = k.shape[2]
+            if is_causal and past:  # query i sits at position past + i: it sees keys 0..past + i
+                if tq > 1:
+                    causal = torch.arange(tk, device=q.device) <= torch.arange(past, tk, device=q.device)[:, None]
+                    attn_mask = causal if attn_mask is None else attn_mask & causal
+                is_causal = False  # one new token sees every cached key: no mask at all
         if self.attention == "scratch":
             out, weights = scaled_dot_product_attention(q, k, v, attn_mask, is_causal, key_padding_mask)
         else:
@@ -90,6 +102,23 @@ class MultiHeadAttention(nn.Module):
         return self.out_proj(out.transpose(1, 2).reshape(b, tq, e)), weights
 
 
+class KVCache:
+    """One attention layer's keys and values of the tokens generated so far, (B, h, T, d) each:
+    generating a token then needs one forward step of that token alone, not of the whole text."""
+
+    def __init__(self):
+        self.k: Tensor | None = None
+        self.v: Tensor | None = None
+
+    def __len__(self) -> int:
+        return 0 if self.k is None else self.k.shape[2]
+
+    def extend(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        self.k = k if self.k is None else torch.cat([self.k, k], dim=2)
+        self.v = v if self.v is None else torch.cat([self.v, v], dim=2)
+        return self.k, self.v
+
+
 class LayerNorm(nn.Module):
     """Normalise each token's features to mean 0, variance 1 (biased), then scale and shift."""
 
@@ -100,9 +129,8 @@ class LayerNorm(nn.Module):
         self.bias = nn.Parameter(torch.zeros(dim))
 
     def forward(self, x: Tensor) -> Tensor:
-        mean = x.mean(dim=-1, keepdim=True)
-        var = x.var(dim=-1, keepdim=True, unbiased=False)
-        return (x - mean) / torch.sqrt(var + self.eps) * self.weight + self.bias
+        var, mean = torch.var_mean(x, dim=-1, keepdim=True, correction=0)  # one pass for both
+        return (x - mean) * torch.rsqrt(var + self.eps) * self.weight + self.bias
 
 
 def sinusoidal_positions(length: int, dim: int) -> Tensor:

@@ -1,0 +1,125 @@
+"""``lab3-transformer --task chars``: a character-level GPT on real text, and ``sample`` from it.
+
+Training goes through the core trainer like every lab: random windows of ``--block-size``
+characters, ``--eval-every`` optimizer steps per epoch, the whole validation split (or
+``--val-windows`` of it) after each, the best checkpoint by validation loss. The tokenizer is
+saved in the checkpoint and the run directory, so sampling needs no data.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from labs_core import LabError, arg
+from labs_core.checkpoint import load_checkpoint, load_model_state
+from labs_core.config import parse_config
+from labs_core.data.text import (
+    CharData,
+    CharTokenizer,
+    RandomWindows,
+    ValidationWindows,
+    load_text_dataset,
+)
+from labs_core.device import pick_device
+from labs_core.plots import plot_curves
+from labs_core.run import Plan, build_optimizer
+
+from .lm import LN2, Clock, lm_loss, sample_text
+from .model import TinyTransformer, TransformerConfig
+
+PROG = "lab3-transformer"
+
+
+def plan(cfg, run) -> Plan:
+    source = cfg.data_dir if cfg.dataset == "text" else "tiny Shakespeare"
+    data = CharData.from_text(load_text_dataset(cfg.dataset, cfg.data_dir), cfg.block_size, source=source)
+    for note in data.notes:
+        run.say(f"note: {note}")
+    train_ids, val_ids = data.train, data.val
+    if cfg.overfit:  # the first N windows' worth of text, trained on (random windows) and evaluated on
+        train_ids = val_ids = data.train[:cfg.overfit * cfg.block_size + 1]
+        if len(train_ids) < cfg.block_size + 1:
+            raise LabError(f"--overfit {cfg.overfit}: the training split holds no full window")
+    tokenizer, device = data.tokenizer, run.device
+    model_cfg = TransformerConfig(len(tokenizer), cfg.block_size, cfg.dim, cfg.heads, cfg.layers, dropout=cfg.dropout,
+                                  positions=cfg.positions, attention=cfg.attention, tie_weights=True)
+    train = RandomWindows(train_ids, cfg.block_size, cfg.batch_size, cfg.eval_every, seed=cfg.seed, device=device,
+                          **run.shard)
+    val = ValidationWindows(val_ids, cfg.block_size, 256, limit=cfg.val_windows, device=device, **run.shard)
+
+    def report(run, trainer):
+        run_dir = run.run_dir
+        (run_dir / "tokenizer.json").write_text(json.dumps(tokenizer.state_dict()))
+        plot_curves(trainer.history, run_dir / "loss_curve.png", {"loss (nats/char)": ["train_loss", "val_loss"]},
+                    title=f"{PROG}: characters")
+        last = trainer.history[-1]
+        run.say(f"validation loss {last['val_loss']:.4f} nats/char = {last['val_loss'] / LN2:.4f} bits/char "
+                f"(best {trainer.best['value']:.4f}) after {trainer.global_step} steps, "
+                f"{last['elapsed_s']:.1f} s of training")
+        if not cfg.sample_tokens:
+            return {}
+        model = trainer.module
+        text = sample_text(model, tokenizer, "\n", cfg.sample_tokens, temperature=0.8, top_k=40, seed=cfg.seed)
+        (run_dir / "sample.txt").write_text(text)
+        run.say(f"\n--- a sample (temperature 0.8, top-k 40; saved as {run_dir / 'sample.txt'}) ---{text}\n---")
+        return {}
+
+    return Plan(
+        model=TinyTransformer(model_cfg), train_loader=train, val_loader=val, loss_fn=lm_loss,
+        forward_fn=lambda model, batch: model(batch[0]), metrics=("loss", "bpc"), added_metrics=("elapsed_s",),
+        make_optimizer=lambda cfg, model: build_optimizer(cfg, model, decay_matrices_only=True),
+        description=(f"characters of {source} ({len(data.train):,} train / {len(data.val):,} validation, "
+                     f"{len(tokenizer)} symbols; windows of {cfg.block_size}, {cfg.eval_every} steps per evaluation, "
+                     f"{val.tokens:,} validation characters)"),
+        callbacks=[Clock()],
+        resolved={"task": "chars", "model": vars(model_cfg), "vocabulary": tokenizer.chars},
+        checkpoint={"model_config": vars(model_cfg), "tokenizer": tokenizer.state_dict()},
+        report=report)
+
+
+@dataclass
+class SampleConfig:
+    checkpoint: str = arg("", "a --task chars checkpoint (.pt), or its run directory (its best.pt)")
+    prompt: str = arg("\n", "text to continue (default: a new line)")
+    tokens: int = arg(500, "characters to generate")
+    temperature: float = arg(0.8, "softmax temperature (0: always the most likely character)")
+    top_k: int = arg(40, "sample among the K most likely characters (0: all)")
+    seed: int = arg(0, "random seed: the same seed gives the same text")
+    cache: bool = arg(True, "keep keys and values of the context (KV cache): one token per forward step")
+    device: str = arg("cpu", "cpu, cuda, cuda:N, mps or auto")
+
+    def resolve(self, explicit: set[str]) -> None:
+        pass
+
+    def validate(self) -> None:
+        if not self.checkpoint:
+            raise LabError("sample needs --checkpoint PATH (a --task chars run's checkpoint or run directory)")
+        if self.tokens < 1 or self.top_k < 0 or not 0 <= self.temperature < float("inf"):
+            raise LabError("--tokens must be at least 1, --top-k and --temperature not negative")
+
+
+def load_char_model(path: str | Path, device) -> tuple[TinyTransformer, CharTokenizer]:
+    path = Path(path)
+    if path.is_dir():
+        path = path / "checkpoints" / "best.pt"
+    state = load_checkpoint(path)
+    if "tokenizer" not in state or "model_config" not in state:
+        task = (state.get("config") or {}).get("task", "another lab's")
+        raise LabError(f"{path} holds a --task {task} model; sample needs a --task chars checkpoint")
+    model = TinyTransformer(TransformerConfig(**state["model_config"]))
+    load_model_state(model, state["model"], f"checkpoint {path}")
+    return model.to(device), CharTokenizer.from_state_dict(state["tokenizer"])
+
+
+def sample_command(argv: list[str]) -> int:
+    try:
+        cfg = parse_config(SampleConfig, argv, f"{PROG} sample", "Generate text from a --task chars checkpoint.")
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    model, tokenizer = load_char_model(cfg.checkpoint, pick_device(cfg.device))
+    text = sample_text(model, tokenizer, cfg.prompt, cfg.tokens, temperature=cfg.temperature, top_k=cfg.top_k,
+                       seed=cfg.seed, cache=cfg.cache)
+    print(text)
+    return 0
