@@ -115,6 +115,7 @@ def test_overfit_run_learns_saves_tokenizer_and_samples(corpus, tmp_path, capsys
     assert summary["metrics"]["val_loss"] < 0.5 * history[0]["train_loss"]  # memorised 4 windows
     assert summary["metrics"]["val_bpc"] == pytest.approx(summary["metrics"]["val_loss"] / 0.6931471805599453)
     assert summary["best"]["metric"] == "val_loss" and summary["best"]["mode"] == "min"
+    assert summary["metrics"]["full_val_loss"] == pytest.approx(summary["metrics"]["val_loss"], rel=1e-4)  # same text
     tok = CharTokenizer.from_state_dict(json.loads((out / "tokenizer.json").read_text()))
     assert set(tok.chars) == set(corpus.read_text())
     assert len((out / "sample.txt").read_text()) == 41

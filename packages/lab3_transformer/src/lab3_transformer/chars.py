@@ -12,6 +12,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from labs_core import LabError, arg
 from labs_core.checkpoint import load_checkpoint, load_model_state
 from labs_core.config import parse_config
@@ -55,16 +57,19 @@ def plan(cfg, run) -> Plan:
         plot_curves(trainer.history, run_dir / "loss_curve.png", {"loss (nats/char)": ["train_loss", "val_loss"]},
                     title=f"{PROG}: characters")
         last = trainer.history[-1]
-        run.say(f"validation loss {last['val_loss']:.4f} nats/char = {last['val_loss'] / LN2:.4f} bits/char "
-                f"(best {trainer.best['value']:.4f}) after {trainer.global_step} steps, "
-                f"{last['elapsed_s']:.1f} s of training")
+        whole = whole_split_loss(trainer, ValidationWindows(val_ids, cfg.block_size, 256, device=device))
+        metrics = {"full_val_loss": whole, "full_val_bpc": whole / LN2}
+        part = f"{val.tokens:,} characters" if cfg.val_windows else "the whole split"
+        run.say(f"validation loss on the whole split: {whole:.4f} nats/char = {whole / LN2:.4f} bits/char "
+                f"(last evaluation, {part}: {last['val_loss']:.4f}; best {trainer.best['value']:.4f}) after "
+                f"{trainer.global_step} steps, {last['elapsed_s']:.1f} s of training")
         if not cfg.sample_tokens:
-            return {}
+            return metrics
         model = trainer.module
         text = sample_text(model, tokenizer, "\n", cfg.sample_tokens, temperature=0.8, top_k=40, seed=cfg.seed)
         (run_dir / "sample.txt").write_text(text)
         run.say(f"\n--- a sample (temperature 0.8, top-k 40; saved as {run_dir / 'sample.txt'}) ---{text}\n---")
-        return {}
+        return metrics
 
     return Plan(
         model=TinyTransformer(model_cfg), train_loader=train, val_loader=val, loss_fn=lm_loss,
@@ -77,6 +82,22 @@ def plan(cfg, run) -> Plan:
         resolved={"task": "chars", "model": vars(model_cfg), "vocabulary": tokenizer.chars},
         checkpoint={"model_config": vars(model_cfg), "tokenizer": tokenizer.state_dict()},
         report=report)
+
+
+@torch.no_grad()
+def whole_split_loss(trainer, windows: ValidationWindows) -> float:
+    """Mean loss over every window of the validation split, on this process alone (the end-of-run
+    report runs on rank 0 only, so no collective ``trainer.evaluate``)."""
+    model = trainer.module
+    was = model.training
+    model.eval()
+    total = 0.0
+    for x, y in windows:
+        with trainer.precision.autocast():
+            logits = model(x)
+        total += lm_loss(logits.float(), (x, y))["loss"].item() * y.numel()
+    model.train(was)
+    return total / windows.tokens
 
 
 @dataclass

@@ -65,8 +65,8 @@ class Lab3Config(OptimOptions, RunOptions):
     data_dir: str = arg("data", "--task chars: folder for the downloaded corpus, or the text file (--dataset text)")
     block_size: int = arg(64, "--task chars: context length in characters")
     eval_every: int = arg(200, "--task chars: optimizer steps between evaluations (one epoch of random windows)")
-    val_windows: int = arg(0, "--task chars: validation windows per evaluation, spread evenly "
-                           "(0: the whole validation split)")
+    val_windows: int = arg(256, "--task chars: validation windows per evaluation, spread evenly "
+                           "(0: the whole validation split; the report always adds the whole split)")
     sample_tokens: int = arg(300, "--task chars: characters sampled at the end of training (0: none)")
 
     def resolve(self, explicit: set[str]) -> None:
