@@ -31,9 +31,9 @@ TOY_FIELDS = ("length", "num_train", "num_test", "show_attention")
 CHARS_FIELDS = ("dataset", "data_dir", "block_size", "eval_every", "val_windows", "sample_tokens")
 # --task chars: what the flags mean when not given (measured by benchmarks/char_lm.py). Training
 # is counted in optimizer steps; an "epoch" is --eval-every steps of random windows.
-CHARS_RECIPE = {"max_steps": 1200, "batch_size": 16, "lr": 3e-3, "scheduler": "cosine", "warmup_epochs": 0.4,
-                "weight_decay": 0.1, "grad_clip": 1.0, "dim": 128, "heads": 4, "layers": 4, "positions": "learned",
-                "attention": "torch", "precision": "bf16", "monitor": "val_loss"}
+CHARS_RECIPE = {"max_steps": 1400, "batch_size": 16, "lr": 3e-3, "scheduler": "cosine", "warmup_epochs": 0.5,
+                "weight_decay": 0.1, "grad_clip": 1.0, "dim": 96, "heads": 4, "layers": 3, "positions": "learned",
+                "attention": "scratch", "precision": "bf16", "monitor": "val_loss"}
 
 
 @dataclass
