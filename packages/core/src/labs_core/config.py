@@ -73,7 +73,10 @@ class RunOptions(ConfigPart):
     device: str = arg("auto", "auto, cpu, cuda, cuda:N or mps")
     precision: str = arg("fp32", "numeric precision policy", choices=("fp32", "bf16", "fp16"))
     deterministic: bool = arg(False, "use deterministic algorithms only (and deterministic cuDNN)")
-    out: str = arg("", "run directory (default: runs/<lab>/<timestamp>)")
+    out: str = arg("", "run directory (default: runs/<lab>/<timestamp>); one that holds a run is refused unless "
+                   "--resume continues it or --overwrite replaces it")
+    overwrite: bool = arg(False, "replace the run already in --out (its checkpoints, metrics, logs and figures are "
+                          "deleted first)")
     resume: str | None = arg(None, "resume from a checkpoint; with no PATH, --out's last.pt or else the latest "
                              "run's", nargs_optional_const="latest")
     quiet: bool = arg(False, "no progress bar and no per-epoch lines")
