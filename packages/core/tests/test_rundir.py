@@ -99,8 +99,7 @@ def test_the_lock_is_released_on_ctrl_c(tmp_path, monkeypatch, capsys):
 
 
 def test_one_lock_per_folder(tmp_path):
-    with RunDirLock(tmp_path / "run"):
-        with pytest.raises(LabError, match="in use by another run"):
-            RunDirLock(tmp_path / "run").acquire()
+    with RunDirLock(tmp_path / "run"), pytest.raises(LabError, match="in use by another run"):
+        RunDirLock(tmp_path / "run").acquire()
     with RunDirLock(tmp_path / "run"):  # released: free again
         pass
