@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from labs_core import LabError
+from labs_core.errors import one_line
 
 from .evaluate import test_loader
 from .inference import load_trained
@@ -54,12 +55,22 @@ def export(checkpoint: str, fmt: str = "onnx", out: str | None = None, say=print
     source = Path(checkpoint)
     target = Path(out) if out else source.with_suffix(".onnx")
     check_target(source, target)
-    import onnx
-    import onnxruntime as ort
-
     model, ckpt = load_trained(checkpoint)
     loader, _ = test_loader(ckpt, None, None, "cpu", batch_size=64)
     batch = next(iter(loader))[0]
+    try:
+        diff = _export_verified(model, ckpt, checkpoint, batch, target)
+    except OSError as exc:
+        raise LabError(f"--out {target}: cannot write there ({exc.strerror or one_line(exc)})") from None
+    say(f"exported {target}: onnx.checker passed; onnxruntime matches PyTorch on a real batch of {len(batch)} "
+        f"(max abs difference {diff:.1e}); dynamic batch axis; class names and normalisation in the metadata")
+    return target
+
+
+def _export_verified(model, ckpt: dict, checkpoint: str, batch: torch.Tensor, target: Path) -> float:
+    import onnx
+    import onnxruntime as ort
+
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".{target.name}.", dir=target.parent) as work:
         raw, final = Path(work) / "exported.onnx", Path(work) / "model.onnx"
@@ -83,6 +94,4 @@ def export(checkpoint: str, fmt: str = "onnx", out: str | None = None, say=print
         if diff > TOLERANCE:
             raise LabError(f"ONNX export of {checkpoint}: onnxruntime differs from PyTorch by {diff:.2e} (> {TOLERANCE})")
         os.replace(final, target)
-    say(f"exported {target}: onnx.checker passed; onnxruntime matches PyTorch on a real batch of {len(batch)} "
-        f"(max abs difference {diff:.1e}); dynamic batch axis; class names and normalisation in the metadata")
-    return target
+    return diff
