@@ -59,7 +59,12 @@ def test_parsing_types_and_defaults():
 @pytest.mark.parametrize("argv, message", [
     (["--bogus"], "unrecognized arguments: --bogus"),
     (["--lr", "-0.1"], "--lr must be a positive number"),
-    (["--lr", "inf"], "--lr must be a positive number"),
+    (["--lr", "inf"], "--lr must be a finite number"),
+    (["--lr", "nan"], "--lr must be a finite number"),
+    (["--grad-clip", "nan"], "--grad-clip must be a finite number"),
+    (["--seed", "99999999999999999999"], "--seed must be at most 4294967295"),
+    (["--seed", "-1"], "--seed must be at least 0"),
+    (["--batch-size", "99999999999999999999"], "--batch-size must be at most"),
     (["--monitor", "val_acuracy"], "--monitor val_acuracy: not a metric of this run; it logs train_loss, train_acc, val_loss, val_acc"),
     (["--optimizer", "adam", "--momentum", "0.5"], "--momentum applies to --optimizer sgd only"),
     (["--out", "{tmp}/nothing", "--resume"], "holds no checkpoint to continue"),

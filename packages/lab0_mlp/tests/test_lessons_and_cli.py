@@ -117,3 +117,15 @@ def test_every_flag_is_read_by_the_run(tmp_path):
                for i, argv in enumerate(runs)]
     unread = {f.name for f in dataclasses.fields(Lab0Config)} - fields_read(train, configs)
     assert not unread
+
+
+def test_a_resume_whose_model_does_not_fit_the_flags_changes_nothing(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["--epochs", "1", "--quiet", "--out", str(out)]) == 0
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert main(["--epochs", "2", "--quiet", "--out", str(out), "--resume", "--hidden", "32"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "does not fit this model" in err
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before  # config.json, tb/ untouched
+    assert main(["--epochs", "1", "--quiet", "--out", str(out)]) == 2  # a second fresh run is refused
+    assert "already holds a run" in capsys.readouterr().err

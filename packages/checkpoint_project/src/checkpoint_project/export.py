@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from labs_core import LabError
+from labs_core.errors import one_line
 
 from .evaluate import test_loader
 from .inference import load_trained
@@ -21,24 +22,62 @@ FORMATS = ("onnx",)
 TOLERANCE = 1e-4
 
 
+def check_target(source: Path, target: Path) -> None:
+    """Refuse, before anything is loaded or written, an output that would damage what is there: the
+    checkpoint being exported, a folder, a file that is not an ONNX model, a name without ``.onnx``."""
+    if target.exists() and source.exists() and target.samefile(source):
+        raise LabError(f"--out {target} is the checkpoint being exported; it is never written over "
+                       "(give another --out)")
+    if target.suffix.lower() != ".onnx":
+        raise LabError(f"--out {target}: an ONNX model's file name ends in .onnx (nothing written)")
+    if target.is_dir():
+        raise LabError(f"--out {target} is a directory; give a file name ending in .onnx")
+    if target.exists():
+        with target.open("rb") as f:
+            head = f.read(4)
+        if head.startswith(b"PK"):  # a zip: what torch.save writes, not an ONNX protobuf
+            raise LabError(f"--out {target} holds a PyTorch checkpoint, not an ONNX model; it is not written over")
+    for parent in target.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise LabError(f"--out {target}: {parent} is a file, not a folder")
+            if not os.access(parent, os.W_OK | os.X_OK):
+                raise LabError(f"--out {target}: cannot write in {parent} (permission denied)")
+            break
+
+
 def export(checkpoint: str, fmt: str = "onnx", out: str | None = None, say=print) -> Path:
+    """Export ``checkpoint`` to ONNX in a private temporary folder beside ``out`` (the exporter's
+    external-data file stays in there; the weights are saved inline), verify it with onnxruntime,
+    then move it into place: the output appears whole or not at all, and nothing else is left."""
     if fmt not in FORMATS:
         raise LabError(f"unknown export format {fmt!r}; supported: {', '.join(FORMATS)}")
+    source = Path(checkpoint)
+    target = Path(out) if out else source.with_suffix(".onnx")
+    check_target(source, target)
+    model, ckpt = load_trained(checkpoint)
+    loader, _ = test_loader(ckpt, None, None, "cpu", batch_size=64)
+    batch = next(iter(loader))[0]
+    try:
+        diff = _export_verified(model, ckpt, checkpoint, batch, target)
+    except OSError as exc:
+        raise LabError(f"--out {target}: cannot write there ({exc.strerror or one_line(exc)})") from None
+    say(f"exported {target}: onnx.checker passed; onnxruntime matches PyTorch on a real batch of {len(batch)} "
+        f"(max abs difference {diff:.1e}); dynamic batch axis; class names and normalisation in the metadata")
+    return target
+
+
+def _export_verified(model, ckpt: dict, checkpoint: str, batch: torch.Tensor, target: Path) -> float:
     import onnx
     import onnxruntime as ort
 
-    model, ckpt = load_trained(checkpoint)
-    target = Path(out) if out else Path(checkpoint).with_suffix(".onnx")
-    loader, _ = test_loader(ckpt, None, None, "cpu", batch_size=64)
-    batch = next(iter(loader))[0]
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".onnx", dir=target.parent, prefix=f".{target.stem}.")
-    os.close(fd)
-    try:
+    with tempfile.TemporaryDirectory(prefix=f".{target.name}.", dir=target.parent) as work:
+        raw, final = Path(work) / "exported.onnx", Path(work) / "model.onnx"
         with contextlib.redirect_stdout(io.StringIO()):  # the exporter narrates its passes
-            torch.onnx.export(model, (batch[:2],), tmp, input_names=["images"], output_names=["logits"],
+            torch.onnx.export(model, (batch[:2],), str(raw), input_names=["images"], output_names=["logits"],
                               dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=4096)},), dynamo=True)
-        proto = onnx.load(tmp)
+        proto = onnx.load(str(raw))  # with its external data, if the exporter wrote any
         meta = {"classes": json.dumps(ckpt["classes"]), "mean": json.dumps(ckpt["mean"]), "std": json.dumps(ckpt["std"]),
                 "input_shape": json.dumps(ckpt["input_shape"]), "model": ckpt["config"]["model"],
                 "source_checkpoint": str(checkpoint)}
@@ -46,17 +85,13 @@ def export(checkpoint: str, fmt: str = "onnx", out: str | None = None, say=print
             entry = proto.metadata_props.add()
             entry.key, entry.value = key, value
         onnx.checker.check_model(proto)
-        onnx.save(proto, tmp)
-        session = ort.InferenceSession(tmp, providers=["CPUExecutionProvider"])
+        onnx.save(proto, str(final), save_as_external_data=False)  # one self-contained file
+        session = ort.InferenceSession(str(final), providers=["CPUExecutionProvider"])
         got = session.run(None, {"images": batch.numpy()})[0]
         with torch.no_grad():
             want = model(batch).numpy()
         diff = float(np.abs(got - want).max())
         if diff > TOLERANCE:
             raise LabError(f"ONNX export of {checkpoint}: onnxruntime differs from PyTorch by {diff:.2e} (> {TOLERANCE})")
-        os.replace(tmp, target)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-    say(f"exported {target}: onnx.checker passed; onnxruntime matches PyTorch on a real batch of {len(batch)} "
-        f"(max abs difference {diff:.1e}); dynamic batch axis; class names and normalisation in the metadata")
-    return target
+        os.replace(final, target)
+    return diff

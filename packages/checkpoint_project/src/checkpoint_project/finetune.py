@@ -10,13 +10,14 @@ counted from the head, so the general early features move least.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from labs_core import LabError, RunConfig, arg
+from labs_core import LabError, RunConfig, arg, load_model_state
 from labs_core.cli import write_json
 from labs_core.experiment import classifier_plan
 from labs_core.run import execute
@@ -78,10 +79,7 @@ def load_backbone(cfg: FinetuneConfig, num_classes: int, in_shape) -> tuple[nn.M
             except Exception as exc:  # offline, proxy, truncated download
                 raise LabError(f"could not download the published resnet18 weights ({type(exc).__name__}: "
                                f"{str(exc)[:120]}); put {url.rsplit('/', 1)[-1]} in {hub}/ or pass --weights FILE") from None
-        try:
-            net.load_state_dict(state)
-        except RuntimeError as exc:
-            raise LabError(f"{cfg.weights or 'the downloaded file'} is not a resnet18 state dict ({str(exc)[:150]})") from None
+        load_model_state(net, state, f"{cfg.weights or 'the downloaded file'} (as resnet18 weights)")
         return TorchvisionResNet18(num_classes, net), "torchvision:resnet18", 0
     model, ckpt = load_trained(cfg.source)
     if ckpt["input_shape"][0] != in_shape[0]:
@@ -91,13 +89,22 @@ def load_backbone(cfg: FinetuneConfig, num_classes: int, in_shape) -> tuple[nn.M
 
 
 def _load_weights_file(path: Path) -> dict:
+    """A state dict (name -> tensor) from ``path``: a bare one, or the ``model`` entry of a checkpoint."""
+    if path.is_dir():
+        raise LabError(f"--weights {path} is a directory, not a weights file")
     if not path.is_file():
         raise LabError(f"weights file not found: {path}")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise LabError(f"{path} is not a readable weights file ({str(exc).splitlines()[0][:150]})") from None
-    return state.get("model", state) if isinstance(state, dict) else state
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # torch's message advises weights_only=False: never pass that on
+        raise LabError(f"--weights {path} is not a weights file (not a state dict that torch.save wrote, "
+                       "or it holds Python objects; it was not opened)") from None
+    state = state.get("model", state) if isinstance(state, dict) else state
+    if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise LabError(f"--weights {path} holds a {type(state).__name__}, not a state dict (names -> tensors)")
+    return state
 
 
 class Phases(Callback):

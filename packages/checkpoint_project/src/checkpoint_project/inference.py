@@ -13,15 +13,20 @@ from labs_core import LabError, load_checkpoint, load_model_state
 from .models import build_model
 
 PROJECT = "checkpoint-project"
+TRAINED_KEYS = ("classes", "input_shape", "mean", "std")  # what rebuilding and preprocessing read
 
 
 def load_trained(path: str | Path, device="cpu") -> tuple[nn.Module, dict]:
     """The model a checkpoint-project checkpoint describes, with its weights, in eval mode."""
     ckpt = load_checkpoint(path)
     cfg = ckpt.get("config") or {}
-    if ckpt.get("lab") != PROJECT or "model" not in cfg:
+    if ckpt.get("lab") != PROJECT or not isinstance(cfg, dict) or "model" not in cfg:
         raise LabError(f"{path} is a {ckpt.get('lab', 'foreign')} checkpoint, not a {PROJECT} one "
                        "(train one with: uv run --package checkpoint-project train)")
+    missing = [key for key in TRAINED_KEYS if key not in ckpt]
+    if missing:
+        raise LabError(f"{path} is not a complete {PROJECT} checkpoint: no {', '.join(map(repr, missing))} "
+                       f"entr{'y' if len(missing) == 1 else 'ies'}")
     model = build_model(cfg["model"], tuple(ckpt["input_shape"]), len(ckpt["classes"]), cfg.get("width", 0))
     load_model_state(model, ckpt["model"], f"checkpoint {path}")
     return model.to(device).eval(), ckpt

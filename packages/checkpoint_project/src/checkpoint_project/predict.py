@@ -49,14 +49,21 @@ def predict(model_path: str, images: list[str], top_k: int = 3, say=print) -> li
             with torch.no_grad():
                 return model(torch.from_numpy(x)).numpy()
 
-    results = []
-    for image in images:
-        if not Path(image).is_file():
-            raise LabError(f"image not found: {image}")
-        logits = run(preprocess(Path(image), shape, mean, std)[None])[0]
+    results, bad = [], []
+    for image in images:  # every readable image gets its prediction; the bad ones are listed at the end
+        try:
+            if not Path(image).is_file():
+                raise LabError(f"{image} is a directory" if Path(image).is_dir() else f"image not found: {image}")
+            x = preprocess(Path(image), shape, mean, std)[None]
+        except LabError as exc:
+            bad.append(str(exc))
+            continue
+        logits = run(x)[0]
         probs = torch.from_numpy(logits).float().softmax(0)
         values, idx = probs.topk(min(top_k, len(classes)))
         top = [(classes[i], float(v)) for v, i in zip(values.tolist(), idx.tolist(), strict=True)]
         results.append({"image": str(image), "top": top})
         say(f"{image}: " + ", ".join(f"{name} {p:.3f}" for name, p in top))
+    if bad:
+        raise LabError(f"{len(bad)} of {len(images)} image(s) could not be read: " + "; ".join(bad))
     return results

@@ -8,15 +8,17 @@ the target: a crash while saving leaves the previous good file where it was.
 from __future__ import annotations
 
 import os
+import pickle
 import platform
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from .errors import LabError
+from .errors import LabError, one_line
 
 FORMAT_VERSION = 1
 
@@ -68,19 +70,54 @@ def save_checkpoint(path: str | os.PathLike, state: dict) -> None:
     atomic_write_bytes(path, lambda f: torch.save(full, f))
 
 
-def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
-    """Load a checkpoint with ``weights_only=True``; any failure becomes one clear ``LabError``."""
+# What a checkpoint must hold to be resumed (``Trainer.load_state_dict`` reads these).
+RESUME_KEYS = ("model", "optimizer", "epoch", "global_step", "best", "rng")
+
+
+def load_checkpoint(path: str | os.PathLike, map_location="cpu", require: tuple[str, ...] = ("model",)) -> dict:
+    """Load a checkpoint with ``weights_only=True``; any failure becomes one clear ``LabError`` that
+    names the file (and never passes on torch's advice to load it with ``weights_only=False``).
+    ``require``: the entries the caller reads, each checked here."""
     path = Path(path)
+    if path.is_dir():
+        raise LabError(f"checkpoint {path} is a directory, not a checkpoint file")
     if not path.is_file():
         raise LabError(f"checkpoint not found: {path}")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # truncated zip, garbage bytes, a pickle that wants to run code...
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise LabError(f"checkpoint {path} is corrupt or not a PyTorch Labs checkpoint ({reason[:200]})") from exc
-    if not isinstance(state, dict) or "model" not in state:
-        raise LabError(f"checkpoint {path} is not a PyTorch Labs checkpoint (no 'model' entry)")
+        with path.open("rb") as f:
+            head = f.read(2)
+    except OSError as exc:
+        raise LabError(f"cannot read checkpoint {path}: {exc.strerror or exc}") from None
+    if head != b"PK" and not head.startswith(b"\x80"):  # neither torch.save's zip nor a pickle
+        raise LabError(f"checkpoint {path} is corrupt or not a checkpoint of this project (not a file torch.save wrote)")
+    try:
+        with warnings.catch_warnings():  # torch warns about pickle protocols of foreign files
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "weights only" in str(exc).lower() or "weights_only" in str(exc):
+            raise LabError(f"{path} is not a checkpoint of this project: it holds Python objects, not only tensors "
+                           "and plain values (it was not opened, so nothing in it ran)") from None
+        raise LabError(f"{path} is not a checkpoint of this project (not a file torch.save wrote)") from None
+    except OSError as exc:
+        raise LabError(f"cannot read checkpoint {path}: {exc.strerror or exc}") from None
+    except Exception as exc:  # truncated zip, garbage bytes
+        reason = one_line(exc).split(". ")[0][:120] if isinstance(exc, RuntimeError) else "unreadable"
+        raise LabError(f"checkpoint {path} is corrupt or not a checkpoint of this project ({reason})") from None
+    if not isinstance(state, dict):
+        raise LabError(f"{path} is not a checkpoint of this project (it holds a {type(state).__name__}, not a dict)")
+    require_entries(state, require, path)
     return state
+
+
+def require_entries(state: dict, keys: tuple[str, ...], path: str | os.PathLike) -> None:
+    """One line naming ``path`` and what it lacks, instead of a ``KeyError`` later."""
+    missing = [key for key in keys if key not in state]
+    if missing:
+        what = "a checkpoint of this project" if "model" in missing else "a complete checkpoint"
+        raise LabError(f"{path} is not {what}: no {', '.join(map(repr, missing))} entr{'y' if len(missing) == 1 else 'ies'}")
+    if "model" in keys and not isinstance(state["model"], dict):
+        raise LabError(f"{path} is not a checkpoint of this project: its 'model' entry is not a state dict")
 
 
 def strip_prefix(state_dict: dict, prefixes=("module.", "_orig_mod.")) -> dict:

@@ -10,11 +10,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .checkpoint import atomic_write_bytes
-from .errors import LabError
+from .errors import LabError, one_line
 
 
 def main_guard(prog: str, fn: Callable[[], int | None]) -> int:
-    """Run ``fn``; a ``LabError`` becomes one line on stderr and exit code 2, Ctrl-C exit code 130."""
+    """Run ``fn``; a ``LabError`` (or an ``OSError`` naming a file: a folder where a file belongs, no
+    permission) becomes one line on stderr and exit code 2, Ctrl-C exit code 130."""
     from . import distributed
 
     try:
@@ -23,8 +24,13 @@ def main_guard(prog: str, fn: Callable[[], int | None]) -> int:
             distributed.barrier()  # that exits early can abort the others
         return code
     except LabError as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
+        print(f"{prog}: error: {one_line(exc)}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:  # a user's path that cannot be read or written (a folder, no permission)
+        if exc.filename is None:
+            raise
+        print(f"{prog}: error: {exc.filename}: {exc.strerror or one_line(exc)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import os
 import sys
 import types
@@ -21,10 +22,12 @@ from .errors import LabError
 
 
 def arg(default: Any = dataclasses.MISSING, help: str = "", *, choices=None, default_factory=dataclasses.MISSING,
-        nargs_optional_const: str | None = None, flag: str | None = None):
+        nargs_optional_const: str | None = None, flag: str | None = None, low: float | None = None,
+        high: float | None = None):
     """A config field with the help text (and choices) its flag shows; ``flag`` overrides the
-    flag's name (for a field that cannot be named like its flag, e.g. ``--from``)."""
-    meta = {"help": help, "choices": choices, "const": nargs_optional_const, "flag": flag}
+    flag's name (for a field that cannot be named like its flag, e.g. ``--from``). ``low`` and
+    ``high`` bound a number (each item of a list), checked at parse time with every other field."""
+    meta = {"help": help, "choices": choices, "const": nargs_optional_const, "flag": flag, "low": low, "high": high}
     if default_factory is not dataclasses.MISSING:
         return field(default_factory=default_factory, metadata=meta)
     return field(default=default, metadata=meta)
@@ -49,7 +52,13 @@ class ConfigPart:
     ``validate``/``resolve`` calls ``super()``, so every part in the composition is checked."""
 
     def validate(self) -> None:
-        pass
+        """The checks every field gets, whichever part or lab declares it: a float must be finite,
+        an int must fit what torch takes (``MAX_INT``), and each number must lie within its
+        field's ``low``/``high``. Parts and labs add their own rules on top (calling ``super()``)."""
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            for item in value if isinstance(value, list) else [value]:
+                check_number(f, item)
 
     def resolve(self, explicit: set[str]) -> None:
         pass
@@ -69,11 +78,14 @@ class RunOptions(ConfigPart):
     batch_size: int = arg(64, "batch size (per process under torchrun)")
     max_steps: int = arg(0, "stop after this many optimizer steps (0: no limit)")
     overfit: int = arg(0, "train and evaluate on the same N fixed training samples, no augmentation (0: off)")
-    seed: int = arg(0, "random seed (Python, NumPy, torch, data order)")
+    seed: int = arg(0, "random seed (Python, NumPy, torch, data order)", low=0, high=2**32 - 1)
     device: str = arg("auto", "auto, cpu, cuda, cuda:N or mps")
     precision: str = arg("fp32", "numeric precision policy", choices=("fp32", "bf16", "fp16"))
     deterministic: bool = arg(False, "use deterministic algorithms only (and deterministic cuDNN)")
-    out: str = arg("", "run directory (default: runs/<lab>/<timestamp>)")
+    out: str = arg("", "run directory (default: runs/<lab>/<timestamp>); one that holds a run is refused unless "
+                   "--resume continues it or --overwrite replaces it")
+    overwrite: bool = arg(False, "replace the run already in --out (its checkpoints, metrics, logs and figures are "
+                          "deleted first)")
     resume: str | None = arg(None, "resume from a checkpoint; with no PATH, --out's last.pt or else the latest "
                              "run's", nargs_optional_const="latest")
     quiet: bool = arg(False, "no progress bar and no per-epoch lines")
@@ -192,6 +204,24 @@ class LoopOptions(ConfigPart):
         if bad:
             what = "a torchrun launch" if bad[0] == "torchrun" else f"--{_flag(bad[0])}"
             raise LabError(f"--loop manual shows the bare loop; {what} needs --loop core")
+
+
+MAX_INT = 2**31 - 1  # the largest count any flag needs; beyond it torch overflows
+
+
+def check_number(f: dataclasses.Field, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return
+    flag = f.metadata.get("flag") or f"--{_flag(f.name)}"
+    if isinstance(value, float) and not math.isfinite(value):
+        raise LabError(f"{flag} must be a finite number (got {value})")
+    low, high = f.metadata.get("low"), f.metadata.get("high")
+    if high is None and isinstance(value, int):
+        high = MAX_INT
+    if low is not None and value < low:
+        raise LabError(f"{flag} must be at least {low} (got {value})")
+    if high is not None and value > high:
+        raise LabError(f"{flag} must be at most {high} (got {value})")
 
 
 PART_TITLES = {LoopOptions: "training loop", RunOptions: "run", OptimOptions: "optimisation and training hygiene",

@@ -13,3 +13,9 @@ class LabError(Exception):
 
 class NonFiniteLossError(LabError):
     """The loss became NaN or infinite; training stopped before anything good was overwritten."""
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception's message as the one line the promise allows (its first non-empty line)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__

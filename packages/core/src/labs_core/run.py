@@ -1,12 +1,16 @@
 """The run skeleton: every lab's training goes through ``execute(cfg, build_plan)``.
 
-    Run.start(cfg)       device, torchrun's process group, seeds, and the checkpoint to resume
+    Run.start(cfg)       device, torchrun's process group, seeds, the checkpoint to resume, and the
+                         run directory checked (``rundir.check_out``: a file, or a folder holding a
+                         run this one neither continues nor --overwrite-s, is refused here)
     build_plan(run)      the lab's own part, as a ``Plan``: data, model, loss, forward, callbacks,
                          and a ``report`` for the end (test metrics, figures)
     execute              the monitored metric and its direction resolved (an unknown one stops
                          here), the trainer built and the resume state loaded into it (a checkpoint
                          that does not fit stops here) -- all before anything is written; then
-                         the run directory and config.json, fit, the report and summary.json
+                         the run directory is locked for the run's life (``rundir.RunDirLock``,
+                         released on every way out) and written: config.json, fit, the report
+                         and summary.json
 
 Only rank 0 writes: under torchrun every other process gets ``run.run_dir = None``, no logger and
 no report. That guard lives here, once, so no lab handles ranks itself.
@@ -28,11 +32,12 @@ from torch import nn
 
 from . import distributed
 from .callbacks import Checkpointing, EarlyStopping, ProgressBar, RunLogger
-from .checkpoint import load_checkpoint
+from .checkpoint import RESUME_KEYS, load_checkpoint, require_entries
 from .cli import find_latest_checkpoint, new_run_dir, write_json
 from .config import metric_mode
 from .device import Precision, pick_device
 from .errors import LabError, NonFiniteLossError
+from .rundir import RunDirLock, check_out, clear_run
 from .seed import seed_everything
 from .trainer import Callback, ClassificationLoss, Trainer, default_forward
 
@@ -51,6 +56,7 @@ class Run:
     resume_state: dict | None = None
     resume_path: Path | None = None
     run_dir: Path | None = None  # rank 0 only; created when training is about to start
+    lock: RunDirLock | None = None  # rank 0's lock on run_dir, held while the run writes
 
     @classmethod
     def start(cls, cfg, stream=None) -> Run:
@@ -65,11 +71,37 @@ class Run:
             state = load_checkpoint(run.resume_path)
             if state.get("lab") not in (None, cfg.lab):
                 raise LabError(f"{run.resume_path} is a {state['lab']} checkpoint; {cfg.lab} cannot resume it")
+            require_entries(state, RESUME_KEYS, run.resume_path)
             run.resume_state = state
+        in_run = run.resume_path is not None and run.resume_path.parent.name == "checkpoints"
+        folder = Path(cfg.out) if cfg.out else run.resume_path.parent.parent if in_run else new_run_dir(cfg.lab)
+        check_out(folder, resume_path=run.resume_path, overwrite=cfg.overwrite)  # every rank: all refuse together
         if info.is_main:
-            run.run_dir = (Path(cfg.out) if cfg.out else run.resume_path.parent.parent if run.resume_path
-                           else new_run_dir(cfg.lab))
+            run.run_dir = folder
         return run
+
+    def claim_run_dir(self) -> None:
+        """Rank 0, once everything fits: lock the run directory for the run's life (a second run into
+        it is refused), check again that it holds no other run, clear it for ``--overwrite``.
+        Every process learns whether rank 0 could, so all stop together when it could not."""
+        refusal = None
+        if self.is_main:
+            try:
+                self.lock = RunDirLock(self.run_dir).acquire()
+                check_out(self.run_dir, resume_path=self.resume_path, overwrite=self.cfg.overwrite)
+                if self.cfg.overwrite:
+                    clear_run(self.run_dir)
+            except LabError as exc:
+                self.release_run_dir()
+                refusal = str(exc)
+        refusal = distributed.gather_objects(refusal)[0] if self.dist.enabled else refusal
+        if refusal:
+            raise LabError(refusal if self.is_main else f"rank 0 stopped: {refusal}")
+
+    def release_run_dir(self) -> None:
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
 
     @property
     def is_main(self) -> bool:
@@ -230,8 +262,17 @@ def load_resume_state(run: Run, trainer: Trainer, plan: dict, interval: str) -> 
 
 
 def execute(cfg, build_plan: Callable[[Run], Plan], stream=None) -> RunResult:
-    """Run one lab's training from its config: see the module docstring for the order of things."""
+    """Run one lab's training from its config: see the module docstring for the order of things.
+    The run directory's lock is released on every way out (an error, Ctrl-C)."""
     run = Run.start(cfg, stream)
+    try:
+        return _execute(run, build_plan)
+    finally:
+        run.release_run_dir()
+
+
+def _execute(run: Run, build_plan: Callable[[Run], Plan]) -> RunResult:
+    cfg = run.cfg
     plan = build_plan(run)
     monitor, mode = resolve_monitor(cfg, plan, run.say)
     model = plan.model.to(run.device)
@@ -262,7 +303,8 @@ def execute(cfg, build_plan: Callable[[Run], Plan], stream=None) -> RunResult:
 
     n_params = sum(p.numel() for p in model.parameters())
     world = run.dist.world
-    if main:  # everything fits: now the run directory is written
+    run.claim_run_dir()  # everything fits: lock the run directory (cleared for --overwrite), then write it
+    if main:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_json(run_dir / "config.json", {**cfg.to_dict(), "lab": cfg.lab, "resolved": {
             "device": str(run.device), "processes": world, "global_batch_size": cfg.batch_size * world,

@@ -93,6 +93,9 @@ class Lab3Config(OptimOptions, RunOptions):
             raise LabError("--length must be at least 2, --num-train and --num-test at least 1")
         if self.dim < 1 or self.heads < 1 or self.layers < 1:
             raise LabError("--dim, --heads and --layers must be at least 1")
+        if self.overfit > self.num_train:
+            raise LabError(f"--overfit {self.overfit}: the run generates only {self.num_train} training sequences "
+                           "(see --num-train)")
         if not 0 <= self.dropout < 1:
             raise LabError(f"--dropout must be in [0, 1) (got {self.dropout})")
         if self.dim % self.heads:

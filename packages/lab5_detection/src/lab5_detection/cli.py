@@ -50,6 +50,9 @@ class Lab5Config(BatchNormOptions, OptimOptions, RunOptions):
             raise LabError(f"--image-size must be a multiple of 8, at least 32 (got {self.image_size})")
         if self.num_images < 1 or self.num_test < 1 or self.max_objects < 1 or self.eval_every < 1:
             raise LabError("--num-images, --num-test, --max-objects and --eval-every must be at least 1")
+        if self.overfit > self.num_images:
+            raise LabError(f"--overfit {self.overfit}: the run generates only {self.num_images} training images "
+                           "(see --num-images)")
 
 
 def build_model(cfg: Lab5Config) -> torch.nn.Module:

@@ -75,16 +75,25 @@ def split_data(data: DataSplits, *, seed: int = 0, val_fraction: float = 0.1, st
     """Fill in the test split (fixed seed) and the validation split (run seed); apply overfit mode."""
     split = stratified_split if stratify else (lambda y, f, s: random_split(len(y), f, s))
     train, test, val = data.train, data.test, data.val
+    if data.num_classes < 2:
+        raise LabError(f"{data.name}: only one class ({', '.join(data.classes) or 'none'}); a classifier needs "
+                       "at least two")
+
+    def hold_out(pair, fraction, seed, what):
+        keep, held = split(pair[1], fraction, seed)
+        if len(keep) == 0 or len(held) == 0:
+            raise LabError(f"{data.name}: {len(pair[1])} sample(s) are too few to hold out a {what} split")
+        return (take(pair[0], keep), pair[1][keep]), (take(pair[0], held), pair[1][held])
+
     if test is None:
-        keep, held = split(train[1], TEST_FRACTION, TEST_SPLIT_SEED)
-        train, test = (take(train[0], keep), train[1][keep]), (take(train[0], held), train[1][held])
+        train, test = hold_out(train, TEST_FRACTION, TEST_SPLIT_SEED, "test")
     if overfit:
-        n = min(overfit, len(train[1]))
-        train = (take(train[0], torch.arange(n)), train[1][:n])
+        if overfit > len(train[1]):
+            raise LabError(f"--overfit {overfit}: the training split has only {len(train[1])} samples")
+        train = (take(train[0], torch.arange(overfit)), train[1][:overfit])
         val = train  # train and evaluate on the same fixed samples
     elif val is None and val_fraction > 0:
-        keep, held = split(train[1], val_fraction, seed)
-        train, val = (take(train[0], keep), train[1][keep]), (take(train[0], held), train[1][held])
+        train, val = hold_out(train, val_fraction, seed, "validation (see --val-fraction)")
     if len(train[1]) == 0:
         raise LabError(f"{data.name}: no training samples left after the splits")
     out = replace(data, train=train, val=val, test=test)

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import gzip
 import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..errors import LabError
+from ..errors import LabError, one_line
 
 
 def read_idx(path: str | Path, expect_dims: int | None = None) -> torch.Tensor:
@@ -21,8 +22,9 @@ def read_idx(path: str | Path, expect_dims: int | None = None) -> torch.Tensor:
     path = Path(path)
     try:
         raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
-    except (OSError, EOFError, gzip.BadGzipFile) as exc:
-        raise LabError(f"cannot read {path}: {exc}") from exc
+    except (OSError, EOFError, zlib.error) as exc:  # BadGzipFile is an OSError; a corrupt stream, zlib.error
+        raise LabError(f"cannot read {path}: {'corrupt gzip data' if path.suffix == '.gz' else 'unreadable'} "
+                       f"({one_line(exc)})") from None
     if len(raw) < 4:
         raise LabError(f"{path} is not an IDX file (only {len(raw)} bytes)")
     zero, dtype, ndim = struct.unpack(">HBB", raw[:4])

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from ..errors import LabError
+from ..errors import LabError, one_line
 from .base import DataSplits, channel_stats
 from .cache import cached
 
@@ -53,14 +53,44 @@ def open_rgb(path: Path, size: int) -> Image.Image:
                 arr = np.asarray(im, dtype=np.float64)
                 im = Image.fromarray((255 * arr / max(arr.max(), 1)).astype(np.uint8))
             im = im.convert("RGB")
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        raise LabError(f"cannot read image {path}: {exc}") from exc
+    except Image.DecompressionBombError:  # a header claiming an enormous size: never decoded
+        raise LabError(f"cannot read image {path}: its header claims more than {Image.MAX_IMAGE_PIXELS:,} pixels "
+                       "(a decompression bomb?)") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as exc:
+        raise LabError(f"cannot read image {path}: {one_line(exc)}") from None
     w, h = im.size
     scale = size / min(w, h)
     nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
     im = im.resize((nw, nh), Image.BILINEAR)
     left, top = (nw - size) // 2, (nh - size) // 2
     return im.crop((left, top, left + size, top + size))
+
+
+def check_classes(classes: list[str], labels: list[int], folder: Path, why: str) -> None:
+    """Every class folder gives training images: an empty one would be a class the model can never learn."""
+    present = set(labels)
+    empty = [name for i, name in enumerate(classes) if i not in present]
+    if empty:
+        raise LabError(f"imagefolder: class folder {folder / empty[0]} {why}"
+                       f"{f' (and {len(empty) - 1} more)' if len(empty) > 1 else ''}; add images or remove it")
+
+
+def probe_image(path: Path, skip_bad: bool, bad: list[str]) -> bool:
+    """Whether ``path`` opens as an image (header and chunks checked, pixels not decoded); an
+    unreadable one is recorded in ``bad`` with ``skip_bad``, else it stops the load."""
+    try:
+        with Image.open(path) as im:
+            im.verify()
+    except Image.DecompressionBombError:
+        reason = f"its header claims more than {Image.MAX_IMAGE_PIXELS:,} pixels (a decompression bomb?)"
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as exc:
+        reason = one_line(exc)
+    else:
+        return True
+    if not skip_bad:
+        raise LabError(f"cannot read image {path}: {reason} (use --skip-bad-files to skip unreadable images)")
+    bad.append(str(path))
+    return False
 
 
 def decode_all(files: list[Path], labels: list[int], size: int, skip_bad: bool) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
@@ -93,13 +123,22 @@ def load_imagefolder(root: Path, size: int = 32, skip_bad: bool = False, decode:
     scanned = {s: scan(d, classes) for s, d in split_dirs.items()}
     if not scanned["train"][0]:
         raise LabError(f"imagefolder: no images ({', '.join(sorted(EXTENSIONS))}) under {split_dirs['train']}")
+    check_classes(classes, scanned["train"][1], split_dirs["train"], "has no images")
     all_files = [f for files, _ in scanned.values() for f in files]
-    if not decode:
+    if not decode:  # streamed later: check now that every file opens, so a bad one stops nothing mid-run
+        bad = []
+        for split, (files, labels) in scanned.items():
+            ok = [i for i, f in enumerate(files) if probe_image(f, skip_bad, bad)]
+            scanned[split] = ([files[i] for i in ok], [labels[i] for i in ok])
+        if bad:
+            print(f"note: skipped {len(bad)} unreadable image(s), e.g. {bad[0]}", file=sys.stderr)
+        check_classes(classes, scanned["train"][1], split_dirs["train"], "has no readable images")
         probe = scanned["train"][0][:: max(1, len(scanned["train"][0]) // 256)]
         mean, std = channel_stats(decode_all(probe, [0] * len(probe), size, skip_bad=True)[0])
         pair = lambda s: (scanned[s][0], torch.tensor(scanned[s][1])) if s in scanned else None  # noqa: E731
+        notes = [f"skipped {len(bad)} unreadable image(s)"] if bad else []
         return DataSplits(name="imagefolder", classes=classes, train=pair("train"), val=pair("val"),
-                          test=pair("test"), mean=mean, std=std, flip=True, image_size=size)
+                          test=pair("test"), mean=mean, std=std, flip=True, notes=notes, image_size=size)
 
     def build() -> dict:
         out, bad = {}, []
@@ -117,6 +156,7 @@ def load_imagefolder(root: Path, size: int = 32, skip_bad: bool = False, decode:
                 "files": [str(f.relative_to(root)) for f in all_files]}, build)
     if len(d["train_x"]) == 0:
         raise LabError(f"imagefolder: none of the images under {split_dirs['train']} could be read")
+    check_classes(classes, d["train_y"].tolist(), split_dirs["train"], "has no readable images")
     mean, std = channel_stats(d["train_x"])
     pair = lambda s: (d[f"{s}_x"], d[f"{s}_y"]) if f"{s}_x" in d else None  # noqa: E731
     notes = [f"skipped {d['bad_files']} unreadable image(s)"] if d["bad_files"] else []

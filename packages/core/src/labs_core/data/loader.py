@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..errors import LabError, one_line
 from ..seed import seed_worker
 
 
@@ -200,7 +201,12 @@ class StandardLoader:
         self.set_epoch(state["epoch"])
 
     def __iter__(self):
-        return iter(self.loader)
+        try:
+            yield from self.loader
+        except LabError as exc:  # from a worker: its message is the worker's whole traceback
+            lines = [line for line in str(exc).splitlines() if line.strip()]
+            last = lines[-1] if lines else ""
+            raise LabError(last.split("LabError: ", 1)[-1] if "LabError: " in last else one_line(exc)) from None
 
 
 class TensorImageDataset(torch.utils.data.Dataset):

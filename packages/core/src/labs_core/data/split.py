@@ -26,4 +26,6 @@ def stratified_split(y: Tensor, fraction: float, seed: int) -> tuple[Tensor, Ten
             k = 1
         held.append(idx[:k])
         keep.append(idx[k:])
+    if not keep:  # no samples at all
+        return y.new_zeros(0), y.new_zeros(0)
     return torch.cat(keep).sort().values, torch.cat(held).sort().values

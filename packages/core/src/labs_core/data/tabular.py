@@ -36,6 +36,8 @@ def load_csv(path: Path, label_column: str = "label") -> DataSplits:
         raise LabError(f"csv: {path} has no column {label_column!r} (columns: {', '.join(header)}; see --label-column)")
     li = header.index(label_column)
     feature_names = [h for i, h in enumerate(header) if i != li]
+    if not feature_names:
+        raise LabError(f"csv: {path} has no feature columns besides {label_column!r}")
     features, labels = [], []
     for n, row in enumerate(rows[1:], start=2):
         if not row or all(not c.strip() for c in row):
@@ -48,6 +50,8 @@ def load_csv(path: Path, label_column: str = "label") -> DataSplits:
             bad = next(header[i] for i, c in enumerate(row) if i != li and not _is_float(c))
             raise LabError(f"csv: {path} line {n}: column {bad!r} is not a number") from None
         labels.append(row[li].strip())
+    if not labels:
+        raise LabError(f"csv: {path} has no data rows (only a header and blank lines)")
     classes = sorted(set(labels), key=_label_sort_key)
     index = {c: i for i, c in enumerate(classes)}
     x = torch.tensor(features, dtype=torch.float32)

@@ -1,0 +1,144 @@
+"""The guard on the run directory: what a run may write where, and one run at a time.
+
+    check_out(run_dir, ...)   at start-up, before any data is read: ``--out`` naming a file, or a
+                              folder that holds a run this one neither continues (``--resume``) nor
+                              replaces (``--overwrite``), is refused in one line
+    RunDirLock(run_dir)       for the life of a run: ``<run_dir>/.lock`` holds the owner's pid and
+                              host, created with O_EXCL, so a second run into the same folder is
+                              refused; a lock whose process is gone (killed, power cut) is taken over
+    clear_run(run_dir)        ``--overwrite``: the old run's files go before the new run writes, so
+                              the two never mix (one metrics.jsonl, one TensorBoard file)
+
+Every run goes through ``run.execute``, which calls these (rank 0 only writes and locks).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import time
+from pathlib import Path
+
+from .errors import LabError
+
+# What makes a folder a run's: any of these (what every run writes first).
+RUN_MARKERS = ("config.json", "metrics.jsonl", "summary.json", "checkpoints", "tb")
+# What --overwrite removes: the markers, and the reports and figures runs write beside them.
+RUN_FOLDERS = ("checkpoints", "tb", "profile")
+RUN_FILES = ("config.json", "metrics.jsonl", "summary.json", "phases.json")
+RUN_PATTERNS = ("*.png", "*.txt")
+LOCK_NAME = ".lock"
+FRESH_LOCK_S = 10.0  # an unreadable lock younger than this is being written: treat it as held
+
+
+def holds_run(folder: Path) -> bool:
+    return folder.is_dir() and any((folder / name).exists() for name in RUN_MARKERS)
+
+
+def continues(run_dir: Path, resume_path: Path | None) -> bool:
+    """Whether resuming ``resume_path`` continues the run in ``run_dir`` (its checkpoint lives there)."""
+    if resume_path is None or resume_path.parent.name != "checkpoints":
+        return False
+    return resume_path.resolve().parent.parent == run_dir.resolve()
+
+
+def check_out(run_dir: Path, *, resume_path: Path | None, overwrite: bool) -> None:
+    """Refuse, in one line and before anything is read or written, a run directory this run must
+    not write into."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise LabError(f"--out {run_dir} is a file, not a folder; give a folder for the run")
+    for parent in run_dir.parents:  # the nearest existing folder must be one, and writable
+        if parent.exists():
+            if not parent.is_dir():
+                raise LabError(f"--out {run_dir}: {parent} is a file, not a folder")
+            target = run_dir if run_dir.exists() else parent
+            if not os.access(target, os.W_OK | os.X_OK):
+                raise LabError(f"--out {run_dir}: cannot write in {target} (permission denied)")
+            break
+    here = continues(run_dir, resume_path)
+    if overwrite and here:
+        raise LabError(f"--overwrite would clear the run that --resume continues ({run_dir}); give one of them")
+    if holds_run(run_dir) and not here and not overwrite:
+        raise LabError(f"--out {run_dir} already holds a run; continue it with --resume, replace it with "
+                       "--overwrite, or give another --out")
+
+
+def clear_run(run_dir: Path) -> None:
+    """Remove a run's files (``--overwrite``); anything else in the folder stays."""
+    for name in RUN_FOLDERS:
+        if (run_dir / name).is_dir():
+            shutil.rmtree(run_dir / name)
+    for name in RUN_FILES:
+        (run_dir / name).unlink(missing_ok=True)
+    for pattern in RUN_PATTERNS:
+        for path in run_dir.glob(pattern):
+            if path.is_file():
+                path.unlink()
+
+
+class RunDirLock:
+    """``<folder>/.lock`` for as long as a run writes into ``folder``: held by one process at a time."""
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+        self.path = self.folder / LOCK_NAME
+        self.held = False
+
+    def acquire(self) -> RunDirLock:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        for _ in range(3):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                owner = self._owner()
+                if owner is not None:
+                    raise LabError(f"{self.folder} is in use by another run ({owner}); wait for it to finish or "
+                                   f"give another --out (if no run is using it, delete {self.path})") from None
+                self.path.unlink(missing_ok=True)  # stale: its process is gone
+                continue
+            with os.fdopen(fd, "w") as f:
+                f.write(f"{os.getpid()} {socket.gethostname()}\n")
+            self.held = True
+            return self
+        raise LabError(f"could not lock {self.folder} ({self.path} keeps reappearing)")
+
+    def _owner(self) -> str | None:
+        """Who holds the lock, or None when it is stale (its process no longer exists)."""
+        try:
+            text = self.path.read_text()
+            age = time.time() - self.path.stat().st_mtime
+        except FileNotFoundError:
+            return None
+        except OSError:
+            return "unknown owner"
+        parts = text.split()
+        if len(parts) < 2 or not parts[0].isdigit():
+            return "a lock being written" if age < FRESH_LOCK_S else None
+        pid, host = int(parts[0]), parts[1]
+        if host != socket.gethostname():
+            return f"process {pid} on {host}"  # cannot tell from here whether it is alive
+        if pid == os.getpid() or _alive(pid):
+            return f"process {pid}"
+        return None
+
+    def release(self) -> None:
+        if self.held:
+            self.path.unlink(missing_ok=True)
+            self.held = False
+
+    def __enter__(self) -> RunDirLock:
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by another user
+        return True
+    return True
