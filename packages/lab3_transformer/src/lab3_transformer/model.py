@@ -40,7 +40,7 @@ class Block(nn.Module):
         self.norm2 = LayerNorm(cfg.dim)
         self.mlp = nn.Sequential(nn.Linear(cfg.dim, cfg.mlp_ratio * cfg.dim), nn.GELU(),
                                  nn.Linear(cfg.mlp_ratio * cfg.dim, cfg.dim))
-        self.drop = nn.Dropout(cfg.dropout)
+        self.drop = nn.Dropout(cfg.dropout) if cfg.dropout > 0 else nn.Identity()
 
     def forward(self, x: Tensor, cache: KVCache | None = None) -> Tensor:  # (B, T, E)
         h = self.norm1(x)

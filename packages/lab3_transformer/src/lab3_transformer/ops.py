@@ -38,7 +38,9 @@ def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, attn_mask: Ten
         keep = ~key_padding_mask
         allowed = allowed & keep.view(keep.shape[0], *([1] * (scores.dim() - 2)), keep.shape[-1])
     scores = scores.masked_fill(~allowed, float("-inf"))
-    weights = torch.softmax(scores, dim=-1).nan_to_num(0.0)  # fully masked rows: all -inf -> NaN -> 0
+    weights = torch.softmax(scores, dim=-1)
+    if attn_mask is not None or key_padding_mask is not None:  # (a causal mask alone leaves every row a key)
+        weights = weights.nan_to_num(0.0)  # fully masked rows: all -inf -> NaN -> 0
     return weights @ v, weights
 
 
@@ -76,7 +78,11 @@ class MultiHeadAttention(nn.Module):
         def heads(x: Tensor, w: Tensor, bias: Tensor, t: int) -> Tensor:  # (B, T, E) -> (B, h, T, d)
             return F.linear(x, w, bias).view(b, t, h, e // h).transpose(1, 2)
 
-        q, k, v = heads(query, wq, bq, tq), heads(key, wk, bk, tk), heads(value, wv, bv, tk)
+        if query is key is value:  # self-attention: one matmul for all three projections
+            q, k, v = (t.view(b, tq, h, e // h).transpose(1, 2)
+                       for t in F.linear(query, self.in_proj_weight, self.in_proj_bias).chunk(3, dim=-1))
+        else:
+            q, k, v = heads(query, wq, bq, tq), heads(key, wk, bk, tk), heads(value, wv, bv, tk)
         if cache is not None:
             past = len(cache)
             k, v = cache.extend(k, v)
