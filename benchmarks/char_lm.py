@@ -41,6 +41,7 @@ ABLATIONS = {  # label: flags that undo one part of the recipe
     "fp32 instead of bf16 autocast": ["--precision", "fp32"],
     "fused attention (F.scaled_dot_product_attention)": ["--attention", "torch"],
     "nanoGPT's schedule: lr 1e-3, batch 12, 2,000 steps": ["--lr", "1e-3", "--batch-size", "12", "--max-steps", "2000"],
+    "nanoGPT's model size: width 128, 4 blocks": ["--dim", "128", "--layers", "4"],
 }
 
 

@@ -171,6 +171,9 @@ def write(tmp_path, name, content: bytes):
     (lambda t, c: ["sample"], "sample needs --checkpoint"),
     (lambda t, c: ["sample", "--checkpoint", str(t / "none.pt")], "not found"),
     (lambda t, c: ["sample", "--checkpoint", str(c), "--tokens", "0"], "--tokens must be at least 1"),
+    (lambda t, c: ["sample", "--checkpoint", str(c), "--temperature", "nan"], "--temperature"),
+    (lambda t, c: ["sample", "--checkpoint", str(c), "--top-k", "-1"], "--top-k must"),
+    (lambda t, c: ["sample", "--checkpoint", str(c)], "not a checkpoint of this project"),
     (lambda t, c: ["sample", "--checkpoint", str(c), "--bogus"], "unrecognized arguments: --bogus"),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(make_argv, message, tmp_path, corpus, capsys, monkeypatch):

@@ -16,7 +16,7 @@ import torch
 
 from labs_core import LabError, arg
 from labs_core.checkpoint import load_checkpoint, load_model_state
-from labs_core.config import parse_config
+from labs_core.config import ConfigPart, parse_config
 from labs_core.data.text import (
     CharData,
     CharTokenizer,
@@ -111,24 +111,20 @@ def whole_split_loss(trainer, windows: ValidationWindows) -> float:
 
 
 @dataclass
-class SampleConfig:
+class SampleConfig(ConfigPart):
     checkpoint: str = arg("", "a --task chars checkpoint (.pt), or its run directory (its best.pt)")
     prompt: str = arg("\n", "text to continue (default: a new line)")
-    tokens: int = arg(500, "characters to generate")
-    temperature: float = arg(0.8, "softmax temperature (0: always the most likely character)")
-    top_k: int = arg(40, "sample among the K most likely characters (0: all)")
-    seed: int = arg(0, "random seed: the same seed gives the same text")
+    tokens: int = arg(500, "characters to generate", low=1)
+    temperature: float = arg(0.8, "softmax temperature (0: always the most likely character)", low=0)
+    top_k: int = arg(40, "sample among the K most likely characters (0: all)", low=0)
+    seed: int = arg(0, "random seed: the same seed gives the same text", low=0, high=2**32 - 1)
     cache: bool = arg(True, "keep keys and values of the context (KV cache): one token per forward step")
     device: str = arg("cpu", "cpu, cuda, cuda:N, mps or auto")
 
-    def resolve(self, explicit: set[str]) -> None:
-        pass
-
     def validate(self) -> None:
+        super().validate()  # every number within its bounds, and finite
         if not self.checkpoint:
             raise LabError("sample needs --checkpoint PATH (a --task chars run's checkpoint or run directory)")
-        if self.tokens < 1 or self.top_k < 0 or not 0 <= self.temperature < float("inf"):
-            raise LabError("--tokens must be at least 1, --top-k and --temperature not negative")
 
 
 def load_char_model(path: str | Path, device) -> tuple[TinyTransformer, CharTokenizer]:

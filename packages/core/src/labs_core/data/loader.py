@@ -53,7 +53,30 @@ def translate_batch(x: Tensor, dx: Tensor, dy: Tensor, pad: int) -> Tensor:
     return torch.gather(xp, 3, cols[:, None, None, :].expand(b, c, h, w))
 
 
-class FastLoader:
+class EpochLoader:
+    """What the trainer asks of a loader that draws each epoch from ``(seed, epoch)``: the epoch
+    to draw, the state a checkpoint keeps, and ``iter_from(start)`` to resume mid-epoch."""
+
+    seed: int
+    epoch: int
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def state_dict(self) -> dict:
+        return {"seed": self.seed, "epoch": self.epoch}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.seed, self.epoch = state["seed"], state["epoch"]
+
+    def __iter__(self):
+        return self.iter_from(0)
+
+    def iter_from(self, start: int):
+        raise NotImplementedError
+
+
+class FastLoader(EpochLoader):
     """Batches from tensors that live on ``device``. No per-sample Python, no workers.
 
     Images are stored as uint8 ``(N, C, H, W)``; each batch is gathered by index, augmented
@@ -98,18 +121,6 @@ class FastLoader:
     def __len__(self) -> int:
         n = len(self.positions())
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def state_dict(self) -> dict:
-        return {"seed": self.seed, "epoch": self.epoch}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.seed, self.epoch = state["seed"], state["epoch"]
-
-    def __iter__(self):
-        return self.iter_from(0)
 
     def iter_from(self, start: int):
         n_all, bs = len(self.x), self.batch_size

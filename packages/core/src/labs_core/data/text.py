@@ -19,7 +19,7 @@ from torch import Tensor
 
 from ..errors import LabError
 from .download import DownloadFailed, fetch, missing_data_error
-from .loader import epoch_generator
+from .loader import EpochLoader, epoch_generator
 
 TEXT_DATASETS = ("tinyshakespeare", "text")
 TINYSHAKESPEARE = {
@@ -140,7 +140,7 @@ class CharData:
         return cls(tokenizer.encode(train_text), tokenizer.encode(val_text), tokenizer, notes)
 
 
-class RandomWindows:
+class RandomWindows(EpochLoader):
     """``steps`` batches of ``batch_size`` windows at random places in ``ids``, drawn again every
     epoch from ``(seed, epoch, rank)``: a resumed run sees the windows an unbroken run would.
     The ids live on ``device``; a batch is one gather, no Python per window."""
@@ -155,18 +155,6 @@ class RandomWindows:
 
     def __len__(self) -> int:
         return self.steps
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def state_dict(self) -> dict:
-        return {"seed": self.seed, "epoch": self.epoch}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.seed, self.epoch = state["seed"], state["epoch"]
-
-    def __iter__(self):
-        return self.iter_from(0)
 
     def iter_from(self, start: int):
         # Every process draws the same starts and takes its own share: world size changes how
