@@ -138,3 +138,25 @@ def test_every_flag_is_read_by_the_run(tmp_path):
     configs.append(parse_config(Lab3Config, chars, "lab3-transformer"))
     unread = {f.name for f in dataclasses.fields(Lab3Config)} - fields_read(train, configs)
     assert not unread
+
+
+@pytest.mark.slow
+def test_under_torchrun_a_locked_run_directory_stops_every_process(tmp_path):
+    """Rank 0 cannot take the lock of a folder a live run holds: every process stops, in one line
+    each, with nothing written, and none waits for the others until the timeout."""
+    import os
+
+    from labs_core.rundir import LOCK_NAME
+    from labs_core.testing import torchrun
+
+    out = tmp_path / "locked"
+    out.mkdir()
+    (out / LOCK_NAME).write_text(f"{os.getpid()} {os.uname().nodename}\n")  # this test process: alive
+    r = torchrun("lab3_transformer.cli", "--task", "reverse", "--length", "4", "--num-train", "64", "--num-test", "8",
+                 "--epochs", "1", "--dim", "16", "--heads", "2", "--quiet", "--dist-timeout", "60", "--out", str(out),
+                 timeout=120)
+    assert r.returncode != 0  # torchrun's launcher then prints its own ChildFailedError; our processes print one line
+    assert "labs_core/" not in r.stderr and "lab3_transformer/" not in r.stderr  # no traceback through our code
+    assert r.stderr.count("lab3-transformer: error: ") == 2
+    assert "in use by another run" in r.stderr and "rank 0 stopped" in r.stderr
+    assert [p.name for p in out.iterdir()] == [LOCK_NAME]
