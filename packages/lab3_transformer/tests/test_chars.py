@@ -130,6 +130,17 @@ def test_overfit_run_learns_saves_tokenizer_and_samples(corpus, tmp_path, capsys
     assert capsys.readouterr().out == first
 
 
+def test_sample_without_checkpoint_takes_the_latest_chars_run(corpus, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(run_args(corpus, "runs/lab3-transformer/a", "--max-steps", "2", "--eval-every", "2",
+                         "--sample-tokens", "0")) == 0
+    assert main(["--task", "reverse", "--length", "4", "--num-train", "64", "--num-test", "8", "--epochs", "1",
+                 "--dim", "16", "--heads", "2", "--quiet", "--out", "runs/lab3-transformer/b"]) == 0  # newer, toy
+    capsys.readouterr()
+    assert main(["sample", "--prompt", "the", "--tokens", "5"]) == 0
+    assert capsys.readouterr().out.startswith("the")
+
+
 def test_sample_text_is_reproducible_from_the_seed():
     tok = CharTokenizer("abcdefghij ")
     model = tiny_model(vocab=len(tok))
@@ -168,7 +179,7 @@ def write(tmp_path, name, content: bytes):
     (lambda t, c: ["--task", "chars", "--num-train", "100"], "--num-train applies to the toy tasks"),
     (lambda t, c: ["--task", "reverse", "--block-size", "32"], "--block-size applies to --task chars only"),
     (lambda t, c: ["--task", "chars", "--block-size", "0"], "--block-size and --eval-every must be at least 1"),
-    (lambda t, c: ["sample"], "sample needs --checkpoint"),
+    (lambda t, c: ["sample"], "no --task chars run under runs/lab3-transformer"),
     (lambda t, c: ["sample", "--checkpoint", str(t / "none.pt")], "not found"),
     (lambda t, c: ["sample", "--checkpoint", str(c), "--tokens", "0"], "--tokens must be at least 1"),
     (lambda t, c: ["sample", "--checkpoint", str(c), "--temperature", "nan"], "--temperature"),

@@ -112,7 +112,8 @@ def whole_split_loss(trainer, windows: ValidationWindows) -> float:
 
 @dataclass
 class SampleConfig(ConfigPart):
-    checkpoint: str = arg("", "a --task chars checkpoint (.pt), or its run directory (its best.pt)")
+    checkpoint: str = arg("", "a --task chars checkpoint (.pt), or its run directory (its best.pt); default: "
+                          "the latest --task chars run under runs/lab3-transformer")
     prompt: str = arg("\n", "text to continue (default: a new line)")
     tokens: int = arg(500, "characters to generate", low=1)
     temperature: float = arg(0.8, "softmax temperature (0: always the most likely character)", low=0)
@@ -123,8 +124,22 @@ class SampleConfig(ConfigPart):
 
     def validate(self) -> None:
         super().validate()  # every number within its bounds, and finite
-        if not self.checkpoint:
-            raise LabError("sample needs --checkpoint PATH (a --task chars run's checkpoint or run directory)")
+
+
+def latest_chars_run(root: str | Path = "runs") -> Path:
+    """The newest run directory of ``--task chars`` with a best checkpoint."""
+    runs = []
+    for config in Path(root, PROG).glob("*/config.json"):
+        try:
+            task = json.loads(config.read_text()).get("task")
+        except (OSError, ValueError):
+            continue
+        if task == "chars" and (config.parent / "checkpoints" / "best.pt").is_file():
+            runs.append(config.parent)
+    if not runs:
+        raise LabError(f"no --task chars run under {Path(root, PROG)}: train one with `{PROG} --task chars`, "
+                       "or give --checkpoint PATH")
+    return max(runs, key=lambda p: (p / "checkpoints" / "best.pt").stat().st_mtime)
 
 
 def load_char_model(path: str | Path, device) -> tuple[TinyTransformer, CharTokenizer]:
@@ -145,7 +160,7 @@ def sample_command(argv: list[str]) -> int:
         cfg = parse_config(SampleConfig, argv, f"{PROG} sample", "Generate text from a --task chars checkpoint.")
     except SystemExit as exc:
         return int(exc.code or 0)
-    model, tokenizer = load_char_model(cfg.checkpoint, pick_device(cfg.device))
+    model, tokenizer = load_char_model(cfg.checkpoint or latest_chars_run(), pick_device(cfg.device))
     text = sample_text(model, tokenizer, cfg.prompt, cfg.tokens, temperature=cfg.temperature, top_k=cfg.top_k,
                        seed=cfg.seed, cache=cfg.cache)
     print(text)
