@@ -142,3 +142,4 @@ def test_tinyshakespeare_offline_says_where_to_put_the_file(tmp_path, monkeypatc
         load_text_dataset("tinyshakespeare", tmp_path)
     msg = str(info.value)
     assert str(tmp_path / "tinyshakespeare") in msg and "input.txt" in msg and "\n" not in msg
+    assert "--dataset text --data-dir FILE" in msg and "imagefolder" not in msg

@@ -108,7 +108,7 @@ def load_text_dataset(name: str, data_dir: str | Path = "data", download: bool =
                 why = f"the download failed ({exc})"
         if not path.is_file():
             raise missing_data_error("tinyshakespeare", folder, [TINYSHAKESPEARE["file"]], TINYSHAKESPEARE["source"],
-                                     why)
+                                     why, offline="train on a text of your own with --dataset text --data-dir FILE")
     return read_text(path)
 
 
