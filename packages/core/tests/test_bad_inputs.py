@@ -164,3 +164,33 @@ def test_standard_loader_worker_failure_is_one_line(tmp_path, capsys, monkeypatc
     assert main([*argv, "--epochs", "1", "--quiet"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "cannot read image" in err and "3.png" in err and "Traceback" not in err
+
+
+def undecodable_png_folder(tmp):
+    """Images plus one PNG whose chunks are well formed (right CRCs) but whose pixel data is not
+    zlib: the up-front check passes, the pixels do not decode, so the standard loader meets it
+    only mid-run."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    root = image_folder(tmp / "images")
+    path = root / "dog" / "cut.png"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 8, 8, 8, 2, 0, 0, 0))
+                     + chunk(b"IDAT", b"these are not compressed pixels") + chunk(b"IEND", b""))
+    with Image.open(path) as im:
+        im.verify()  # passes: what makes this case need a guard during training
+    return ["--dataset", "imagefolder", "--data-dir", str(root), "--loader", "standard", "--image-size", "16"]
+
+
+def test_standard_loader_skips_an_image_that_fails_only_to_decode(tmp_path, capsys):
+    argv = [*undecodable_png_folder(tmp_path), "--skip-bad-files", "--out", str(tmp_path / "run")]
+    assert main([*argv, "--epochs", "1", "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert "skipped an image that does not decode" in err and "cut.png" in err and "Traceback" not in err
+
+
+def test_standard_loader_stops_in_one_line_on_an_image_that_fails_only_to_decode(tmp_path, capsys):
+    argv = [*undecodable_png_folder(tmp_path), "--out", str(tmp_path / "run")]
+    assert main([*argv, "--epochs", "1", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cut.png" in err and "--skip-bad-files" in err and "Traceback" not in err

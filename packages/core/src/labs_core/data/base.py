@@ -29,6 +29,7 @@ class DataSplits:
     kind: str = "image"  # "image" or "tabular"
     notes: list[str] = field(default_factory=list)  # e.g. "skipped 2 unreadable files"
     image_size: int = 0  # side length for image-file sources (their x is then a list of paths)
+    skip_bad: bool = False  # image-file sources: a file that fails to decode mid-run is skipped, not fatal
 
     @property
     def num_classes(self) -> int:

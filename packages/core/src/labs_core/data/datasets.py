@@ -170,7 +170,7 @@ def _dataset(data: DataSplits, pair, transform):
     x, y = pair
     if isinstance(x, list):
         from .imagefolder import ImageFileDataset
-        return ImageFileDataset(x, y.tolist(), data.image_size, transform)
+        return ImageFileDataset(x, y.tolist(), data.image_size, transform, skip_bad=data.skip_bad)
     if data.kind == "tabular":
         return torch.utils.data.TensorDataset(transform(x), y)
     return TensorImageDataset(x, y, transform)

@@ -138,7 +138,8 @@ def load_imagefolder(root: Path, size: int = 32, skip_bad: bool = False, decode:
         pair = lambda s: (scanned[s][0], torch.tensor(scanned[s][1])) if s in scanned else None  # noqa: E731
         notes = [f"skipped {len(bad)} unreadable image(s)"] if bad else []
         return DataSplits(name="imagefolder", classes=classes, train=pair("train"), val=pair("val"),
-                          test=pair("test"), mean=mean, std=std, flip=True, notes=notes, image_size=size)
+                          test=pair("test"), mean=mean, std=std, flip=True, notes=notes, image_size=size,
+                          skip_bad=skip_bad)
 
     def build() -> dict:
         out, bad = {}, []
@@ -167,13 +168,28 @@ def load_imagefolder(root: Path, size: int = 32, skip_bad: bool = False, decode:
 class ImageFileDataset(torch.utils.data.Dataset):
     """The streaming (standard-path) twin: decodes each image from disk when asked."""
 
-    def __init__(self, files: list[Path], labels: list[int], size: int, transform=None):
+    def __init__(self, files: list[Path], labels: list[int], size: int, transform=None, skip_bad: bool = False):
         self.files, self.labels, self.size, self.transform = files, labels, size, transform
+        self.skip_bad = skip_bad  # the header check passed, but the pixels may still not decode
+        self.bad: set[int] = set()
 
     def __len__(self) -> int:
         return len(self.files)
 
     def __getitem__(self, i: int):
+        for _ in range(len(self.files)):  # a file that fails to decode: the next readable one stands in
+            if i not in self.bad:
+                try:
+                    return self._load(i)
+                except LabError as exc:
+                    if not self.skip_bad:
+                        raise LabError(f"{exc} (use --skip-bad-files to skip unreadable images)") from None
+                    self.bad.add(i)  # said once (per loader process), then skipped
+                    print(f"note: skipped an image that does not decode: {exc}", file=sys.stderr)
+            i = (i + 1) % len(self.files)
+        raise LabError("imagefolder: none of the images could be read")
+
+    def _load(self, i: int):
         im = open_rgb(self.files[i], self.size)
         x = torch.from_numpy(np.asarray(im, dtype=np.uint8).copy()).permute(2, 0, 1)
         if self.transform is not None:
