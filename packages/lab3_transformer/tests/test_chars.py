@@ -220,3 +220,18 @@ def test_chars_runs_under_torchrun_with_two_processes(corpus, tmp_path):
                                                    "--sample-tokens", "20"))
     check_torchrun_run(r, out)
     assert (out / "sample.txt").is_file() and (out / "tokenizer.json").is_file()
+
+
+def test_chars_recipe_fills_the_defaults_and_flags_win():
+    from labs_core.config import parse_config
+
+    from lab3_transformer.cli import CHARS_RECIPE, Lab3Config
+
+    cfg = parse_config(Lab3Config, ["--task", "chars"], "lab3-transformer")
+    assert all(getattr(cfg, k) == v for k, v in CHARS_RECIPE.items())
+    assert cfg.epochs == 7 and cfg.warmup_epochs * cfg.eval_every == 100  # 1,400 steps, 200 per evaluation
+    cfg = parse_config(Lab3Config, ["--task", "chars", "--eval-every", "100", "--lr", "1e-3", "--max-steps", "250"],
+                       "lab3-transformer")
+    assert cfg.lr == 1e-3 and cfg.epochs == 3 and cfg.warmup_epochs * cfg.eval_every == 100
+    toy = parse_config(Lab3Config, ["--task", "sort"], "lab3-transformer")
+    assert toy.dim == 64 and toy.precision == "fp32" and toy.monitor == "val_seq_acc"

@@ -31,6 +31,7 @@ TOY_FIELDS = ("length", "num_train", "num_test", "show_attention")
 CHARS_FIELDS = ("dataset", "data_dir", "block_size", "eval_every", "val_windows", "sample_tokens")
 # --task chars: what the flags mean when not given (measured by benchmarks/char_lm.py). Training
 # is counted in optimizer steps; an "epoch" is --eval-every steps of random windows.
+CHARS_WARMUP_STEPS = 100  # --warmup-epochs counts epochs of --eval-every steps; the recipe means steps
 CHARS_RECIPE = {"max_steps": 1400, "batch_size": 16, "lr": 3e-3, "scheduler": "cosine", "warmup_epochs": 0.5,
                 "weight_decay": 0.1, "grad_clip": 1.0, "dim": 96, "heads": 4, "layers": 3, "positions": "learned",
                 "attention": "scratch", "precision": "bf16", "monitor": "val_loss"}
@@ -41,7 +42,9 @@ class Lab3Config(OptimOptions, RunOptions):
     lab = "lab3-transformer"
     overfit_epochs = 150
 
-    task: str = arg("reverse", "the toy task, or chars: a character-level language model of real text",
+    task: str = arg("reverse", "the toy task, or chars: a character-level language model of real text, whose "
+                    "defaults differ where not given: " + ", ".join(f"--{k.replace('_', '-')} {v}"
+                                                                   for k, v in CHARS_RECIPE.items()),
                     choices=ALL_TASKS)
     length: int = arg(8, "source length for reverse and sort; digits per number for add (default 4 there)")
     num_train: int = arg(20000, "training sequences")
@@ -84,6 +87,8 @@ class Lab3Config(OptimOptions, RunOptions):
         super().resolve(explicit)
         if chars and "epochs" not in explicit and self.max_steps:  # as many evaluation rounds as the steps need
             self.epochs = -(-self.max_steps // self.eval_every)
+        if chars and "warmup_epochs" not in explicit:  # the recipe's warm-up is 100 steps, whatever --eval-every
+            self.warmup_epochs = CHARS_WARMUP_STEPS / self.eval_every
         if self.task == "add" and "length" not in explicit:
             self.length = 4  # 4-digit sums learn in seconds; 8 digits need a longer run
 
