@@ -223,9 +223,8 @@ def test_chars_runs_under_torchrun_with_two_processes(corpus, tmp_path):
 
 
 def test_chars_recipe_fills_the_defaults_and_flags_win():
-    from labs_core.config import parse_config
-
     from lab3_transformer.cli import CHARS_RECIPE, Lab3Config
+    from labs_core.config import parse_config
 
     cfg = parse_config(Lab3Config, ["--task", "chars"], "lab3-transformer")
     assert all(getattr(cfg, k) == v for k, v in CHARS_RECIPE.items())
