@@ -7,6 +7,8 @@ batches an unbroken run would have seen.
 
 from __future__ import annotations
 
+import abc
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -53,7 +55,7 @@ def translate_batch(x: Tensor, dx: Tensor, dy: Tensor, pad: int) -> Tensor:
     return torch.gather(xp, 3, cols[:, None, None, :].expand(b, c, h, w))
 
 
-class EpochLoader:
+class EpochLoader(abc.ABC):
     """What the trainer asks of a loader that draws each epoch from ``(seed, epoch)``: the epoch
     to draw, the state a checkpoint keeps, and ``iter_from(start)`` to resume mid-epoch."""
 
@@ -72,8 +74,9 @@ class EpochLoader:
     def __iter__(self):
         return self.iter_from(0)
 
+    @abc.abstractmethod
     def iter_from(self, start: int):
-        raise NotImplementedError
+        """This epoch's batches from batch ``start`` on."""
 
 
 class FastLoader(EpochLoader):
