@@ -98,7 +98,7 @@ def _load_weights_file(path: Path) -> dict:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # torch's message advises weights_only=False: never pass that on
+    except Exception:  # torch's message advises turning weights-only loading off: never pass that on
         raise LabError(f"--weights {path} is not a weights file (not a state dict that torch.save wrote, "
                        "or it holds Python objects; it was not opened)") from None
     state = state.get("model", state) if isinstance(state, dict) else state

@@ -76,7 +76,7 @@ RESUME_KEYS = ("model", "optimizer", "epoch", "global_step", "best", "rng")
 
 def load_checkpoint(path: str | os.PathLike, map_location="cpu", require: tuple[str, ...] = ("model",)) -> dict:
     """Load a checkpoint with ``weights_only=True``; any failure becomes one clear ``LabError`` that
-    names the file (and never passes on torch's advice to load it with ``weights_only=False``).
+    names the file (and never passes on torch's advice to turn weights-only loading off).
     ``require``: the entries the caller reads, each checked here."""
     path = Path(path)
     if path.is_dir():
