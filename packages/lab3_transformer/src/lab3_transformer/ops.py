@@ -72,17 +72,14 @@ class MultiHeadAttention(nn.Module):
         appended to those of the tokens before them, and the queries attend to all of them."""
         b, tq, e = query.shape
         tk, h = key.shape[1], self.num_heads
-        wq, wk, wv = self.in_proj_weight.chunk(3)
-        bq, bk, bv = self.in_proj_bias.chunk(3)
-
-        def heads(x: Tensor, w: Tensor, bias: Tensor, t: int) -> Tensor:  # (B, T, E) -> (B, h, T, d)
-            return F.linear(x, w, bias).view(b, t, h, e // h).transpose(1, 2)
+        def heads(x: Tensor) -> Tensor:  # (B, T, E) -> (B, h, T, d)
+            return x.view(b, x.shape[1], h, e // h).transpose(1, 2)
 
         if query is key is value:  # self-attention: one matmul for all three projections
-            q, k, v = (t.view(b, tq, h, e // h).transpose(1, 2)
-                       for t in F.linear(query, self.in_proj_weight, self.in_proj_bias).chunk(3, dim=-1))
+            q, k, v = map(heads, F.linear(query, self.in_proj_weight, self.in_proj_bias).chunk(3, dim=-1))
         else:
-            q, k, v = heads(query, wq, bq, tq), heads(key, wk, bk, tk), heads(value, wv, bv, tk)
+            w, bias = self.in_proj_weight.chunk(3), self.in_proj_bias.chunk(3)
+            q, k, v = (heads(F.linear(x, w[i], bias[i])) for i, x in enumerate((query, key, value)))
         if cache is not None:
             past = len(cache)
             k, v = cache.extend(k, v)
