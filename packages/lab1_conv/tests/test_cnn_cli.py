@@ -93,10 +93,46 @@ def test_compare_baseline_and_cnn(tmp_path, capsys):
     assert "logreg" in capsys.readouterr().out
 
 
+def test_explain_writes_the_maps_of_n_test_digits(tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["--epochs", "1", "--max-steps", "3", "--widths", "8", "16", "--explain", "3", "--out", str(out)]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "why these predictions" in printed and "for 3 test images" in printed
+    from PIL import Image
+
+    with Image.open(out / "explain.png") as im:  # three rows (one per digit) of five panels
+        assert im.width > 600 and im.height > 3 * 150
+
+
+def test_explain_takes_the_first_test_images_in_order(tmp_path, monkeypatch):
+    import lab1_conv.cli as cli
+
+    seen = {}
+
+    def record(model, x, mean, std, classes, path, labels=None, **_):
+        seen.update(x=x.clone(), labels=labels.clone(), path=path)
+
+    monkeypatch.setattr(cli, "write_explanations", record)
+    out = tmp_path / "run"
+    assert main(["--epochs", "1", "--max-steps", "1", "--widths", "8", "--batch-size", "16", "--explain", "20",
+                 "--quiet", "--out", str(out)]) == 0
+    from labs_core.data import load_dataset
+
+    data = load_dataset("digits", "data")
+    assert len(seen["x"]) == 20 and torch.equal(seen["labels"], data.test[1][:20])  # across two test batches
+    assert seen["path"] == out / "explain.png"
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--widths", "0"], "--widths needs"),
     (["--conv", "fft"], "invalid choice"),
     (["--dropout", "1.5"], "--dropout must be in"),
+    (["--explain", "2", "--model", "logreg"], "--model logreg has not"),
+    (["--explain", "2", "--overfit", "8"], "--overfit runs have no test split"),
+    (["--explain", "2", "--shapes"], "--shapes trains nothing"),
+    (["--explain", "33"], "--explain must be at most 32"),
+    (["--explain", "-1"], "--explain must be at least 0"),
 ])
 def test_bad_input(argv, message, capsys):
     assert main(argv) == 2
@@ -109,9 +145,10 @@ def test_runs_under_torchrun_with_two_processes(tmp_path):
     from labs_core.testing import check_torchrun_run, torchrun
 
     out = tmp_path / "ddp"
-    r = torchrun("lab1_conv.cli", "--epochs", "1", "--widths", "8", "--conv", "torch", "--quiet", "--out", str(out))
+    r = torchrun("lab1_conv.cli", "--epochs", "1", "--widths", "8", "--conv", "torch", "--quiet", "--explain", "2",
+                 "--out", str(out))
     check_torchrun_run(r, out)
-    assert (out / "filters.png").is_file() and (out / "feature_maps.png").is_file()
+    assert (out / "filters.png").is_file() and (out / "feature_maps.png").is_file() and (out / "explain.png").is_file()
 
 
 def test_every_flag_is_read_by_the_run(tmp_path):

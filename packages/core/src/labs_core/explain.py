@@ -216,6 +216,38 @@ def explain(model: nn.Module, x: Tensor, target: Target, layer: nn.Module | None
             "grad_cam": heatmap(grad_cam(model, layer, x, t), size)}
 
 
+COLUMNS = {"saliency": "saliency", "smoothgrad": "SmoothGrad", "integrated_gradients": "integrated gradients",
+           "grad_cam": "Grad-CAM"}
+
+
+def describe_prediction(probs: Tensor, classes: list[str], top_k: int = 3, true: int | None = None) -> str:
+    """'predicted 3 (97%), true 3' and the top-k classes, from one image's probabilities (C,)."""
+    values, idx = probs.float().topk(min(top_k, len(classes)))
+    line = f"predicted {classes[idx[0]]} ({values[0]:.0%})" + (f", true {classes[true]}" if true is not None else "")
+    return line + f"\ntop-{len(idx)}: " + ", ".join(f"{classes[i]} {v:.0%}" for v, i in zip(values.tolist(), idx.tolist(), strict=True))
+
+
+def write_explanations(model: nn.Module, x: Tensor, mean, std, classes: list[str], path, top_k: int = 3,
+                       labels: Tensor | None = None, **options) -> Tensor:
+    """Explain the model's prediction for each image of x (Tensor[N, C, H, W], normalised with
+    ``mean`` and ``std`` per channel as in training) with every method, into one PNG at ``path``:
+    a row per image (the image, then each map over it) titled with the predicted and top-k classes
+    (and the true one, from ``labels``). ``options`` go to ``explain``. Returns the probabilities (N, classes)."""
+    from .plots import plot_explanations
+
+    x = x.detach().float()
+    with attribution_mode(model), torch.no_grad():
+        probs = model(x).float().softmax(1)
+    maps = explain(model, x, probs.argmax(1), **options)
+    m = torch.as_tensor(mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+    s = torch.as_tensor(std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+    images = (x * s + m).clamp(0, 1)  # back to what the camera saw
+    titles = [describe_prediction(p, classes, top_k, None if labels is None else int(labels[i]))
+              for i, p in enumerate(probs)]
+    plot_explanations(images, {COLUMNS[k]: v for k, v in maps.items()}, titles, path)
+    return probs.cpu()
+
+
 def randomized_copy(model: nn.Module, seed: int = 0) -> nn.Module:
     """A copy of ``model`` with every layer's parameters freshly initialised (and batch norm's
     running statistics reset): Adebayo et al.'s full model-parameter randomisation."""

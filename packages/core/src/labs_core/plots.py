@@ -1,4 +1,5 @@
-"""Training curves as PNG (matplotlib, no display needed), and the pyplot every figure uses."""
+"""Training curves and attribution maps as PNG (matplotlib, no display needed), and the pyplot every
+figure uses."""
 
 from __future__ import annotations
 
@@ -39,4 +40,33 @@ def plot_curves(history: list[dict], path: str | Path, groups: dict[str, list[st
         fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_explanations(images, maps: dict, row_titles: list[str], path: str | Path) -> None:
+    """One row per image: the image, then each attribution map over it (columns in ``maps``' order).
+
+    images (Tensor[N, C, H, W]) in [0, 1] for display; maps {column title: Tensor[N, H, W] in [0, 1]};
+    ``row_titles``: one line or two per image (its prediction). The maps are drawn in colour at half
+    opacity over a grey version of the image, so where the model looked and what is there show at once."""
+    plt = pyplot()
+    n, cols = len(images), 1 + len(maps)
+    fig = plt.figure(figsize=(1.8 * cols, 2.2 * n + 0.25))
+    rows = fig.subfigures(n, 1, squeeze=False, height_ratios=[2.45] + [2.2] * (n - 1))[:, 0]
+    for i, (sub, image) in enumerate(zip(rows, images, strict=True)):
+        shown = image.permute(1, 2, 0).float().cpu().numpy()
+        grey = shown.mean(2)
+        axes = sub.subplots(1, cols)
+        sub.subplots_adjust(left=0.02, right=0.98, bottom=0.2, top=0.9 if i == 0 else 0.98, wspace=0.06)
+        axes[0].imshow(shown[..., 0] if shown.shape[2] == 1 else shown, cmap="gray", vmin=0, vmax=1)
+        for ax, m in zip(axes[1:], maps.values(), strict=True):
+            ax.imshow(grey, cmap="gray", vmin=0, vmax=1)
+            ax.imshow(m[i].float().cpu().numpy(), cmap="jet", alpha=0.5, vmin=0, vmax=1)
+        for ax, name in zip(axes, ["input", *maps], strict=True):
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(name, fontsize=9)
+        sub.supxlabel(row_titles[i], fontsize=8)
+    fig.savefig(path, dpi=80)
     plt.close(fig)

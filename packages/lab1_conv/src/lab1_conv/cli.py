@@ -19,6 +19,7 @@ from labs_core.cli import lessons_command, run_lab, write_json
 from labs_core.config import LoopOptions
 from labs_core.data import load_dataset
 from labs_core.experiment import run_classifier
+from labs_core.explain import write_explanations
 from labs_core.loop import run_manual
 from labs_core.summary import format_summary, model_summary
 
@@ -55,6 +56,9 @@ class Lab1Config(LoopOptions, RunConfig):
     dropout: float = arg(0.25, "dropout before the classifier")
     head: str = arg("avg", "global average pooling or flatten before the classifier", choices=("avg", "flatten"))
     shapes: bool = arg(False, "print the per-layer shape table (with the formula's predictions) and exit")
+    explain: int = arg(0, "at the end of the run, why the model predicted what it did for the first N test images: "
+                       "saliency, SmoothGrad, integrated gradients and Grad-CAM maps in explain.png (0: off)",
+                       low=0, high=32)
 
     def resolve(self, explicit: set[str]) -> None:
         if self.recipe == "auto":
@@ -71,6 +75,11 @@ class Lab1Config(LoopOptions, RunConfig):
             raise LabError("--widths needs one or more positive channel counts")
         if not 0 <= self.dropout < 1:
             raise LabError(f"--dropout must be in [0, 1) (got {self.dropout})")
+        if self.explain:
+            why = ("--shapes trains nothing" if self.shapes else "--overfit runs have no test split" if self.overfit
+                   else "Grad-CAM needs a conv layer, which --model logreg has not" if self.model != "cnn" else "")
+            if why:
+                raise LabError(f"--explain explains a trained CNN's test predictions; {why}")
 
 
 def build_model(cfg: Lab1Config, data) -> torch.nn.Module:
@@ -95,6 +104,21 @@ def shape_table(model: torch.nn.Module, in_shape: tuple[int, ...]) -> str:
     return format_summary(rows, model, notes)
 
 
+def explain_test_images(model: torch.nn.Module, loaders, count: int, path: Path, say) -> None:
+    """The first ``count`` test images, each with its four attribution maps, in one PNG."""
+    xs, ys, n = [], [], 0
+    for x, y in loaders.test:
+        xs.append(x[: count - n])
+        ys.append(y[: count - n])
+        n += len(xs[-1])
+        if n == count:
+            break
+    data = loaders.data
+    write_explanations(model, torch.cat(xs), data.mean, data.std, data.classes, path, labels=torch.cat(ys))
+    note = "" if n == count else f" (the test split has only {n})"
+    say(f"why these predictions: {path} (saliency, SmoothGrad, integrated gradients, Grad-CAM for {n} test images{note})")
+
+
 def train(cfg: Lab1Config, **plan_options) -> dict:
     """Train as ``cfg`` says; ``plan_options`` go to the core's classifier plan (the benchmark
     passes its own data split and a timing callback)."""
@@ -116,6 +140,8 @@ def train(cfg: Lab1Config, **plan_options) -> dict:
         plot_filters(trainer.module, run.run_dir / "filters.png")
         plot_feature_maps(trainer.module, image, run.run_dir / "feature_maps.png")
         run.say(f"figures: {run.run_dir / 'filters.png'}, {run.run_dir / 'feature_maps.png'}")
+        if cfg.explain:
+            explain_test_images(trainer.module, loaders, cfg.explain, run.run_dir / "explain.png", run.say)
 
     result = run_classifier(cfg, lambda data: build_model(cfg, data), extend_report=figures,
                             manual_loop=manual if cfg.loop == "manual" else None, note=f"recipe {cfg.recipe}",
