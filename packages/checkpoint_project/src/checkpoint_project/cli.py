@@ -4,6 +4,7 @@
     checkpoint-project evaluate   --checkpoint PATH [PATH ...] [--tta]
     checkpoint-project export     --checkpoint PATH --format onnx [--out FILE]
     checkpoint-project predict    --checkpoint PATH(.pt|.onnx) IMAGE [IMAGE ...] [--top-k K]
+    checkpoint-project explain    --checkpoint PATH IMAGE|FOLDER [...] [--out DIR] [--top-k K]
     checkpoint-project finetune   --from CHECKPOINT|torchvision:resnet18 --dataset imagefolder --data-dir DIR
 """
 
@@ -21,7 +22,7 @@ from labs_core.config import (
 )
 
 PROG = "checkpoint-project"
-COMMANDS = ("train", "evaluate", "export", "predict", "finetune")
+COMMANDS = ("train", "evaluate", "export", "predict", "explain", "finetune")
 
 
 def _parser(name: str, description: str) -> argparse.ArgumentParser:
@@ -68,6 +69,22 @@ def run_predict(argv: list[str]) -> int:
     return 0
 
 
+def run_explain(argv: list[str]) -> int:
+    from .explain import explain_images
+
+    p = _parser("explain", "why the model predicts what it does: saliency, SmoothGrad, integrated gradients and "
+                "Grad-CAM over each image, one PNG per image")
+    p.add_argument("--checkpoint", required=True, metavar="PATH", help="a .pt checkpoint of this project")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files, or folders of them")
+    p.add_argument("--out", metavar="DIR", help="folder for the PNGs (default: explain/ in the checkpoint's run)")
+    p.add_argument("--top-k", type=int, default=3, help="classes named in each title (default: 3)")
+    a = p.parse_args(argv)
+    if a.top_k < 1:
+        p.error("--top-k must be at least 1")
+    explain_images(a.checkpoint, a.images, a.out, a.top_k)
+    return 0
+
+
 def run_finetune(argv: list[str]) -> int:
     from .finetune import FinetuneConfig, finetune
 
@@ -87,7 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     if command == "train":
         from .train import main as train_main
         return train_main(rest)
-    handlers = {"evaluate": run_evaluate, "export": run_export, "predict": run_predict, "finetune": run_finetune}
+    handlers = {"evaluate": run_evaluate, "export": run_export, "predict": run_predict, "explain": run_explain,
+                "finetune": run_finetune}
     if command not in handlers:
         print(f"{PROG}: error: unknown command {command!r}; choose one of {', '.join(COMMANDS)}", file=sys.stderr)
         return 2
