@@ -1,5 +1,5 @@
-"""Shared by train, evaluate, export, predict and finetune: rebuilding a trained model from its
-checkpoint, and batched prediction with optional flip test-time augmentation."""
+"""Shared by train, evaluate, export, predict, explain and finetune: rebuilding a trained model from
+its checkpoint, and batched prediction with optional flip test-time augmentation."""
 
 from __future__ import annotations
 

@@ -9,6 +9,7 @@ The pieces, one idea per module:
 - ``checkpoint``  atomic save, safe load (weights_only=True), clear architecture mismatches
 - ``metrics``     accuracy, top-k, confusion matrix, precision / recall / F1, confusion PNG
 - ``summary``     per-layer shapes and parameter counts via forward hooks
+- ``explain``     saliency, SmoothGrad, integrated gradients, Grad-CAM (each equal to Captum's)
 - ``config``      config parts (run, optimisation, data pipeline, ...) -> generated command line
 - ``data``        datasets by name, cache, fast on-device loader, standard DataLoader path
 - ``run``         the run skeleton every lab trains through: Run, Plan, execute
