@@ -98,11 +98,11 @@ class Im2ColOverwrite(ops.Im2Col):
     @staticmethod
     def backward(ctx, grad_cols: Tensor):
         (n, c, h, w), padded_shape, (ph, pw), taps, h_out, w_out = ctx.meta
-        grad_cols = grad_cols.reshape(n, c, len(taps), h_out, w_out)
-        grad_xp = grad_cols.new_zeros(padded_shape)
+        grad_cols = grad_cols.reshape(c, len(taps), n, h_out, w_out)
+        grad_xp = grad_cols.new_zeros(padded_shape)  # (C, N, H+2p, W+2p)
         for t, (r, q) in enumerate(taps):
-            grad_xp[:, :, r, q] = grad_cols[:, :, t]  # BUG: each tap overwrites what earlier taps sent to a pixel
-        return grad_xp[:, :, ph:ph + h, pw:pw + w], None, None, None, None
+            grad_xp[:, :, r, q] = grad_cols[:, t]  # BUG: each tap overwrites what earlier taps sent to a pixel
+        return grad_xp[:, :, ph:ph + h, pw:pw + w].transpose(0, 1), None, None, None, None
 
 
 def _gradcheck(fn, inputs) -> tuple[bool, str]:

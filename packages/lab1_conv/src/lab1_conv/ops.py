@@ -55,11 +55,14 @@ def _taps(kernel, stride, dilation, h_out: int, w_out: int):
 
 
 class Im2Col(torch.autograd.Function):
-    """Unfold every receptive field into a column: (N, C, H, W) -> (N, C * kH * kW, H_out * W_out).
+    """Unfold every receptive field into a column, batch included:
+    (N, C, H, W) -> (C * kH * kW, N * H_out * W_out).
 
     Forward: kH * kW strided slices of the padded input, one per kernel offset (u, v), stacked
     after the channel axis (F.unfold's (C, kH, kW) row order). Slice (u, v) holds, for every
-    output position, the pixel that kernel tap multiplies.
+    output position of every image, the pixel that kernel tap multiplies. Putting the batch in the
+    columns (not in front, as F.unfold does) makes the convolution one large matrix product
+    instead of N small ones: the layout fast CPU convolutions use.
     Backward (col2im, unfold's adjoint): each column entry's gradient flows back to the pixel it
     was copied from; where windows overlap, the contributions add up.
     """
@@ -70,34 +73,39 @@ class Im2Col(torch.autograd.Function):
         (kh, kw), (ph, pw) = kernel, padding
         h_out = conv_output_size(h, kh, stride[0], ph, dilation[0])
         w_out = conv_output_size(w, kw, stride[1], pw, dilation[1])
-        xp = F.pad(x, (pw, pw, ph, ph)) if ph or pw else x
+        xp = x.new_zeros(c, n, h + 2 * ph, w + 2 * pw)  # (C, N, H+2p, W+2p): padded, channels first
+        xp[:, :, ph:ph + h, pw:pw + w] = x.transpose(0, 1)
         taps = _taps(kernel, stride, dilation, h_out, w_out)
         ctx.meta = (x.shape, xp.shape, padding, taps, h_out, w_out)
-        return torch.stack([xp[:, :, r, q] for r, q in taps], dim=2).view(n, c * kh * kw, h_out * w_out)
+        cols = torch.stack([xp[:, :, r, q] for r, q in taps], dim=1)  # (C, kH*kW, N, H_out, W_out)
+        return cols.view(c * kh * kw, n * h_out * w_out)
 
     @staticmethod
     def backward(ctx, grad_cols: Tensor):
         (n, c, h, w), padded_shape, (ph, pw), taps, h_out, w_out = ctx.meta
-        grad_cols = grad_cols.reshape(n, c, len(taps), h_out, w_out)
-        grad_xp = grad_cols.new_zeros(padded_shape)
+        grad_cols = grad_cols.reshape(c, len(taps), n, h_out, w_out)
+        grad_xp = grad_cols.new_zeros(padded_shape)  # (C, N, H+2p, W+2p)
         for t, (r, q) in enumerate(taps):
-            grad_xp[:, :, r, q] += grad_cols[:, :, t]
-        return grad_xp[:, :, ph:ph + h, pw:pw + w], None, None, None, None
+            grad_xp[:, :, r, q] += grad_cols[:, t]
+        return grad_xp[:, :, ph:ph + h, pw:pw + w].transpose(0, 1).contiguous(), None, None, None, None
 
 
 def im2col(x: Tensor, kernel: tuple[int, int], stride=(1, 1), padding=(0, 0), dilation=(1, 1)) -> Tensor:
-    """(N, C, H, W) -> (N, C * kH * kW, H_out * W_out); see ``Im2Col``."""
-    return Im2Col.apply(x, tuple(kernel), tuple(stride), tuple(padding), tuple(dilation))
+    """(N, C, H, W) -> (N, C * kH * kW, H_out * W_out), F.unfold's layout (a view of ``Im2Col``'s)."""
+    n = x.shape[0]
+    cols = Im2Col.apply(x, tuple(kernel), tuple(stride), tuple(padding), tuple(dilation))
+    return cols.view(cols.shape[0], n, -1).transpose(0, 1)
 
 
 def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride=1, padding=0, dilation=1,
            groups: int = 1) -> Tensor:
     """Convolution as one matrix product: unfold every receptive field into a column, then multiply.
 
-    im2col: (N, C_in * kH * kW, L) with L = H_out * W_out columns, one per output position.
-    Per group g: out_g = W_g (C_out/G, C_in/G * kH * kW) @ cols_g (N, C_in/G * kH * kW, L).
-    Autograd derives the backward pass through unfold and matmul (the tests compare it with
-    F.conv2d's inputs, weights and bias gradients).
+    im2col: (K, N * L), K = C_in * kH * kW rows, one column per output position of every image
+    (L = H_out * W_out). Per group g: out_g = W_g (C_out/G, K/G) @ cols_g (K/G, N * L): a single
+    large product, where F.unfold's (N, K, L) layout would make N small ones (about 2x slower).
+    Autograd derives the backward pass through the product (the tests compare it with F.conv2d's
+    input, weight and bias gradients); ``Im2Col`` supplies col2im.
     """
     n, c_in, h, w = x.shape
     c_out, c_per_group, kh, kw = weight.shape
@@ -106,12 +114,14 @@ def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride=1, padd
     stride, padding, dilation = _pair(stride), _pair(padding), _pair(dilation)
     h_out = conv_output_size(h, kh, stride[0], padding[0], dilation[0])
     w_out = conv_output_size(w, kw, stride[1], padding[1], dilation[1])
-    cols = im2col(x, (kh, kw), stride, padding, dilation)  # (N, C_in*kH*kW, L)
-    cols = cols.view(n, groups, c_per_group * kh * kw, h_out * w_out)  # (N, G, K, L)
-    wg = weight.view(groups, c_out // groups, c_per_group * kh * kw)  # (G, C_out/G, K)
-    out = torch.matmul(wg, cols)  # (N, G, C_out/G, L)
-    out = out.reshape(n, c_out, h_out, w_out)
-    return out + bias.view(1, -1, 1, 1) if bias is not None else out
+    cols = Im2Col.apply(x, (kh, kw), stride, padding, dilation)  # (K, N*L)
+    cols = cols.view(groups, c_per_group * kh * kw, n * h_out * w_out)  # (G, K/G, N*L)
+    wg = weight.view(groups, c_out // groups, c_per_group * kh * kw)  # (G, C_out/G, K/G)
+    if bias is not None:  # out = bias + W @ cols, the bias added inside the product
+        out = torch.baddbmm(bias.view(groups, c_out // groups, 1), wg, cols)  # (G, C_out/G, N*L)
+    else:
+        out = torch.matmul(wg, cols)
+    return out.view(c_out, n, h_out, w_out).transpose(0, 1).contiguous()  # (N, C_out, H_out, W_out)
 
 
 def max_pool2d(x: Tensor, kernel_size, stride=None, padding=0) -> Tensor:
