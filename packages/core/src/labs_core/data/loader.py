@@ -45,14 +45,21 @@ def class_weights(y: Tensor, num_classes: int) -> Tensor:
 def translate_batch(x: Tensor, dx: Tensor, dy: Tensor, pad: int) -> Tensor:
     """Shift each image of ``x (B, C, H, W)`` by ``(dx[b], dy[b])`` pixels, zero-filled:
     the same as a random crop of size (H, W) from the image zero-padded by ``pad``.
-    Two ``gather``s (rows, then columns) instead of one 2-D fancy index: about 2x faster.
+    Images that share a shift are cut from the padded batch together, one slice per shift
+    ((2 * pad + 1)^2 of them): plain strided copies, several times faster than a per-pixel gather.
     """
     b, c, h, w = x.shape
-    xp = F.pad(x, (pad, pad, pad, pad))  # (B, C, H+2p, W+2p)
-    rows = torch.arange(h, device=x.device)[None, :] + pad + dy[:, None]  # (B, H)
-    xp = torch.gather(xp, 2, rows[:, None, :, None].expand(b, c, h, w + 2 * pad))  # (B, C, H, W+2p)
-    cols = torch.arange(w, device=x.device)[None, :] + pad + dx[:, None]  # (B, W)
-    return torch.gather(xp, 3, cols[:, None, None, :].expand(b, c, h, w))
+    side = 2 * pad + 1
+    which = (dy + pad) * side + (dx + pad)  # each image's shift, numbered 0 .. side^2 - 1
+    order = which.argsort()
+    xp = F.pad(x.index_select(0, order), (pad, pad, pad, pad))  # (B, C, H+2p, W+2p), grouped by shift
+    out = torch.empty_like(x)
+    start = 0
+    for shift, count in enumerate(torch.bincount(which, minlength=side * side).tolist()):
+        top, left = divmod(shift, side)  # = (dy + pad, dx + pad)
+        out[start:start + count] = xp[start:start + count, :, top:top + h, left:left + w]
+        start += count
+    return out.index_select(0, order.argsort())  # back in the batch's order
 
 
 class EpochLoader(abc.ABC):
