@@ -19,8 +19,8 @@ from labs_core.data.synthetic import make_synthetic
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("train") / "run"
-    argv = ["train", "--dataset", "synthetic", "--epochs", "2", "--width", "8", "--lr", "0.01", "--quiet",
-            "--out", str(out), "--ema", "0.9", "--tta"]
+    argv = ["train", "--model", "cnn", "--dataset", "synthetic", "--epochs", "2", "--width", "8", "--lr", "0.01",
+            "--quiet", "--out", str(out), "--ema", "0.9", "--tta"]
     assert main(argv) == 0
     return out
 
@@ -58,7 +58,7 @@ def test_the_test_set_is_read_once_for_every_report(tmp_path, monkeypatch, capsy
     for tta, flipped in ((False, 0), (True, 1)):
         calls.update(predict=0, flipped=0)
         argv = ["train", "--dataset", "synthetic", "--epochs", "1", "--width", "4", "--max-steps", "2",
-                "--out", str(tmp_path / str(tta)), *(["--tta"] if tta else [])]
+                "--out", str(tmp_path / str(tta)), "--tta" if tta else "--no-tta"]
         assert main(argv) == 0
         assert calls == {"predict": 1, "flipped": flipped}
         printed = capsys.readouterr().out

@@ -101,6 +101,29 @@ def test_split_data_test_split_is_fixed_and_overfit_uses_same_samples():
     assert len(o.train[0]) == 8
 
 
+def test_test_fraction_sets_or_removes_the_held_out_test_split(tmp_path, capsys):
+    from labs_core import LabError
+
+    x, y = images(n=100)
+    data = DataSplits(name="folder", classes=["a", "b", "c", "d"], train=(x, y))
+    assert len(split_data(data, val_fraction=0.1).test[1]) == 20  # the default: 20% held out
+    assert len(split_data(data, val_fraction=0.1, test_fraction=0.3).test[1]) == 32  # per class: round(25 * 0.3)
+    none = split_data(data, val_fraction=0.1, test_fraction=0)
+    assert none.test is None and len(none.train[1]) + len(none.val[1]) == 100  # every image trains or validates
+    with_test = DataSplits(name="cifar10", classes=["a", "b", "c", "d"], train=(x, y), test=(x[:8], y[:8]))
+    with pytest.raises(LabError, match="has its own test split"):
+        split_data(with_test, test_fraction=0)
+    # from the command line: given for a dataset with its own test split, refused in one line
+    from labs_core.experiment import classifier_main
+
+    build = lambda d: torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, d.num_classes))  # noqa: E731
+    from labs_core import RunConfig
+
+    argv = ["--dataset", "digits", "--test-fraction", "0", "--epochs", "1", "--out", str(tmp_path / "r")]
+    assert classifier_main(RunConfig, build, "demo", argv) == 2
+    assert "digits has its own test split" in capsys.readouterr().err and not (tmp_path / "r").exists()
+
+
 def test_tabular_standardised_with_training_statistics_only():
     g = torch.Generator().manual_seed(0)
     x = torch.randn(200, 3, generator=g) * torch.tensor([1.0, 10.0, 0.1]) + 5

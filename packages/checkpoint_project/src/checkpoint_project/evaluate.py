@@ -14,7 +14,9 @@ def test_loader(ckpt: dict, dataset: str | None, data_dir: str | None, device, b
     data = load_dataset(dataset or cfg["dataset"], data_dir or cfg["data_dir"], image_size=cfg.get("image_size", 0),
                         label_column=cfg.get("label_column", "label"))
     data = split_data(data, seed=cfg.get("seed", 0), val_fraction=cfg.get("val_fraction", 0.1),
-                      stratify=cfg.get("stratify", True))
+                      stratify=cfg.get("stratify", True), test_fraction=cfg.get("test_fraction") if data.test is None else None)
+    if data.test is None:
+        raise LabError(f"{data.name}: the run held out no test split (--test-fraction 0); nothing to evaluate on")
     if data.classes != ckpt["classes"]:
         raise LabError(f"the dataset's classes {data.classes[:5]}... differ from the checkpoint's {ckpt['classes'][:5]}...")
     if list(data.input_shape) != list(ckpt["input_shape"]):

@@ -15,7 +15,7 @@ from labs_core import Callback, LabError, RunConfig, arg
 from labs_core.checkpoint import save_checkpoint
 from labs_core.cli import run_lab
 from labs_core.experiment import classifier_plan
-from labs_core.run import execute
+from labs_core.run import build_optimizer, execute
 
 from .inference import PROJECT, predict_probs
 from .models import MODELS, build_model
@@ -23,33 +23,75 @@ from .models import MODELS, build_model
 PROG = "train"
 
 
+# A recipe is a model with the flags it trains best with; a flag given on the command line wins.
+RECIPES: dict[str, dict] = {
+    # A 2-core CPU: >= 85% on CIFAR-10 in under 10 minutes (benchmarks/cifar10_accuracy.py).
+    "cpu": dict(model="compact", epochs=12, batch_size=512, optimizer="sgd", lr=0.75, momentum=0.85,
+                weight_decay=1.33e-3, norm_bias_lr=64.0, label_smoothing=0.2, scheduler="cosine",
+                warmup_epochs=2.0, tta=True, channels_last=True, precision="bf16"),
+    # The CIFAR-10 speed-record style, for a GPU.
+    "fast": dict(model="fast", epochs=10, batch_size=512, optimizer="sgd", lr=0.2, momentum=0.9,
+                 weight_decay=5e-4, label_smoothing=0.2, scheduler="cosine", warmup_epochs=1.0, tta=True,
+                 channels_last=True, precision="bf16"),
+    # The curriculum's custom CNN and the small ResNet, with AdamW and a one-cycle schedule.
+    "cnn": dict(model="cnn", epochs=30, batch_size=128, optimizer="adamw", lr=2e-3, weight_decay=5e-4,
+                scheduler="onecycle"),
+    "resnet": dict(model="resnet", epochs=30, batch_size=128, optimizer="adamw", lr=2e-3, weight_decay=5e-4,
+                   scheduler="onecycle"),
+}
+MODEL_RECIPE = {"compact": "cpu", "fast": "fast", "cnn": "cnn", "resnet": "resnet"}
+
+
+def bf16_runs_fast(device: str) -> bool:
+    """Whether bf16 autocast pays here: CUDA, or a CPU with native bf16 instructions (elsewhere
+    oneDNN emulates bf16 and it is slower than fp32)."""
+    if device == "auto" and torch.cuda.is_available() or device.startswith("cuda"):
+        return True
+    return device in ("auto", "cpu") and torch.backends.mkldnn.is_available() and bool(
+        torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
 @dataclass
 class TrainConfig(RunConfig):
     lab = PROJECT
 
     dataset: str = arg("cifar10", "dataset name: cifar10 (default), synthetic, digits, imagefolder, mnist, ...")
-    model: str = arg("cnn", "cnn (custom CNN), resnet (small ResNet) or fast (speed-record style recipe)", choices=MODELS)
+    recipe: str = arg("auto", "a model with its training flags: cpu (the compact net, ~10 min to 85%% on a 2-core "
+                      "CPU), fast (speed-record style, for a GPU), cnn, resnet; auto: the --model's recipe, else fast "
+                      "on a GPU and cpu elsewhere. Flags you give override the recipe's",
+                      choices=("auto", *RECIPES))
+    model: str = arg("compact", "compact (the CPU recipe's net), cnn (custom CNN), resnet (small ResNet) or fast "
+                     "(speed-record style net); default: the recipe's", choices=MODELS)
     width: int = arg(0, "base channel width (0: the model's default)")
-    epochs: int = arg(30, "number of training epochs")
-    batch_size: int = arg(128, "batch size")
-    lr: float = arg(2e-3, "peak learning rate")
+    epochs: int = arg(12, "number of training epochs (default: the recipe's)")
+    batch_size: int = arg(512, "batch size (default: the recipe's)")
+    lr: float = arg(0.2, "peak learning rate (default: the recipe's)")
     weight_decay: float = arg(5e-4, "weight decay")
-    scheduler: str = arg("onecycle", "learning-rate schedule", choices=("none", "cosine", "onecycle", "step"))
+    scheduler: str = arg("cosine", "learning-rate schedule (default: the recipe's)",
+                         choices=("none", "cosine", "onecycle", "step"))
+    norm_bias_lr: float = arg(1.0, "learning-rate multiplier for batch-norm biases, their weight decay divided by "
+                              "it (the cpu recipe: 64, as the CIFAR-10 speed records)", low=1e-6)
     ema: float = arg(0.0, "keep an exponential moving average of the weights with this decay, e.g. 0.999 (0: off)")
-    tta: bool = arg(False, "flip test-time augmentation in the final test report")
+    tta: bool = arg(False, "flip test-time augmentation in the final test report (on in the cpu and fast recipes)")
     profile: int = arg(0, "profile N training steps with torch.profiler (trace + table of costliest ops)")
     monitor: str = arg("val_acc", "metric that decides the best checkpoint and early stopping")
 
     def resolve(self, explicit: set[str]) -> None:
+        if self.recipe == "auto":
+            if "model" in explicit:
+                self.recipe = MODEL_RECIPE[self.model]
+            else:
+                gpu = self.device.startswith("cuda") or self.device == "auto" and torch.cuda.is_available()
+                self.recipe = "fast" if gpu else "cpu"
+        recipe = dict(RECIPES[self.recipe])
+        if recipe.get("precision") == "bf16" and not bf16_runs_fast(self.device):
+            recipe["precision"] = "fp32"
+        if "overfit" in explicit:  # the first check a model learns at all: no augmentation, no smoothing
+            recipe.pop("label_smoothing", None)
+        for key, value in recipe.items():
+            if key not in explicit:
+                setattr(self, key, value)
         super().resolve(explicit)
-        if self.model == "fast":  # the speed-record recipe, unless a flag says otherwise
-            recipe = dict(epochs=10, batch_size=512, optimizer="sgd", lr=0.2, momentum=0.9, weight_decay=5e-4,
-                          label_smoothing=0.2, scheduler="cosine", warmup_epochs=1.0, tta=True, channels_last=True)
-            if torch.cuda.is_available():
-                recipe["precision"] = "bf16"
-            for key, value in recipe.items():
-                if key not in explicit:
-                    setattr(self, key, value)
 
     def validate(self) -> None:
         super().validate()
@@ -57,6 +99,20 @@ class TrainConfig(RunConfig):
             raise LabError(f"--ema must be in [0, 1) (got {self.ema})")
         if self.profile < 0 or self.width < 0:
             raise LabError("--profile and --width must not be negative")
+
+
+def whitening_sample(data, count: int = 10_000) -> torch.Tensor:
+    """Up to ``count`` training images, normalised as the loaders do, evenly spread over the split
+    (decoded from disk when the split streams: at most 2,000 of them)."""
+    x = data.train[0]
+    if isinstance(x, list):  # --loader standard: image files
+        from labs_core.data.imagefolder import decode_all
+
+        files = x[:: max(1, len(x) // 2000)]
+        x = decode_all(files, [0] * len(files), data.image_size, skip_bad=True)[0]
+    x = x[:: max(1, len(x) // count)][:count].float() / 255
+    mean, std = torch.tensor(data.mean).view(1, -1, 1, 1), torch.tensor(data.std).view(1, -1, 1, 1)
+    return (x - mean) / std
 
 
 class WeightEMA(Callback):
@@ -162,7 +218,11 @@ def train(cfg: TrainConfig) -> dict:
         callbacks.append(ema)
 
     def model_fn(data):
-        return build_model(cfg.model, data.input_shape, data.num_classes, cfg.width)
+        model = build_model(cfg.model, data.input_shape, data.num_classes, cfg.width)
+        whiten = getattr(model, "whiten", None)
+        if whiten is not None:  # the stem's filters come from the training images, as training sees them
+            whiten.fit(whitening_sample(data))
+        return model
 
     def report(run, trainer, loaders, test):
         """From the one test pass: per-class accuracy, the flip-TTA accuracy, the gallery."""
@@ -196,7 +256,11 @@ def train(cfg: TrainConfig) -> dict:
         extra = list(callbacks)
         if cfg.profile and run.is_main:
             extra.append(Profile(cfg.profile, run.run_dir / "profile", run.say))
-        return classifier_plan(cfg, run, model_fn, callbacks=extra, extend_report=report)
+        return classifier_plan(cfg, run, model_fn, callbacks=extra, extend_report=report,
+                               make_optimizer=lambda cfg, model: build_optimizer(cfg, model,
+                                                                                 norm_bias_lr=cfg.norm_bias_lr),
+                               note=f"recipe {cfg.recipe}: --model {cfg.model}, {cfg.epochs} epochs, "
+                                    f"--precision {cfg.precision}")
 
     return execute(cfg, plan).summary
 

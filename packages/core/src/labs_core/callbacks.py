@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 
 from .checkpoint import atomic_write_bytes, save_checkpoint
@@ -61,6 +62,33 @@ class EarlyStopping(Callback):
 
     def load_state_dict(self, state: dict) -> None:
         self.wait = state["wait"]
+
+
+class Clock(Callback):
+    """Adds ``elapsed_s`` to each epoch's logs: the run's training time so far, evaluation
+    included, counted across phases and resumes (a checkpoint keeps it). Benchmarks read the time
+    to a target accuracy or loss from it."""
+
+    def __init__(self):
+        self.before, self.started = 0.0, None
+
+    def elapsed(self) -> float:
+        return self.before + (time.perf_counter() - self.started if self.started is not None else 0.0)
+
+    def on_fit_start(self, trainer: Trainer) -> None:
+        self.started = time.perf_counter()
+
+    def on_validation_end(self, trainer: Trainer, logs: dict) -> None:
+        logs["elapsed_s"] = round(self.elapsed(), 3)
+
+    def on_fit_end(self, trainer: Trainer) -> None:
+        self.before, self.started = self.elapsed(), None
+
+    def state_dict(self) -> dict:
+        return {"before": self.elapsed()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.before = state["before"]
 
 
 class RunLogger(Callback):

@@ -144,6 +144,8 @@ class DataOptions(ConfigPart):
     dataset: str = arg("digits", "dataset name: digits, mnist, fashion-mnist, cifar10, imagefolder, csv, synthetic")
     data_dir: str = arg("data", "folder for downloaded data, or the image folder / CSV file for imagefolder / csv")
     val_fraction: float = arg(0.1, "fraction of the training split held out for validation")
+    test_fraction: float = arg(0.2, "a source without a test split (an image folder without test/, a CSV): the "
+                               "fraction held out as one, the same for every run; 0: none, more images train")
     stratify: bool = arg(True, "keep class proportions in the validation split")
     augment: bool = arg(True, "random training augmentation (crop/translate, and flips where they make sense)")
     pad: int = arg(0, "augmentation: random shifts of up to this many pixels (0: 1/8 of the image side)")
@@ -165,11 +167,14 @@ class DataOptions(ConfigPart):
             raise LabError(f"--label-smoothing must be in [0, 1) (got {self.label_smoothing})")
         if not 0 <= self.val_fraction < 1:
             raise LabError(f"--val-fraction must be in [0, 1) (got {self.val_fraction})")
+        if not 0 <= self.test_fraction < 1:
+            raise LabError(f"--test-fraction must be in [0, 1) (got {self.test_fraction})")
 
     def resolve(self, explicit: set[str]) -> None:
         super().resolve(explicit)
         if "pad" in explicit and not self.augment:
             raise LabError("--pad sets the augmentation's shifts; it does nothing with --no-augment")
+        self.test_fraction_given = "test_fraction" in explicit  # refused where the data has its own test split
         if "num_workers" in explicit and self.loader != "standard":
             raise LabError("--num-workers applies to --loader standard only (the fast loader needs no workers)")
 

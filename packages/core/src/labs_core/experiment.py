@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from .callbacks import RunLogger
 from .config import RunConfig
 from .data import DataSplits, Loaders, build_loaders, load_dataset
+from .data.datasets import TEST_FRACTION
 from .metrics import (
     confusion_matrix,
     format_confusion_matrix,
@@ -54,6 +55,8 @@ def load_classifier_data(cfg: RunConfig, run: Run, data: DataSplits | None = Non
                             label_column=cfg.label_column, decode=cfg.loader == "fast")
     loaders = build_loaders(data, batch_size=cfg.batch_size, device=run.device, seed=cfg.seed, pad=cfg.pad or None,
                             val_fraction=cfg.val_fraction, stratify=cfg.stratify, augment=cfg.augment,
+                            test_fraction=cfg.test_fraction if getattr(  # given, or set in code
+                                cfg, "test_fraction_given", cfg.test_fraction != TEST_FRACTION) else None,
                             overfit=cfg.overfit, loader=cfg.loader, num_workers=cfg.num_workers,
                             balanced_sampler=cfg.balanced_sampler, use_class_weights=cfg.class_weights,
                             channels_last=cfg.channels_last, **run.shard)

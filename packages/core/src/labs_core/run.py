@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from . import distributed
-from .callbacks import Checkpointing, EarlyStopping, ProgressBar, RunLogger
+from .callbacks import Checkpointing, Clock, EarlyStopping, ProgressBar, RunLogger
 from .checkpoint import RESUME_KEYS, load_checkpoint, require_entries
 from .cli import find_latest_checkpoint, new_run_dir, write_json
 from .config import metric_mode
@@ -189,13 +189,23 @@ def resolve_monitor(cfg, plan: Plan, say=print) -> tuple[str, str]:
     return monitor, mode
 
 
-def build_optimizer(cfg, model: nn.Module, decay_matrices_only: bool = False) -> torch.optim.Optimizer:
+def build_optimizer(cfg, model: nn.Module, decay_matrices_only: bool = False,
+                    norm_bias_lr: float = 1.0) -> torch.optim.Optimizer:
     """The optimizer ``cfg`` names. ``decay_matrices_only``: weight decay on weight matrices and
-    embeddings only, not on biases and norm scales (what language-model recipes do)."""
+    embeddings only, not on biases and norm scales (what language-model recipes do).
+    ``norm_bias_lr``: the normalisation layers' biases learn at ``lr * norm_bias_lr`` with their
+    weight decay divided by it, so each step decays them as much as the rest (the CIFAR-10 speed
+    records' trick: with frozen norm scales the biases are few and slow to move)."""
     params = [p for p in model.parameters() if p.requires_grad]
     if decay_matrices_only and cfg.weight_decay:
         params = [{"params": [p for p in params if p.dim() >= 2]},
                   {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+    elif norm_bias_lr != 1.0:
+        norms = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
+        biases = {id(m.bias) for m in model.modules() if isinstance(m, norms) and m.bias is not None}
+        params = [{"params": [p for p in params if id(p) not in biases]},
+                  {"params": [p for p in params if id(p) in biases], "lr": cfg.lr * norm_bias_lr,
+                   "weight_decay": cfg.weight_decay / norm_bias_lr}]
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0,
                                weight_decay=cfg.weight_decay)
@@ -224,7 +234,8 @@ def build_scheduler(cfg, optimizer, plan: dict):
     if cfg.scheduler == "step":  # x0.7 every epoch, the classic MNIST recipe
         return torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.7), "epoch"
     if cfg.scheduler == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=total), "step"
+        peaks = [group["lr"] for group in optimizer.param_groups]  # each group's own peak
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=peaks, total_steps=total), "step"
     if cfg.scheduler == "cosine":
         warmup = min(int(cfg.warmup_epochs * steps_per_epoch), total - 1)
         cosine = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, total - warmup))
@@ -289,7 +300,7 @@ def _execute(run: Run, build_plan: Callable[[Run], Plan]) -> RunResult:
     extra = {"config": cfg.to_dict(), "lab": cfg.lab, "schedule": schedule, **plan.checkpoint}
     logger = RunLogger(run_dir, quiet=cfg.quiet, stream=run.stream) if main else None
     checkpointing = Checkpointing(run_dir / "checkpoints" if main else None, extra=extra)
-    callbacks = [*([logger, ProgressBar(cfg.quiet)] if main else []), checkpointing, *plan.callbacks]
+    callbacks = [Clock(), *([logger, ProgressBar(cfg.quiet)] if main else []), checkpointing, *plan.callbacks]
     if cfg.patience:
         callbacks.append(EarlyStopping(cfg.patience))
     trainer = Trainer(model, optimizer, plan.train_loader, plan.val_loader, loss_fn=plan.loss_fn or ClassificationLoss(),

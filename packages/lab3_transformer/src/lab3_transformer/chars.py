@@ -28,7 +28,7 @@ from labs_core.device import pick_device
 from labs_core.plots import plot_curves
 from labs_core.run import Plan, build_optimizer
 
-from .lm import LN2, Clock, lm_loss, sample_text
+from .lm import LN2, lm_loss, sample_text
 from .model import TinyTransformer, TransformerConfig
 
 PROG = "lab3-transformer"
@@ -78,7 +78,6 @@ def plan(cfg, run) -> Plan:
         description=(f"characters of {source} ({len(data.train):,} train / {len(data.val):,} validation, "
                      f"{len(tokenizer)} symbols; windows of {cfg.block_size}, {cfg.eval_every} steps per evaluation, "
                      f"{val.tokens:,} validation characters)"),
-        callbacks=[Clock()],
         resolved={"task": "chars", "model": vars(model_cfg), "vocabulary": tokenizer.chars},
         checkpoint={"model_config": vars(model_cfg), "tokenizer": tokenizer.state_dict()},
         report=report)

@@ -9,13 +9,12 @@ nats on tiny Shakespeare's 65 characters; 2.5 spells words badly; 1.5 writes pla
 from __future__ import annotations
 
 import math
-import time
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from labs_core import Callback, LabError
+from labs_core import LabError
 from labs_core.data.text import CharTokenizer
 
 from .model import TinyTransformer
@@ -28,26 +27,6 @@ def lm_loss(logits: Tensor, batch) -> dict[str, Tensor]:
     y = batch[1]
     loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
     return {"loss": loss, "bpc": loss.detach() / LN2}
-
-
-class Clock(Callback):
-    """Adds ``elapsed_s``, the run's training time so far (a resumed run continues the count), to
-    each evaluation's logs: the benchmark reads the time to a target loss from it."""
-
-    def __init__(self):
-        self.before, self.started = 0.0, None
-
-    def on_fit_start(self, trainer):
-        self.started = time.perf_counter()
-
-    def on_validation_end(self, trainer, logs):
-        logs["elapsed_s"] = round(self.before + time.perf_counter() - self.started, 3)
-
-    def state_dict(self) -> dict:
-        return {"before": self.before + (time.perf_counter() - self.started if self.started else 0.0)}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.before = state["before"]
 
 
 def next_token(logits: Tensor, temperature: float, top_k: int, generator: torch.Generator | None) -> Tensor:

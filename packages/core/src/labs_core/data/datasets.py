@@ -71,8 +71,10 @@ class Loaders:
 
 
 def split_data(data: DataSplits, *, seed: int = 0, val_fraction: float = 0.1, stratify: bool = True,
-               overfit: int = 0) -> DataSplits:
-    """Fill in the test split (fixed seed) and the validation split (run seed); apply overfit mode."""
+               overfit: int = 0, test_fraction: float | None = None) -> DataSplits:
+    """Fill in the test split (fixed seed) and the validation split (run seed); apply overfit mode.
+    ``test_fraction`` (default ``TEST_FRACTION``; 0: none) applies to sources without a test split;
+    given for one that has its own, it would change nothing, and is refused."""
     split = stratified_split if stratify else (lambda y, f, s: random_split(len(y), f, s))
     train, test, val = data.train, data.test, data.val
     if data.num_classes < 2:
@@ -85,8 +87,10 @@ def split_data(data: DataSplits, *, seed: int = 0, val_fraction: float = 0.1, st
             raise LabError(f"{data.name}: {len(pair[1])} sample(s) are too few to hold out a {what} split")
         return (take(pair[0], keep), pair[1][keep]), (take(pair[0], held), pair[1][held])
 
-    if test is None:
-        train, test = hold_out(train, TEST_FRACTION, TEST_SPLIT_SEED, "test")
+    if test is not None and test_fraction is not None:
+        raise LabError(f"--test-fraction: {data.name} has its own test split; the flag would change nothing")
+    if test is None and (TEST_FRACTION if test_fraction is None else test_fraction) > 0:
+        train, test = hold_out(train, TEST_FRACTION if test_fraction is None else test_fraction, TEST_SPLIT_SEED, "test")
     if overfit:
         if overfit > len(train[1]):
             raise LabError(f"--overfit {overfit}: the training split has only {len(train[1])} samples")
@@ -108,13 +112,14 @@ def build_loaders(data: DataSplits, *, batch_size: int, device="cpu", seed: int 
                   stratify: bool = True, augment: bool = True, overfit: int = 0, loader: str = "fast",
                   num_workers: int = 0, balanced_sampler: bool = False, use_class_weights: bool = False,
                   eval_batch_size: int | None = None, pad: int | None = None, channels_last: bool = False,
-                  rank: int = 0, world: int = 1) -> Loaders:
+                  rank: int = 0, world: int = 1, test_fraction: float | None = None) -> Loaders:
     """Split ``data`` and wrap each split in a fast (on-device) or standard (DataLoader) loader.
 
     Under data parallelism (``world`` > 1) the train and validation loaders give this ``rank`` its
     own slice; the test loader stays whole (only rank 0 reports on it)."""
     shard = {"rank": rank, "world": world}
-    data = split_data(data, seed=seed, val_fraction=val_fraction, stratify=stratify, overfit=overfit)
+    data = split_data(data, seed=seed, val_fraction=val_fraction, stratify=stratify, overfit=overfit,
+                      test_fraction=test_fraction)
     augment = augment and not overfit
     x_train, y_train = data.train
     n_classes = data.num_classes
