@@ -9,13 +9,15 @@ Lightning's batch-size scaler does in its ``binsearch`` mode). What "fits" means
     CPU    the process's peak resident memory over the step is within the budget (a CPU has no
            out-of-memory error to catch: the kernel would kill the process instead)
 
-Each probe is one warm-up step (optimizer state allocated, kernels chosen) then ``STEPS`` timed
-steps on a batch of that size, for images/s. The suggestion is the largest size that fits; the
+Each probe is one warm-up step (optimizer state allocated, kernels chosen) then timed steps on a
+batch of that size (at least ``STEPS``, more while under ``MIN_SECONDS``), for images/s from the
+median step time (robust to a busy machine). The suggestion is the largest size that fits; the
 fastest size is reported beside it. The caller restores the weights after every probe.
 """
 
 from __future__ import annotations
 
+import statistics
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -26,7 +28,8 @@ from .errors import LabError
 from .memory import peak_memory, release_freed, reset_peak
 
 START = 2  # batch norm needs two samples
-STEPS = 3  # timed steps per probe
+STEPS = 3  # timed steps per probe, at least
+MIN_SECONDS, MAX_STEPS = 0.5, 20  # more steps while they are quick: a median over enough of them
 
 
 @dataclass
@@ -85,7 +88,8 @@ def is_out_of_memory(exc: BaseException) -> bool:
 
 def measure(size: int, make_batch: Callable[[int], object], step: Callable[[object], object],
             device: torch.device, budget_mib: float | None, steps: int = STEPS) -> Probe:
-    """One probe: a warm-up step and ``steps`` timed steps on a batch of ``size``, its peak memory."""
+    """One probe: a warm-up step and at least ``steps`` timed steps on a batch of ``size``; its speed and
+    peak memory."""
     release_freed()
     if device.type == "cuda":
         torch.cuda.empty_cache()
@@ -95,11 +99,12 @@ def measure(size: int, make_batch: Callable[[int], object], step: Callable[[obje
         batch = make_batch(size)
         step(batch)
         _sync(device)
-        began = time.perf_counter()
-        for _ in range(steps):
+        times: list[float] = []
+        while len(times) < steps or (sum(times) < MIN_SECONDS and len(times) < MAX_STEPS):
+            began = time.perf_counter()
             step(batch)
-        _sync(device)
-        seconds = time.perf_counter() - began
+            _sync(device)
+            times.append(time.perf_counter() - began)
     except (torch.cuda.OutOfMemoryError, RuntimeError) as exc:
         if not is_out_of_memory(exc):
             raise
@@ -112,7 +117,7 @@ def measure(size: int, make_batch: Callable[[int], object], step: Callable[[obje
     used = peak["cuda_reserved_mib"] if device.type == "cuda" else peak["cpu_peak_rss_mib"]
     fits = budget_mib is None or used <= budget_mib
     note = "" if fits else f"{used:,.0f} MiB > budget {budget_mib:,.0f} MiB"
-    return Probe(size, fits, size * steps / seconds, used, note)
+    return Probe(size, fits, size / statistics.median(times), used, note)
 
 
 def _sync(device: torch.device) -> None:

@@ -224,8 +224,9 @@ class TuningOptions(ConfigPart):
     find_batch_size: bool = arg(False, "find the largest batch whose training step fits (CUDA: no out-of-memory; "
                                 "CPU: --memory-budget), print images/s at each size tried, write "
                                 "batch_size.json, and stop")
-    memory_budget: str = arg("", "batch-size finder: memory a step may use, e.g. 800M or 4GiB (default: CPU, half "
-                             "of the memory this process could reach; CUDA, none: out-of-memory decides)")
+    memory_budget: str = arg("", "batch-size finder: the most memory a probe may reach, e.g. 800M or 4GiB; on the "
+                             "CPU the process's peak resident memory (default: half of what it could reach), on "
+                             "CUDA the peak reserved (default: none, out-of-memory decides)")
 
     TRAINING_ONLY: ClassVar[tuple[str, ...]] = ("epochs", "max_steps", "patience", "scheduler", "warmup_epochs",
                                                 "monitor", "monitor_mode", "loop")

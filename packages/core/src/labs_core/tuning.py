@@ -183,7 +183,7 @@ def find_batch_size(run, trainer: Trainer, snapshot: Snapshot) -> dict:
     make, step = batch_maker(trainer.train_loader), make_step(trainer)
     what = "CUDA peak reserved" if device.type == "cuda" else "process peak resident"
     run.say(f"batch-size finder: doubling from {batch_finder.START} up to {cap} (one epoch), "
-            f"{batch_finder.STEPS} timed steps each; fits: "
+            f"then bisecting; images/s from the median of >= {batch_finder.STEPS} timed steps; fits: "
             + ("no CUDA out-of-memory" + (f" and {what} <= {budget:,.0f} MiB" if budget else "")
                if device.type == "cuda" else f"{what} memory <= {budget:,.0f} MiB"))
 
