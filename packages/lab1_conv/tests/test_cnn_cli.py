@@ -134,6 +134,7 @@ def test_explain_takes_the_first_test_images_in_order(tmp_path, monkeypatch):
     (["--explain", "33"], "--explain must be at most 32"),
     (["--explain", "-1"], "--explain must be at least 0"),
     (["compare", "--lr-find"], "compare trains two models; run a finder with lab1-conv itself"),
+    (["--explain", "2", "--lr-find"], "a finder alone stops before training"),
 ])
 def test_bad_input(argv, message, capsys):
     assert main(argv) == 2

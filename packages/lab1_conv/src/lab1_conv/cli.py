@@ -76,7 +76,9 @@ class Lab1Config(LoopOptions, TuningOptions, RunConfig):
         if not 0 <= self.dropout < 1:
             raise LabError(f"--dropout must be in [0, 1) (got {self.dropout})")
         if self.explain:
+            stops = (self.lr_find and not self.lr_find_then_train) or self.find_batch_size
             why = ("--shapes trains nothing" if self.shapes else "--overfit runs have no test split" if self.overfit
+                   else "a finder alone stops before training" if stops
                    else "Grad-CAM needs a conv layer, which --model logreg has not" if self.model != "cnn" else "")
             if why:
                 raise LabError(f"--explain explains a trained CNN's test predictions; {why}")
