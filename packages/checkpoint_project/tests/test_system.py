@@ -276,7 +276,11 @@ def test_every_train_flag_is_read_by_the_run(tmp_path):
 
     base = ["--dataset", "synthetic", "--epochs", "1", "--width", "4", "--max-steps", "2", "--quiet"]
     runs = [base + ["--ema", "0.9", "--tta", "--profile", "1"],
-            base + ["--optimizer", "sgd", "--momentum", "0.8", "--scheduler", "cosine", "--warmup-epochs", "0.5"]]
+            base + ["--optimizer", "sgd", "--momentum", "0.8", "--scheduler", "cosine", "--warmup-epochs", "0.5"],
+            base + ["--lr-find", "--lr-find-then-train", "--lr-find-steps", "10", "--lr-find-start", "1e-4",
+                    "--lr-find-end", "1"],
+            ["--dataset", "synthetic", "--width", "4", "--quiet", "--overfit", "16", "--find-batch-size",
+             "--memory-budget", "64G"]]
     configs = [parse_config(TrainConfig, [*argv, "--out", str(tmp_path / str(i))], "train")
                for i, argv in enumerate(runs)]
     unread = {f.name for f in dataclasses.fields(TrainConfig)} - fields_read(train, configs)

@@ -57,3 +57,41 @@ def test_deterministic_resume_on_cuda_is_bit_identical(tmp_path):
     resumed.fit()
     for a, b in zip(straight.model.state_dict().values(), resumed.model.state_dict().values(), strict=True):
         assert torch.equal(a, b)
+
+
+def test_peak_memory_reports_the_cuda_allocator():
+    from labs_core.memory import peak_memory, reset_peak
+
+    device = torch.device("cuda")
+    reset_peak(device)
+    block = torch.ones(64 * 2**20 // 4, device=device)  # 64 MiB
+    peak = peak_memory(device)
+    del block
+    assert set(peak) == {"cpu_peak_rss_mib", "cuda_allocated_mib", "cuda_reserved_mib"}
+    assert 64 <= peak["cuda_allocated_mib"] <= peak["cuda_reserved_mib"]
+
+
+def test_batch_finder_catches_a_real_out_of_memory_and_bisects():
+    """A real torch.cuda.OutOfMemoryError: the process may use only 256 MiB of the GPU; a probe of n
+    needs about 2n MiB (its batch and the step's result)."""
+    from labs_core import batch_finder
+
+    device = torch.device("cuda")
+    torch.cuda.empty_cache()
+    torch.cuda.set_per_process_memory_fraction(256 * 2**20 / torch.cuda.get_device_properties(device).total_memory)
+    try:
+        def make(n):
+            return torch.ones(n, 2**20 // 4, device=device)  # n MiB
+
+        def step(batch):
+            return (batch * 2).sum()
+
+        probes = batch_finder.search(lambda n: batch_finder.measure(n, make, step, device, None), 4096)
+    finally:
+        torch.cuda.set_per_process_memory_fraction(1.0)
+        torch.cuda.empty_cache()
+    largest, _ = batch_finder.suggestion(probes)
+    assert 64 <= largest < 256
+    assert any(p.note == "out of memory" for p in probes) and all(p.fits == (p.batch_size <= largest) for p in probes)
+    assert all(p.peak_mib <= 256 for p in probes if p.fits)
+    torch.ones(2**20, device=device).sum().item()  # the GPU is usable afterwards

@@ -112,7 +112,10 @@ def test_every_flag_is_read_by_the_run(tmp_path):
     runs = [base + ["--batch-norm", "--grad-norms"],
             base + ["--optimizer", "sgd", "--momentum", "0.8", "--scheduler", "cosine", "--warmup-epochs", "0.5",
                     "--loader", "standard", "--num-workers", "0", "--optim-impl", "torch"],
-            base + ["--loop", "manual", "--layers", "torch"]]
+            base + ["--loop", "manual", "--layers", "torch"],
+            base + ["--lr-find", "--lr-find-then-train", "--lr-find-steps", "10", "--lr-find-start", "1e-4",
+                    "--lr-find-end", "1"],
+            ["--hidden", "8", "--quiet", "--overfit", "16", "--find-batch-size", "--memory-budget", "64G"]]
     configs = [parse_config(Lab0Config, [*argv, "--out", str(tmp_path / str(i))], "lab0-mlp")
                for i, argv in enumerate(runs)]
     unread = {f.name for f in dataclasses.fields(Lab0Config)} - fields_read(train, configs)

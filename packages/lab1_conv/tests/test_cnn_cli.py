@@ -133,6 +133,8 @@ def test_explain_takes_the_first_test_images_in_order(tmp_path, monkeypatch):
     (["--explain", "2", "--shapes"], "--shapes trains nothing"),
     (["--explain", "33"], "--explain must be at most 32"),
     (["--explain", "-1"], "--explain must be at least 0"),
+    (["compare", "--lr-find"], "compare trains two models; run a finder with lab1-conv itself"),
+    (["--explain", "2", "--lr-find"], "a finder alone stops before training"),
 ])
 def test_bad_input(argv, message, capsys):
     assert main(argv) == 2
@@ -160,7 +162,10 @@ def test_every_flag_is_read_by_the_run(tmp_path):
 
     base = ["--epochs", "1", "--max-steps", "2", "--widths", "8", "--quiet"]
     runs = [base, base + ["--shapes"], ["--epochs", "1", "--widths", "8", "--quiet", "--loop", "manual"],
-            base + ["--optimizer", "sgd", "--momentum", "0.8", "--scheduler", "cosine", "--warmup-epochs", "0.5"]]
+            base + ["--optimizer", "sgd", "--momentum", "0.8", "--scheduler", "cosine", "--warmup-epochs", "0.5"],
+            base + ["--lr-find", "--lr-find-then-train", "--lr-find-steps", "10", "--lr-find-start", "1e-4",
+                    "--lr-find-end", "1"],
+            ["--widths", "8", "--quiet", "--overfit", "16", "--find-batch-size", "--memory-budget", "64G"]]
     configs = [parse_config(Lab1Config, [*argv, "--out", str(tmp_path / str(i))], "lab1-conv")
                for i, argv in enumerate(runs)]
     unread = {f.name for f in dataclasses.fields(Lab1Config)} - fields_read(train, configs)

@@ -89,6 +89,8 @@ def test_cli_smoke_with_attention_maps(tmp_path, capsys):
     assert summary["epochs_run"] == 3 and summary["best"]["metric"] == "val_seq_acc"
     printed = capsys.readouterr().out
     assert "layer 0 head 0" in printed and "layer 1 head 1" in printed
+    assert summary["peak_memory"]["cpu_peak_rss_mib"] > 0  # the run skeleton's, for every lab
+    assert "peak memory: process" in printed.splitlines()[0] and f"| run directory: {out}" in printed
     assert len(list(out.glob("attention_layer*_head*.png"))) == 4
     assert (out / "loss_curve.png").is_file() and (out / "checkpoints" / "last.pt").is_file()
 

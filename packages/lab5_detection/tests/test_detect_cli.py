@@ -42,6 +42,8 @@ def test_short_run_logs_loss_parts_map_and_figures(flavor, tmp_path, capsys):
     assert 0 <= summary["metrics"]["val_map_50"] <= 1
     assert summary["best"]["metric"] == "val_map_50" and summary["best"]["mode"] == "max"
     printed = capsys.readouterr().out
+    assert summary["peak_memory"]["cpu_peak_rss_mib"] > 0  # the run skeleton's, for every lab
+    assert "peak memory: process" in printed and f"| run directory: {out}" in printed
     parts = ("train_cls", "train_bg", "train_box") if flavor == "anchor" else ("train_heatmap", "train_size", "train_offset")
     assert all(p in printed for p in parts) and "val_map_50" in printed
     assert (out / "predictions.png").is_file() and (out / "loss_curve.png").is_file()

@@ -14,6 +14,7 @@ import torch
 from labs_core import Callback, LabError, RunConfig, arg
 from labs_core.checkpoint import save_checkpoint
 from labs_core.cli import run_lab
+from labs_core.config import TuningOptions
 from labs_core.experiment import classifier_plan
 from labs_core.run import build_optimizer, execute
 
@@ -52,7 +53,7 @@ def bf16_runs_fast(device: str) -> bool:
 
 
 @dataclass
-class TrainConfig(RunConfig):
+class TrainConfig(TuningOptions, RunConfig):
     lab = PROJECT
 
     dataset: str = arg("cifar10", "dataset name: cifar10 (default), synthetic, digits, imagefolder, mnist, ...")

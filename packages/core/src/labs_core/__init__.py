@@ -15,6 +15,9 @@ The pieces, one idea per module:
 - ``run``         the run skeleton every lab trains through: Run, Plan, execute
 - ``experiment``  classification on the skeleton: run_classifier / classifier_main
 - ``loop``        the training loop written out by hand (``--loop manual``)
+- ``tuning``      the finders a run can start with: ``lr_finder`` (--lr-find), ``batch_finder``
+                  (--find-batch-size), and the snapshot that puts everything back after them
+- ``memory``      peak memory (CUDA allocator, process resident) for summary.json; sizes on the command line
 - ``testing``     for the labs' tests: a torchrun launch, the flags a run reads
 """
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from .errors import LabError
+from .memory import parse_size
 
 
 def arg(default: Any = dataclasses.MISSING, help: str = "", *, choices=None, default_factory=dataclasses.MISSING,
@@ -211,6 +212,67 @@ class LoopOptions(ConfigPart):
             raise LabError(f"--loop manual shows the bare loop; {what} needs --loop core")
 
 
+@dataclass
+class TuningOptions(ConfigPart):
+    """The finders a classifier's run can start with, on its own model, data and optimizer
+    (``labs_core.tuning``). Each one restores the weights and optimizer it used, and writes its
+    report into the run directory; the run then stops, or with --lr-find-then-train trains."""
+
+    lr_find: bool = arg(False, "run the learning-rate range test, write lr_find.png and lr_find.json, print the "
+                        "suggested --lr (fastai's valley rule; steepest descent beside it), and stop")
+    lr_find_then_train: bool = arg(False, "the range test, then train from the same weights with the suggested "
+                                   "rate as --lr")
+    lr_find_steps: int = arg(100, "range test: at most this many steps (it stops early when the loss diverges)",
+                             low=10)
+    lr_find_start: float = arg(1e-7, "range test: the first learning rate", low=0)
+    lr_find_end: float = arg(10.0, "range test: the last learning rate (rates grow geometrically)", low=0)
+    find_batch_size: bool = arg(False, "find the largest batch whose training step fits (CUDA: no out-of-memory; "
+                                "CPU: --memory-budget), print images/s at each size tried, write "
+                                "batch_size.json, and stop")
+    memory_budget: str = arg("", "batch-size finder: the most memory a probe may reach, e.g. 800M or 4GiB; on the "
+                             "CPU the process's peak resident memory (default: half of what it could reach), on "
+                             "CUDA the peak reserved (default: none, out-of-memory decides)")
+
+    TRAINING_ONLY: ClassVar[tuple[str, ...]] = ("epochs", "max_steps", "patience", "scheduler", "warmup_epochs",
+                                                "monitor", "monitor_mode", "loop")
+
+    def validate(self) -> None:
+        super().validate()
+        if not 0 < self.lr_find_start < self.lr_find_end:
+            raise LabError(f"--lr-find-start must be positive and below --lr-find-end (got {self.lr_find_start:g} "
+                           f"and {self.lr_find_end:g})")
+        if self.memory_budget:
+            parse_size(self.memory_budget)  # a size it cannot read stops here, before anything is written
+
+    def resolve(self, explicit: set[str]) -> None:
+        super().resolve(explicit)
+        lr_find = self.lr_find or self.lr_find_then_train
+        finder = "--lr-find" + ("-then-train" if self.lr_find_then_train else "") if lr_find else "--find-batch-size"
+        if not lr_find and (used := sorted({"lr_find_steps", "lr_find_start", "lr_find_end"} & explicit)):
+            raise LabError(f"--{_flag(used[0])} sets the range test; it does nothing without --lr-find")
+        if "memory_budget" in explicit and not self.find_batch_size:
+            raise LabError("--memory-budget sets the batch-size finder's limit; it does nothing without "
+                           "--find-batch-size")
+        if not (lr_find or self.find_batch_size):
+            return
+        if lr_find and self.find_batch_size:
+            raise LabError("one finder at a time: --find-batch-size first, then --lr-find with the --batch-size "
+                           "it suggests")
+        if self.resume:
+            raise LabError(f"{finder} starts from fresh weights; it does not combine with --resume")
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise LabError(f"{finder} runs in one process; run it without torchrun, then train under torchrun "
+                           "with what it suggests")
+        if "lr" in explicit and lr_find:
+            raise LabError(f"{finder} sweeps its own rates" + (" and trains with the one it suggests" if
+                           self.lr_find_then_train else "") + "; leave --lr out")
+        if "batch_size" in explicit and self.find_batch_size:
+            raise LabError("--find-batch-size tries its own batch sizes; leave --batch-size out")
+        if not self.lr_find_then_train and (used := sorted(set(self.TRAINING_ONLY) & explicit)):
+            raise LabError(f"{finder} stops before training, so --{_flag(used[0])} would change nothing"
+                           + (" (--lr-find-then-train trains after the test)" if lr_find else ""))
+
+
 MAX_INT = 2**31 - 1  # the largest count any flag needs; beyond it torch overflows
 
 
@@ -229,7 +291,7 @@ def check_number(f: dataclasses.Field, value) -> None:
         raise LabError(f"{flag} must be at most {high} (got {value})")
 
 
-PART_TITLES = {LoopOptions: "training loop", RunOptions: "run", OptimOptions: "optimisation and training hygiene",
+PART_TITLES = {LoopOptions: "training loop", TuningOptions: "finders (learning rate, batch size)", RunOptions: "run", OptimOptions: "optimisation and training hygiene",
                DataOptions: "data pipeline", BatchNormOptions: "batch norm"}
 
 

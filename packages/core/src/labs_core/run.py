@@ -30,13 +30,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import distributed
+from . import distributed, tuning
 from .callbacks import Checkpointing, Clock, EarlyStopping, ProgressBar, RunLogger
 from .checkpoint import RESUME_KEYS, load_checkpoint, require_entries
 from .cli import find_latest_checkpoint, new_run_dir, write_json
 from .config import metric_mode
 from .device import Precision, pick_device
 from .errors import LabError, NonFiniteLossError
+from .memory import describe_peak, peak_memory, reset_peak
 from .rundir import RunDirLock, check_out, clear_run
 from .seed import seed_everything
 from .trainer import Callback, ClassificationLoss, Trainer, default_forward
@@ -62,6 +63,7 @@ class Run:
     def start(cls, cfg, stream=None) -> Run:
         out = stream or sys.stdout
         info, device = distributed.init(pick_device(cfg.device), cfg.dist_timeout)
+        reset_peak(device)  # the peak memory reported is this run's (several may share a process)
         quiet = cfg.quiet or not info.is_main  # only rank 0 speaks
         say = (lambda *a: None) if quiet else (lambda msg: print(msg, file=out, flush=True))
         run = cls(cfg, device, say, out, time.perf_counter(), info)
@@ -315,15 +317,28 @@ def _execute(run: Run, build_plan: Callable[[Run], Plan]) -> RunResult:
     n_params = sum(p.numel() for p in model.parameters())
     world = run.dist.world
     run.claim_run_dir()  # everything fits: lock the run directory (cleared for --overwrite), then write it
+    batch = f"batch {cfg.batch_size}" + (f" per process x {world} = {cfg.batch_size * world} global" if world > 1 else "")
+    run.say(f"{cfg.lab}: {plan.description} | {type(model).__name__} {n_params:,} params | {run.device} "
+            f"{cfg.precision} | {batch} | {describe_peak(peak_memory(run.device))}")
+    finder = tuning.requested(cfg)
+    found = tuning.run_finder(run, trainer, finder) if finder else None
+    if found is not None and not cfg.lr_find_then_train:  # a finder alone: its report is the run's whole output
+        run.say(f"{describe_peak(peak_memory(run.device))} | report in {run_dir}")
+        return RunResult(summary={finder: found, "peak_memory": peak_memory(run.device)}, run_dir=run_dir,
+                         trainer=trainer, plan=plan)
+    if found is not None:  # train from the same weights, with the suggested rate
+        cfg.lr = found["suggested_lr"]
+        trainer.optimizer = optimizer = (plan.make_optimizer or build_optimizer)(cfg, model)
+        trainer.scheduler, _ = build_scheduler(cfg, optimizer, schedule)
+        checkpointing.extra["config"] = cfg.to_dict()
+        run.say(f"training with --lr {cfg.lr:.2e} (the range test's suggestion)")
+        reset_peak(run.device)  # the peak reported is the training's
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_json(run_dir / "config.json", {**cfg.to_dict(), "lab": cfg.lab, "resolved": {
             "device": str(run.device), "processes": world, "global_batch_size": cfg.batch_size * world,
             "parameters": n_params, "model": type(model).__name__, "monitor": monitor, "monitor_mode": mode,
-            **plan.resolved}})
-    batch = f"batch {cfg.batch_size}" + (f" per process x {world} = {cfg.batch_size * world} global" if world > 1 else "")
-    run.say(f"{cfg.lab}: {plan.description} | {type(model).__name__} {n_params:,} params | {run.device} "
-            f"{cfg.precision} | {batch}")
+            **({"lr_find": found} if found else {}), **plan.resolved}})
     try:
         if plan.manual_loop is not None:
             run_manual_loop(trainer, plan, logger, checkpointing)
@@ -344,7 +359,7 @@ def _execute(run: Run, build_plan: Callable[[Run], Plan]) -> RunResult:
     summary = write_summary(run, trainer, metrics)
     if main:
         logger.close()
-        run.say(f"run directory: {run_dir}")
+        run.say(f"{describe_peak(summary['peak_memory'])} | run directory: {run_dir}")
     return RunResult(summary=summary, run_dir=run_dir, trainer=trainer, plan=plan)
 
 
@@ -379,6 +394,7 @@ def write_summary(run: Run, trainer: Trainer, metrics: dict | None = None) -> di
         "skipped_steps": trainer.skipped_steps,
         "stop_reason": trainer.stop_reason,
         "processes": run.dist.world,
+        "peak_memory": peak_memory(trainer.device),
     }
     if run.run_dir is not None:
         write_json(run.run_dir / "summary.json", summary)

@@ -26,7 +26,7 @@ from .errors import LabError
 RUN_MARKERS = ("config.json", "metrics.jsonl", "summary.json", "checkpoints", "tb")
 # What --overwrite removes: the markers, and the reports and figures runs write beside them.
 RUN_FOLDERS = ("checkpoints", "tb", "profile")
-RUN_FILES = ("config.json", "metrics.jsonl", "summary.json", "phases.json")
+RUN_FILES = ("config.json", "metrics.jsonl", "summary.json", "phases.json", "lr_find.json", "batch_size.json")
 RUN_PATTERNS = ("*.png", "*.txt")
 LOCK_NAME = ".lock"
 FRESH_LOCK_S = 10.0  # an unreadable lock younger than this is being written: treat it as held

@@ -14,7 +14,7 @@ from torch import nn
 
 from labs_core import Callback, LabError, RunConfig, arg, distributed
 from labs_core.cli import lessons_command, run_lab
-from labs_core.config import LoopOptions
+from labs_core.config import LoopOptions, TuningOptions
 from labs_core.experiment import build_optimizer, run_classifier
 from labs_core.loop import run_manual
 from labs_core.plots import plot_curves
@@ -26,7 +26,7 @@ PROG = "lab0-mlp"
 
 
 @dataclass
-class Lab0Config(LoopOptions, RunConfig):
+class Lab0Config(LoopOptions, TuningOptions, RunConfig):
     lab = "lab0-mlp"
     overfit_epochs = 150  # --overfit N: N <= batch size, so one step per epoch
 

@@ -16,7 +16,7 @@ import torch
 
 from labs_core import LabError, RunConfig, arg, parse_config
 from labs_core.cli import lessons_command, run_lab, write_json
-from labs_core.config import LoopOptions
+from labs_core.config import LoopOptions, TuningOptions
 from labs_core.data import load_dataset
 from labs_core.experiment import run_classifier
 from labs_core.explain import write_explanations
@@ -39,7 +39,7 @@ FAST_RECIPE = dict(epochs=3, batch_size=64, optimizer="sgd", lr=0.1, momentum=0.
 
 
 @dataclass
-class Lab1Config(LoopOptions, RunConfig):
+class Lab1Config(LoopOptions, TuningOptions, RunConfig):
     lab = "lab1-conv"
     overfit_epochs = 60
 
@@ -76,7 +76,9 @@ class Lab1Config(LoopOptions, RunConfig):
         if not 0 <= self.dropout < 1:
             raise LabError(f"--dropout must be in [0, 1) (got {self.dropout})")
         if self.explain:
+            stops = (self.lr_find and not self.lr_find_then_train) or self.find_batch_size
             why = ("--shapes trains nothing" if self.shapes else "--overfit runs have no test split" if self.overfit
+                   else "a finder alone stops before training" if stops
                    else "Grad-CAM needs a conv layer, which --model logreg has not" if self.model != "cnn" else "")
             if why:
                 raise LabError(f"--explain explains a trained CNN's test predictions; {why}")
@@ -157,6 +159,8 @@ def compare(argv: list[str]) -> int:
         cfg = parse_config(Lab1Config, argv, f"{PROG} compare")
     except SystemExit as exc:
         return int(exc.code or 0)
+    if cfg.lr_find or cfg.lr_find_then_train or cfg.find_batch_size:
+        raise LabError("compare trains two models; run a finder with lab1-conv itself, on the model it is for")
     base_out = Path(cfg.out) if cfg.out else None
     results = {}
     for model in ("logreg", "cnn"):
