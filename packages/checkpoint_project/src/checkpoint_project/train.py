@@ -18,7 +18,7 @@ from labs_core.experiment import classifier_plan
 from labs_core.run import execute
 
 from .inference import PROJECT, predict_probs
-from .models import MODELS, build_model
+from .models import GRAD_CHECKPOINT_MODELS, MODELS, build_model, enable_grad_checkpoint
 
 PROG = "train"
 
@@ -39,6 +39,9 @@ class TrainConfig(RunConfig):
     tta: bool = arg(False, "flip test-time augmentation in the final test report")
     profile: int = arg(0, "profile N training steps with torch.profiler (trace + table of costliest ops)")
     monitor: str = arg("val_acc", "metric that decides the best checkpoint and early stopping")
+    grad_checkpoint: bool = arg(False, "activation checkpointing (resnet, fast): keep only each block's input in "
+                                "the forward pass and recompute the rest in the backward pass (less memory, "
+                                "one more forward pass of time)")
 
     def resolve(self, explicit: set[str]) -> None:
         super().resolve(explicit)
@@ -57,6 +60,9 @@ class TrainConfig(RunConfig):
             raise LabError(f"--ema must be in [0, 1) (got {self.ema})")
         if self.profile < 0 or self.width < 0:
             raise LabError("--profile and --width must not be negative")
+        if self.grad_checkpoint and self.model not in GRAD_CHECKPOINT_MODELS:
+            raise LabError(f"--grad-checkpoint applies to --model {' or '.join(GRAD_CHECKPOINT_MODELS)} "
+                           f"(not {self.model})")
 
 
 class WeightEMA(Callback):
@@ -162,7 +168,10 @@ def train(cfg: TrainConfig) -> dict:
         callbacks.append(ema)
 
     def model_fn(data):
-        return build_model(cfg.model, data.input_shape, data.num_classes, cfg.width)
+        model = build_model(cfg.model, data.input_shape, data.num_classes, cfg.width)
+        if cfg.grad_checkpoint:
+            enable_grad_checkpoint(model, cfg.model)
+        return model
 
     def report(run, trainer, loaders, test):
         """From the one test pass: per-class accuracy, the flip-TTA accuracy, the gallery."""

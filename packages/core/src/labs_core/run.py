@@ -296,7 +296,7 @@ def _execute(run: Run, build_plan: Callable[[Run], Plan]) -> RunResult:
                       forward_fn=plan.forward_fn, scheduler=scheduler, scheduler_interval=interval,
                       precision=precision, device=run.device, epochs=cfg.epochs, max_steps=cfg.max_steps,
                       grad_accum=cfg.grad_accum, grad_clip=cfg.grad_clip, monitor=monitor, mode=mode,
-                      callbacks=callbacks)
+                      callbacks=callbacks, compile=cfg.compile)
     if run.resume_state is not None:
         load_resume_state(run, trainer, schedule, interval)
         run.say(f"resuming from {run.resume_path} (epoch {trainer.epoch}, step {trainer.global_step})")
@@ -312,7 +312,7 @@ def _execute(run: Run, build_plan: Callable[[Run], Plan]) -> RunResult:
             **plan.resolved}})
     batch = f"batch {cfg.batch_size}" + (f" per process x {world} = {cfg.batch_size * world} global" if world > 1 else "")
     run.say(f"{cfg.lab}: {plan.description} | {type(model).__name__} {n_params:,} params | {run.device} "
-            f"{cfg.precision} | {batch}")
+            f"{cfg.precision}{' compiled' if cfg.compile else ''} | {batch}")
     try:
         if plan.manual_loop is not None:
             run_manual_loop(trainer, plan, logger, checkpointing)
