@@ -10,6 +10,7 @@ import torch
 from checkpoint_project.cli import main
 from checkpoint_project.models import build_model, enable_grad_checkpoint
 from labs_core import LabError, load_checkpoint
+from labs_core.device import compile_unavailable
 
 
 @pytest.mark.parametrize("name", ["resnet", "fast"])
@@ -49,3 +50,16 @@ def test_a_run_with_grad_checkpoint_ends_where_the_plain_run_does(tmp_path):
     assert list(ckpt) == list(plain)  # the same state dict: checkpoints load either way
     for n, v in plain.items():
         torch.testing.assert_close(ckpt[n], v, rtol=1e-4, atol=1e-6, msg=n)
+
+
+@pytest.mark.skipif(compile_unavailable() is not None, reason=compile_unavailable() or "")
+def test_compiled_and_checkpointed_run_ends_where_the_plain_run_does(tmp_path):
+    """Under torch.compile the recomputation is part of the compiled backward graph: the batch-norm
+    statistics must still be updated once per step."""
+    base = ["train", "--dataset", "synthetic", "--model", "resnet", "--width", "4", "--epochs", "1", "--max-steps", "3",
+            "--batch-size", "32", "--quiet"]
+    assert main([*base, "--out", str(tmp_path / "plain")]) == 0
+    assert main([*base, "--out", str(tmp_path / "both"), "--grad-checkpoint", "--compile"]) == 0
+    plain, both = (load_checkpoint(tmp_path / n / "checkpoints" / "last.pt")["model"] for n in ("plain", "both"))
+    for n, v in plain.items():
+        torch.testing.assert_close(both[n], v, rtol=1e-3, atol=1e-5, msg=n)

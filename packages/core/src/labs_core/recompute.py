@@ -41,9 +41,17 @@ def run_segments(segments: Iterable[nn.Module], x: Tensor, enabled: bool) -> Ten
     is checkpointed: its activations are recomputed in the backward pass instead of being kept."""
     recording = enabled and torch.is_grad_enabled()
     for segment in segments:
-        if recording:
+        if not recording:
+            x = segment(x)
+        elif torch.compiler.is_compiling() or not has_norms(segment):
+            # Under torch.compile the recomputation is part of the compiled backward graph, which
+            # recomputes values only: the buffer updates happen once, in the forward graph.
+            x = checkpoint(segment, x, use_reentrant=False)
+        else:
             x = checkpoint(segment, x, use_reentrant=False,
                            context_fn=lambda seg=segment: (contextlib.nullcontext(), buffers_kept(seg)))
-        else:
-            x = segment(x)
     return x
+
+
+def has_norms(module: nn.Module) -> bool:
+    return any(isinstance(m, _NORMS) for m in module.modules())
