@@ -206,7 +206,11 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--part", default="all", choices=("memory", "compile", "all"))
     p.add_argument("--steps", type=int, default=5, help="timed steps per setting")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default); 1 steadies the "
+                   "figures on a machine other processes share")
     args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     print(f"machine: {machine()}")
     if args.part in ("memory", "all"):

@@ -63,3 +63,17 @@ def test_compiled_and_checkpointed_run_ends_where_the_plain_run_does(tmp_path):
     plain, both = (load_checkpoint(tmp_path / n / "checkpoints" / "last.pt")["model"] for n in ("plain", "both"))
     for n, v in plain.items():
         torch.testing.assert_close(both[n], v, rtol=1e-3, atol=1e-5, msg=n)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(compile_unavailable() is not None, reason=compile_unavailable() or "")
+def test_compile_and_grad_checkpoint_under_torchrun(tmp_path):
+    from labs_core.testing import check_torchrun_run, torchrun
+
+    out = tmp_path / "ddp"
+    r = torchrun("checkpoint_project.train", "--dataset", "synthetic", "--model", "resnet", "--width", "4", "--epochs",
+                 "1", "--max-steps", "2", "--batch-size", "32", "--compile", "--grad-checkpoint", "--quiet",
+                 "--out", str(out), timeout=600)
+    check_torchrun_run(r, out)
+    ckpt = load_checkpoint(out / "checkpoints" / "last.pt")
+    assert ckpt["global_step"] == 2 and not any(k.startswith(("module.", "_orig_mod.")) for k in ckpt["model"])
