@@ -14,6 +14,7 @@ The pieces, one idea per module:
 - ``run``         the run skeleton every lab trains through: Run, Plan, execute
 - ``experiment``  classification on the skeleton: run_classifier / classifier_main
 - ``loop``        the training loop written out by hand (``--loop manual``)
+- ``recompute``   activation checkpointing that keeps batch-norm statistics (``--grad-checkpoint``)
 - ``testing``     for the labs' tests: a torchrun launch, the flags a run reads
 """
 
