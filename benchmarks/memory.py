@@ -1,7 +1,7 @@
 """Peak training-step memory and step time with and without activation checkpointing
 (``--grad-checkpoint``), and eager vs ``torch.compile`` step time for each lab's model (``--compile``).
 
-    uv run python benchmarks/memory.py [--part memory|compile|all] [--steps 5]
+    uv run python benchmarks/memory.py [--part memory|compile|all] [--steps 5] [--threads 1] [--only lab3]
 
 Memory, on CUDA: ``torch.cuda.max_memory_allocated`` over one training step (forward, loss,
 backward) minus what was allocated before it (weights, optimizer state). On a CPU, where torch
@@ -160,12 +160,14 @@ def training_step(model, train_model, batch, loss_fn, device):
     return step
 
 
-def memory_table(device, steps: int) -> None:
+def memory_table(device, steps: int, only: str = "") -> None:
     print(f"\npeak step memory (MiB above weights and optimizer state) and step time (ms), "
           f"{'CUDA allocator' if device.type == 'cuda' else 'CPU: LiveBytes dispatch mode'}")
     print(f"{'model':<28}{'batch':>6}{'plain MiB':>11}{'ckpt MiB':>10}{'memory':>8}{'plain ms':>10}{'ckpt ms':>9}"
           f"{'time':>7}")
     for name, (build, batches) in MEMORY_MODELS.items():
+        if only not in name:
+            continue
         for batch in batches:
             row = {}
             for checkpointed in (False, True):
@@ -180,11 +182,13 @@ def memory_table(device, steps: int) -> None:
                   flush=True)
 
 
-def compile_table(device, steps: int) -> None:
+def compile_table(device, steps: int, only: str = "") -> None:
     print("\neager vs torch.compile training step (ms; median after warm-up), and the time the first "
           "compiled steps took")
     print(f"{'model':<28}{'batch':>6}{'eager ms':>10}{'compiled':>10}{'speed-up':>10}{'compile s':>11}")
     for name, (build, batch) in COMPILE_MODELS.items():
+        if only not in name:
+            continue
         torch.manual_seed(0)
         model, data, loss_fn = build(batch)
         eager = median_ms(training_step(model, model, data, loss_fn, device), steps, warmup=2)
@@ -206,6 +210,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--part", default="all", choices=("memory", "compile", "all"))
     p.add_argument("--steps", type=int, default=5, help="timed steps per setting")
+    p.add_argument("--only", default="", help="only the models whose name contains this (e.g. lab3)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default); 1 steadies the "
                    "figures on a machine other processes share")
     args = p.parse_args()
@@ -214,7 +219,7 @@ def main() -> None:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     print(f"machine: {machine()}")
     if args.part in ("memory", "all"):
-        memory_table(device, args.steps)
+        memory_table(device, args.steps, args.only)
     if args.part in ("compile", "all"):
         from labs_core.device import compile_unavailable
 
@@ -222,7 +227,7 @@ def main() -> None:
         if reason:
             print(f"\ntorch.compile comparison skipped: {reason}")
         else:
-            compile_table(device, args.steps)
+            compile_table(device, args.steps, args.only)
 
 
 if __name__ == "__main__":
