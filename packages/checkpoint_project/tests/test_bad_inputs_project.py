@@ -85,6 +85,8 @@ CASES = [
      "does not fit this model"),
     (["train", "--dataset", "synthetic", "--out", "FILE"], "is a file, not a folder"),
     (["train", "--seed", "-5"], "--seed must be at least 0"),
+    (["train", "--dataset", "synthetic", "--model", "cnn", "--grad-checkpoint"],
+     "--grad-checkpoint applies to --model resnet or fast (not cnn)"),
 ]
 
 

@@ -78,6 +78,9 @@ def test_scratch_and_torch_layers_train_alike(tmp_path):
 def test_manual_loop_refuses_core_only_flags(capsys, monkeypatch):
     assert main(["--loop", "manual", "--precision", "bf16"]) == 2
     assert "needs --loop core" in capsys.readouterr().err
+    monkeypatch.setattr("labs_core.device.compile_unavailable", lambda: None)  # whether or not g++ is here
+    assert main(["--loop", "manual", "--compile"]) == 2  # the hand-written loop trains the model as written
+    assert "--compile needs --loop core" in capsys.readouterr().err
     monkeypatch.setenv("WORLD_SIZE", "2")
     assert main(["--loop", "manual"]) == 2
     assert "a torchrun launch needs --loop core" in capsys.readouterr().err

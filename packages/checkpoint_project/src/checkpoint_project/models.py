@@ -10,6 +10,9 @@
   stem, then three conv blocks like ``fast``'s but 4x narrower where the images are large
   (widths w, 4w, 4w with w = 32), so a 2-core CPU runs an epoch of CIFAR-10 in well under a minute.
 - ``torchvision:resnet18``: torchvision's ResNet-18 (for fine-tuning from published weights).
+
+``resnet`` and ``fast`` can train with activation checkpointing (``--grad-checkpoint``,
+``enable_grad_checkpoint``): ResNet per residual block, FastNet per stage.
 """
 
 from __future__ import annotations
@@ -18,8 +21,10 @@ import torch
 from torch import Tensor, nn
 
 from labs_core import LabError
+from labs_core.recompute import run_segments
 
 MODELS = ("compact", "cnn", "resnet", "fast")
+GRAD_CHECKPOINT_MODELS = ("resnet", "fast")  # the models that name their checkpoint segments
 
 
 def conv_bn(c_in: int, c_out: int, act: type[nn.Module] = nn.ReLU) -> list[nn.Module]:
@@ -31,11 +36,14 @@ class StagedNet(nn.Module):
 
     stages: nn.ModuleList
     head: nn.Module
+    grad_checkpoint = False  # recompute each segment's activations in the backward pass (training only)
+
+    def segments(self) -> list[nn.Module]:
+        """The pieces activation checkpointing keeps only the inputs of, input to output."""
+        return list(self.stages)
 
     def features(self, x: Tensor) -> Tensor:
-        for stage in self.stages:
-            x = stage(x)
-        return x
+        return run_segments(self.segments(), x, enabled=self.grad_checkpoint and self.training)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.features(x))
@@ -85,6 +93,11 @@ class ResNet(StagedNet):
             c = out
         self.stages = nn.ModuleList(stages)
         self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, num_classes))
+
+    def segments(self) -> list[nn.Module]:
+        # per residual block, not per stage: a stage holds two blocks, and recomputing one block at
+        # a time keeps half as many of the full-resolution activations alive in the backward pass
+        return [self.stages[0], *(block for stage in self.stages[1:] for block in stage)]
 
 
 class Scale(nn.Module):
@@ -214,6 +227,13 @@ def build_model(name: str, in_shape: tuple[int, ...], num_classes: int, width: i
     if name == "torchvision:resnet18":
         return TorchvisionResNet18(num_classes)
     raise LabError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
+
+
+def enable_grad_checkpoint(model: nn.Module, name: str) -> None:
+    """Train ``model`` (built as ``name``) with activation checkpointing, or refuse in one line."""
+    if name not in GRAD_CHECKPOINT_MODELS or not isinstance(model, StagedNet):
+        raise LabError(f"--grad-checkpoint applies to --model {' or '.join(GRAD_CHECKPOINT_MODELS)} (not {name})")
+    model.grad_checkpoint = True
 
 
 def replace_head(model: nn.Module, num_classes: int) -> None:

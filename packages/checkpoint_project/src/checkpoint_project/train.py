@@ -19,7 +19,7 @@ from labs_core.experiment import classifier_plan
 from labs_core.run import build_optimizer, execute
 
 from .inference import PROJECT, predict_probs
-from .models import MODELS, build_model
+from .models import GRAD_CHECKPOINT_MODELS, MODELS, build_model, enable_grad_checkpoint
 
 PROG = "train"
 
@@ -76,6 +76,9 @@ class TrainConfig(TuningOptions, RunConfig):
     tta: bool = arg(False, "flip test-time augmentation in the final test report (on in the cpu and fast recipes)")
     profile: int = arg(0, "profile N training steps with torch.profiler (trace + table of costliest ops)")
     monitor: str = arg("val_acc", "metric that decides the best checkpoint and early stopping")
+    grad_checkpoint: bool = arg(False, "activation checkpointing (resnet, fast): keep only each block's input in "
+                                "the forward pass and recompute the rest in the backward pass (less memory, "
+                                "one more forward pass of time)")
 
     def resolve(self, explicit: set[str]) -> None:
         if self.recipe == "auto":
@@ -100,6 +103,9 @@ class TrainConfig(TuningOptions, RunConfig):
             raise LabError(f"--ema must be in [0, 1) (got {self.ema})")
         if self.profile < 0 or self.width < 0:
             raise LabError("--profile and --width must not be negative")
+        if self.grad_checkpoint and self.model not in GRAD_CHECKPOINT_MODELS:
+            raise LabError(f"--grad-checkpoint applies to --model {' or '.join(GRAD_CHECKPOINT_MODELS)} "
+                           f"(not {self.model})")
 
 
 def whitening_sample(data, count: int = 10_000) -> torch.Tensor:
@@ -223,6 +229,8 @@ def train(cfg: TrainConfig) -> dict:
         whiten = getattr(model, "whiten", None)
         if whiten is not None:  # the stem's filters come from the training images, as training sees them
             whiten.fit(whitening_sample(data))
+        if cfg.grad_checkpoint:
+            enable_grad_checkpoint(model, cfg.model)
         return model
 
     def report(run, trainer, loaders, test):

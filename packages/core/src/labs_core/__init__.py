@@ -18,6 +18,7 @@ The pieces, one idea per module:
 - ``tuning``      the finders a run can start with: ``lr_finder`` (--lr-find), ``batch_finder``
                   (--find-batch-size), and the snapshot that puts everything back after them
 - ``memory``      peak memory (CUDA allocator, process resident) for summary.json; sizes on the command line
+- ``recompute``   activation checkpointing that keeps batch-norm statistics (``--grad-checkpoint``)
 - ``testing``     for the labs' tests: a torchrun launch, the flags a run reads
 """
 

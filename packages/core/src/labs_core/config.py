@@ -91,6 +91,8 @@ class RunOptions(ConfigPart):
                              "run's", nargs_optional_const="latest")
     quiet: bool = arg(False, "no progress bar and no per-epoch lines")
     dist_timeout: float = arg(300.0, "torchrun: seconds a process waits for the others before the run stops")
+    compile: bool = arg(False, "train the model compiled with torch.compile (inductor; on CPU it needs a C++ compiler); "
+                        "evaluation and checkpoints use the model as written")
 
     def validate(self) -> None:
         super().validate()
@@ -98,6 +100,12 @@ class RunOptions(ConfigPart):
         _at_least(0, overfit=self.overfit, max_steps=self.max_steps)
         if not self.dist_timeout > 0:
             raise LabError(f"--dist-timeout must be positive (got {self.dist_timeout})")
+        if self.compile:
+            from .device import compile_unavailable
+
+            reason = compile_unavailable()
+            if reason:
+                raise LabError(reason)
 
     def resolve(self, explicit: set[str]) -> None:
         super().resolve(explicit)
@@ -205,6 +213,7 @@ class LoopOptions(ConfigPart):
             return
         unsupported = {"resume": self.resume, "grad_accum": self.grad_accum > 1, "grad_clip": self.grad_clip,
                        "max_steps": self.max_steps, "patience": self.patience, "precision": self.precision != "fp32",
+                       "compile": self.compile,
                        "class_weights": self.class_weights, "torchrun": int(os.environ.get("WORLD_SIZE", "1")) > 1}
         bad = [k for k, v in unsupported.items() if v]
         if bad:

@@ -60,3 +60,22 @@ class Precision:
     @property
     def uses_scaler(self) -> bool:
         return self.scaler.is_enabled()
+
+
+def compile_unavailable() -> str | None:
+    """Why ``torch.compile`` cannot run here, in one line, or None when it can. Its default backend
+    (inductor) writes C++ for CPU code, so it needs a C++ compiler: ``$CXX``, or g++/c++/clang++."""
+    import os
+    import shutil
+
+    if not torch._dynamo.is_dynamo_supported():
+        return "--compile: torch.compile is not supported on this Python or platform"
+    wanted = os.environ.get("CXX")
+    if wanted:
+        if shutil.which(wanted) is None:
+            return f"--compile needs a C++ compiler for torch.compile's CPU code; $CXX names {wanted!r}, not found"
+        return None
+    if not any(shutil.which(name) for name in ("g++", "c++", "clang++")):
+        return ("--compile needs a C++ compiler for torch.compile's CPU code (none found: install g++ or clang++, "
+                "or set $CXX)")
+    return None

@@ -309,7 +309,7 @@ def _execute(run: Run, build_plan: Callable[[Run], Plan]) -> RunResult:
                       forward_fn=plan.forward_fn, scheduler=scheduler, scheduler_interval=interval,
                       precision=precision, device=run.device, epochs=cfg.epochs, max_steps=cfg.max_steps,
                       grad_accum=cfg.grad_accum, grad_clip=cfg.grad_clip, monitor=monitor, mode=mode,
-                      callbacks=callbacks)
+                      callbacks=callbacks, compile=cfg.compile)
     if run.resume_state is not None:
         load_resume_state(run, trainer, schedule, interval)
         run.say(f"resuming from {run.resume_path} (epoch {trainer.epoch}, step {trainer.global_step})")
@@ -319,7 +319,7 @@ def _execute(run: Run, build_plan: Callable[[Run], Plan]) -> RunResult:
     run.claim_run_dir()  # everything fits: lock the run directory (cleared for --overwrite), then write it
     batch = f"batch {cfg.batch_size}" + (f" per process x {world} = {cfg.batch_size * world} global" if world > 1 else "")
     run.say(f"{cfg.lab}: {plan.description} | {type(model).__name__} {n_params:,} params | {run.device} "
-            f"{cfg.precision} | {batch} | {describe_peak(peak_memory(run.device))}")
+            f"{cfg.precision}{' compiled' if cfg.compile else ''} | {batch} | {describe_peak(peak_memory(run.device))}")
     finder = tuning.requested(cfg)
     found = tuning.run_finder(run, trainer, finder) if finder else None
     if found is not None and not cfg.lr_find_then_train:  # a finder alone: its report is the run's whole output

@@ -121,6 +121,7 @@ class Trainer:
         monitor: str = "val_loss",
         mode: str = "min",
         callbacks: Iterable[Callback] = (),
+        compile: bool = False,  # train through torch.compile (the module itself stays eager)
     ):
         if scheduler_interval not in ("epoch", "step"):
             raise ValueError("scheduler_interval must be 'epoch' or 'step'")
@@ -134,6 +135,12 @@ class Trainer:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
             self.model = DDP(self.module, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        if compile:
+            # Only the training steps go through the compiled wrapper (DDP's, under torchrun, so its
+            # graph is split at the gradient buckets). ``module`` stays the model as written: its
+            # state dict has no ``_orig_mod.`` prefixes, and evaluation, prediction and the labs'
+            # reports run it eagerly rather than compiling a second graph for eval mode.
+            self.model = torch.compile(self.model)
         self.optimizer = optimizer
         self.train_loader, self.val_loader = train_loader, val_loader
         self.loss_fn = loss_fn or ClassificationLoss()

@@ -71,8 +71,10 @@ def plan(cfg, run) -> Plan:
         run.say(f"\n--- a sample (temperature 0.8, top-k 40; saved as {run_dir / 'sample.txt'}) ---{text}\n---")
         return metrics
 
+    model = TinyTransformer(model_cfg)
+    model.grad_checkpoint = cfg.grad_checkpoint
     return Plan(
-        model=TinyTransformer(model_cfg), train_loader=train, val_loader=val, loss_fn=lm_loss,
+        model=model, train_loader=train, val_loader=val, loss_fn=lm_loss,
         forward_fn=lambda model, batch: model(batch[0]), metrics=("loss", "bpc"), added_metrics=("elapsed_s",),
         make_optimizer=make_optimizer,
         description=(f"characters of {source} ({len(data.train):,} train / {len(data.val):,} validation, "

@@ -61,6 +61,8 @@ class Lab3Config(OptimOptions, RunOptions):
     positions: str = arg("sinusoidal", "positional encoding", choices=("sinusoidal", "learned"))
     attention: str = arg("scratch", "our attention or F.scaled_dot_product_attention", choices=("scratch", "torch"))
     show_attention: bool = arg(False, "print one held-out example's attention per layer and head; save heatmaps")
+    grad_checkpoint: bool = arg(False, "activation checkpointing: keep only each block's input in the forward pass "
+                                "and recompute the block in the backward pass (less memory, more time)")
     monitor: str = arg("val_seq_acc", "metric that decides the best checkpoint and early stopping "
                        "(--task chars: val_loss)")
     dataset: str = arg("tinyshakespeare", "--task chars: tinyshakespeare (downloaded into --data-dir) or text "
@@ -211,8 +213,10 @@ def plan(cfg: Lab3Config, run) -> Plan:
             paths = show_attention(trainer.module.cpu(), test_x[0], src_len, tgt_len, run_dir, run.say)
             run.say(f"\nattention heatmaps: {run_dir}/attention_layer*_head*.png ({len(paths)} files)")
 
+    model = TinyTransformer(model_cfg)
+    model.grad_checkpoint = cfg.grad_checkpoint
     return Plan(
-        model=TinyTransformer(model_cfg),
+        model=model,
         train_loader=FastLoader(train_x, train_y, cfg.batch_size, device=device, seed=cfg.seed, **run.shard),
         val_loader=FastLoader(test_x, test_y, 1000, device=device, shuffle=False, **run.shard),
         loss_fn=sequence_loss(src_len), forward_fn=forward, metrics=("loss", "acc", "seq_acc"),

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from labs_core.recompute import run_segments
+
 from .ops import KVCache, LayerNorm, MultiHeadAttention, sinusoidal_positions
 
 
@@ -50,6 +52,10 @@ class Block(nn.Module):
 
 
 class TinyTransformer(nn.Module):
+    # --grad-checkpoint: in training, keep only each block's input and recompute the block's
+    # activations in the backward pass (dropout masks replayed from the saved RNG state)
+    grad_checkpoint = False
+
     def __init__(self, cfg: TransformerConfig):
         super().__init__()
         self.cfg = cfg
@@ -78,8 +84,11 @@ class TinyTransformer(nn.Module):
         if t > self.cfg.max_len:
             raise ValueError(f"sequence of {t} tokens is longer than max_len {self.cfg.max_len}")
         x = self.embed(tokens) + self.pos[start:t]  # (B, T, E)
-        for i, block in enumerate(self.blocks):
-            x = block(x, caches[i] if caches else None)
+        if caches:
+            for block, cache in zip(self.blocks, caches, strict=True):
+                x = block(x, cache)
+        else:
+            x = run_segments(self.blocks, x, enabled=self.grad_checkpoint and self.training)
         return self.head(self.norm(x))
 
     def new_caches(self) -> list[KVCache]:
