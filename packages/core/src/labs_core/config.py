@@ -90,6 +90,8 @@ class RunOptions(ConfigPart):
                              "run's", nargs_optional_const="latest")
     quiet: bool = arg(False, "no progress bar and no per-epoch lines")
     dist_timeout: float = arg(300.0, "torchrun: seconds a process waits for the others before the run stops")
+    fsdp: bool = arg(False, "torchrun: shard the model's parameters, gradients and optimizer state across the "
+                     "processes (FSDP) instead of replicating them (DDP); checkpoints stay whole")
 
     def validate(self) -> None:
         super().validate()
@@ -97,6 +99,12 @@ class RunOptions(ConfigPart):
         _at_least(0, overfit=self.overfit, max_steps=self.max_steps)
         if not self.dist_timeout > 0:
             raise LabError(f"--dist-timeout must be positive (got {self.dist_timeout})")
+        if self.fsdp and int(os.environ.get("WORLD_SIZE", "1")) < 2:
+            raise LabError("--fsdp shards the model across processes: launch the run with "
+                           "torchrun --nproc-per-node N (N >= 2)")
+        if self.fsdp and self.precision == "fp16":
+            raise LabError("--fsdp with --precision fp16 is not supported (its gradient scaler does not handle "
+                           "sharded gradients here); use --precision bf16")
 
     def resolve(self, explicit: set[str]) -> None:
         super().resolve(explicit)
@@ -179,6 +187,11 @@ class BatchNormOptions(ConfigPart):
     """For models with batch norm, under torchrun."""
 
     sync_bn: bool = arg(False, "torchrun: synchronise batch-norm statistics across processes (SyncBatchNorm)")
+
+    def validate(self) -> None:
+        super().validate()
+        if self.sync_bn and getattr(self, "fsdp", False):
+            raise LabError("--sync-bn with --fsdp is not supported; drop one of them")
 
 
 @dataclass
