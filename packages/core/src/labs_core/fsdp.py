@@ -18,6 +18,7 @@ from collections import Counter
 from contextlib import contextmanager
 
 import torch
+import torch.distributed as dist
 from torch import nn
 from torch.distributed.checkpoint.state_dict import (
     StateDictOptions,
@@ -123,6 +124,13 @@ def unsharded(model: nn.Module, plain: nn.Module) -> nn.Module:
 def full_norm(norm: torch.Tensor) -> torch.Tensor:
     """A gradient norm over sharded gradients is a partial DTensor: its whole value (a collective)."""
     return norm.full_tensor() if isinstance(norm, DTensor) else norm
+
+
+def broadcast_buffers(model: nn.Module) -> None:
+    """Rank 0's buffers (batch-norm statistics) to every process, before a training forward: what DDP
+    does, so both keep the same statistics (FSDP shards parameters, not buffers, and leaves them be)."""
+    for buffer in model.buffers():
+        dist.broadcast(buffer, 0)
 
 
 @contextmanager

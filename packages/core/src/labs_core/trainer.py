@@ -205,6 +205,8 @@ class Trainer:
             # reduction: gradients accumulate locally and are averaged once, on the last micro-batch.
             sync = (contextlib.nullcontext() if last_micro or not self.dist.enabled
                     else fsdp.no_grad_sync(model) if self.sharded else model.no_sync())
+            if self.sharded and self.dist.enabled and micro == 0:  # when DDP would: a step's first forward
+                fsdp.broadcast_buffers(self.module)
             with sync:
                 with prec.autocast():
                     out = self.forward_fn(model, batch)
@@ -324,6 +326,8 @@ class Trainer:
         sums: dict[str, Tensor] = {}
         count = 0
         outs, targets = [], []
+        # A sharded model's forward is a collective: every process must make as many (see below)
+        most = self._most_eval_batches(loader) if self.sharded else 0
         try:
             for batch in loader:
                 batch = to_device(batch, self.device)
@@ -337,24 +341,23 @@ class Trainer:
                 if collect:
                     outs.append(out.cpu())
                     targets.append(batch[1].cpu())
-            if self.sharded:
-                self._match_peers_forwards(model, loader, batch if count else None)
+            for _ in range(most - (_len_or_none(loader) or 0)):  # this process's slice is shorter
+                with self.precision.autocast():
+                    self.forward_fn(model, batch)  # uncounted: only to serve the others' gathers
         finally:
             model.train(was_training)
         return sums, count, outs, targets
 
-    def _match_peers_forwards(self, model: nn.Module, loader, last_batch) -> None:
-        """A sharded model's forward is a collective (each unit gathers its parameters from every
-        process): a process whose slice of ``loader`` has fewer batches than another's repeats its
-        last batch, uncounted, until every process has made as many forwards."""
+    def _most_eval_batches(self, loader) -> int:
+        """The most batches any process's slice of ``loader`` holds. A sharded model's forward is a
+        collective (each unit gathers its parameters from every process), so a process whose slice
+        is shorter repeats its last batch, uncounted, until every process has made as many."""
         mine = _len_or_none(loader) or 0
         most = int(distributed.all_reduce_max(torch.tensor(mine, device=self.device)))
-        if most > mine and last_batch is None:
+        if most > mine == 0:
             raise LabError("--fsdp: this process has no evaluation data while another has some; "
                            "use fewer processes or a larger split")
-        for _ in range(most - mine):
-            with self.precision.autocast():
-                self.forward_fn(model, last_batch)
+        return most
 
     def unshard(self, plain: nn.Module) -> None:
         """After a sharded fit: ``plain`` (``fsdp.skeleton``) becomes the module, holding the whole
