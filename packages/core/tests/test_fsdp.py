@@ -106,3 +106,15 @@ def test_the_sharded_trainer_refuses_a_rank_0_only_state_dict(group):
     t = trained(True, epochs=1)
     with pytest.raises(ValueError, match="gathered from every process"):
         t.state_dict(gather=False)
+
+
+def test_a_sharded_model_evaluated_before_any_training_still_trains(group):
+    """Fine-tuning measures the validation accuracy first: the sharded model's first forward then
+    runs without gradients, and must not leave it with tensors training cannot update."""
+    seed_everything(0)
+    x, y = blob_data(n=64)
+    model = fsdp.shard(tiny_mlp(dropout=0.0, bn=True))
+    t = Trainer(model, torch.optim.AdamW(model.parameters(), lr=0.01), fast_loader(x, y, 16), epochs=1)
+    before = t.evaluate(fast_loader(x, y, 32, shuffle=False))["val_loss"]
+    t.fit()
+    assert t.evaluate(fast_loader(x, y, 32, shuffle=False))["val_loss"] < before

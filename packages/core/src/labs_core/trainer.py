@@ -307,17 +307,22 @@ class Trainer:
                                                         [torch.tensor(float(count), device=self.device)]))
         return {f"{prefix}_{k}": (totals[i] / totals[-1].clamp(min=1)).item() for i, k in enumerate(keys)}
 
-    @torch.inference_mode()
     def evaluate(self, loader: Iterable, prefix: str = "val") -> dict[str, float]:
         """Mean loss and metrics over ``loader`` (collective under torchrun: every process calls it)."""
-        sums, count = self._run_eval(loader, collect=False)[:2]
+        with self._no_grad():
+            sums, count = self._run_eval(loader, collect=False)[:2]
         return self._means(sums, count, prefix)
 
-    @torch.inference_mode()
     def predict(self, loader: Iterable) -> tuple[Tensor, Tensor]:
         """Model outputs (fp32, on CPU) and targets for every batch of ``loader``."""
-        _, _, outs, targets = self._run_eval(loader, collect=True)
+        with self._no_grad():
+            _, _, outs, targets = self._run_eval(loader, collect=True)
         return torch.cat(outs), torch.cat(targets)
+
+    def _no_grad(self):
+        # A sharded model allocates its gathered parameters on its first forward; made under
+        # inference mode (an evaluation before any training), they could not be trained later.
+        return torch.no_grad() if self.sharded else torch.inference_mode()
 
     def _run_eval(self, loader, collect: bool):
         model = self.module  # no DDP wrapper: evaluation needs no gradient synchronisation
