@@ -7,6 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from test_system import write_folder
 from torch import nn
 
 from checkpoint_project.backbones import TorchvisionNet, check_input, classification_models
@@ -14,7 +15,6 @@ from checkpoint_project.cli import main
 from checkpoint_project.finetune import Phases
 from checkpoint_project.inference import _resnet18_v1_keys
 from labs_core import LabError, load_model_state, seed_everything
-from test_system import write_folder
 
 # (name, head, stages input to output) for one model of each family the rule has to serve
 FAMILIES = [
