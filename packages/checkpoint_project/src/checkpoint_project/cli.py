@@ -4,7 +4,7 @@
     checkpoint-project evaluate   --checkpoint PATH [PATH ...] [--tta]
     checkpoint-project export     --checkpoint PATH --format onnx [--out FILE]
     checkpoint-project predict    --checkpoint PATH(.pt|.onnx) IMAGE [IMAGE ...] [--top-k K]
-    checkpoint-project finetune   --from CHECKPOINT|torchvision:resnet18 --dataset imagefolder --data-dir DIR
+    checkpoint-project finetune   --from CHECKPOINT|torchvision:NAME --dataset imagefolder --data-dir DIR
 """
 
 from __future__ import annotations
