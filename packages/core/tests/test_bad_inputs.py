@@ -109,6 +109,8 @@ CASES = {
     "checkpoint holds Python objects": (checkpoint_file("pickle"), "not a checkpoint of this project"),
     "checkpoint missing an entry": (checkpoint_file("no optimizer"), "no 'optimizer'"),
     "--out names a file": (existing_file, "is a file, not a folder"),
+    "--fsdp outside torchrun": (lambda t: ["--fsdp"], "--fsdp shards the model across processes: launch the run with "
+                                                      "torchrun"),
 }
 
 
@@ -194,3 +196,16 @@ def test_standard_loader_stops_in_one_line_on_an_image_that_fails_only_to_decode
     assert main([*argv, "--epochs", "1", "--quiet"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "cut.png" in err and "--skip-bad-files" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--fsdp", "--precision", "fp16"], "--fsdp with --precision fp16 is not supported"),
+    (["--fsdp", "--sync-bn"], "--sync-bn with --fsdp is not supported"),
+])
+def test_fsdp_refuses_the_flags_it_cannot_serve_under_torchrun(flags, message, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("WORLD_SIZE", "2")  # as torchrun sets it: refused at parse time, before any process group
+    out = tmp_path / "run"
+    assert main([*flags, "--epochs", "1", "--quiet", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err and "Traceback" not in err
+    assert not out.exists()

@@ -30,15 +30,19 @@ torch.set_num_threads(1)
 info, device = distributed.init(torch.device("cpu"), timeout_s={timeout})
 out = {out!r}
 
-def make(batch, epochs, dropout, callbacks=(), shuffle_seed=0):
+def make(batch, epochs, dropout, callbacks=(), shuffle_seed=0, sharded=False, bn=False, grad_accum=1, val_batch=32,
+         val_n=96):
     seed_everything(0)
     x, y = blob_data(n=96)
-    model = tiny_mlp(dropout=dropout)
+    model = tiny_mlp(dropout=dropout, bn=bn)
+    if sharded:
+        from labs_core import fsdp
+        fsdp.shard(model)
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     loader = FastLoader(x, y, batch, seed=shuffle_seed, augment=True, pad=1, mean=(0.5,), std=(0.25,),
                         rank=info.rank, world=info.world)
-    return Trainer(model, opt, loader, FastLoader(x, y, 32, shuffle=False, mean=(0.5,), std=(0.25,),
-                   rank=info.rank, world=info.world), epochs=epochs, callbacks=list(callbacks))
+    return Trainer(model, opt, loader, FastLoader(x[:val_n], y[:val_n], val_batch, shuffle=False, mean=(0.5,), std=(0.25,),
+                   rank=info.rank, world=info.world), epochs=epochs, callbacks=list(callbacks), grad_accum=grad_accum)
 '''
 
 
@@ -175,3 +179,54 @@ def test_accumulation_under_two_processes_equals_one_process_with_the_whole_batc
     Trainer(model, opt, FastLoader(x, y, 24, seed=0, augment=True, pad=1, mean=(0.5,), std=(0.25,)), epochs=2).fit()
     for k, v in model.state_dict().items():
         torch.testing.assert_close(v, a["model"][k], rtol=1e-5, atol=1e-6)
+
+
+def test_sharded_fsdp_training_equals_ddp_and_its_checkpoints_cross_process_counts(tmp_path):
+    """--fsdp: the same steps as DDP (accumulation, dropout, batch norm, validation slices of unequal
+    length), one checkpoint format both ways: a one-process checkpoint continues sharded over two
+    processes as under DDP, and a sharded two-process checkpoint continues in one process."""
+    seed_everything(0)
+    x, y = blob_data(n=96)
+    model = tiny_mlp(dropout=0.3, bn=True)
+    single = Trainer(model, torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9),
+                     FastLoader(x, y, 16, seed=0, augment=True, pad=1, mean=(0.5,), std=(0.25,)), epochs=1)
+    single.fit()
+    torch.save(single.state_dict(), tmp_path / "single.pt")
+    r = torchrun(tmp_path, '''
+        # 91 validation rows: 46 and 45 per process, in 10 and 9 batches of 5
+        kw = dict(batch=8, epochs=2, dropout=0.3, bn=True, grad_accum=2, val_batch=5, val_n=91)
+        ddp = make(**kw)  # each made just before its fit: make seeds, fit draws dropout masks
+        ddp.fit()
+        sharded = make(**kw, callbacks=[Checkpointing(out if info.is_main else None)], sharded=True)
+        sharded.fit()
+        from_single = {}
+        for name in ("ddp", "sharded"):
+            t = make(batch=8, epochs=2, dropout=0.3, bn=True, sharded=name == "sharded")
+            t.load_state_dict(load_checkpoint(f"{out}/single.pt"))
+            t.fit()
+            from_single[name] = t.state_dict()["model"]
+        if info.is_main:
+            torch.save({"ddp": ddp.history, "sharded": sharded.history, "ddp_model": ddp.module.state_dict(),
+                        "sharded_model": sharded.state_dict()["model"], "from_single": from_single}, f"{out}/runs.pt")
+        else:
+            sharded.state_dict()  # the gathers are collectives: every process takes part
+    ''')
+    assert r.returncode == 0, r.stderr[-2000:]
+    runs = torch.load(tmp_path / "runs.pt")
+    for a, b in zip(runs["ddp"], runs["sharded"], strict=True):
+        for key in ("train_loss", "train_acc", "grad_norm", "val_loss", "val_acc"):  # batch norm's statistics too
+            assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-6), key
+    for k, v in runs["ddp_model"].items():  # rank 0's weights and batch-norm statistics
+        torch.testing.assert_close(runs["sharded_model"][k], v, rtol=1e-4, atol=1e-5)
+    for k, v in runs["from_single"]["ddp"].items():
+        torch.testing.assert_close(runs["from_single"]["sharded"][k], v, rtol=1e-4, atol=1e-5)
+
+    ckpt = load_checkpoint(tmp_path / "last.pt")  # written by the sharded run: a plain checkpoint
+    assert list(ckpt["model"]) == list(runs["ddp_model"]) and len(ckpt["rng_per_rank"]) == 2
+    model = tiny_mlp(dropout=0.3, bn=True)
+    t = Trainer(model, torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9),
+                FastLoader(x, y, 16, seed=0, mean=(0.5,), std=(0.25,)), epochs=3)
+    t.load_state_dict(ckpt)
+    assert t.epoch == 2 and t.optimizer.state_dict()["state"][0]["momentum_buffer"].shape == (32, 16)
+    t.fit()
+    assert t.epoch == 3

@@ -153,6 +153,31 @@ def test_runs_under_torchrun_with_two_processes(tmp_path):
     assert (out / "filters.png").is_file() and (out / "feature_maps.png").is_file() and (out / "explain.png").is_file()
 
 
+@pytest.mark.slow
+def test_fsdp_trains_as_ddp_and_its_checkpoint_resumes_in_one_process(tmp_path):
+    """--fsdp: the CNN sharded over two processes learns step for step as under DDP (batch norm and
+    accumulation included), the report runs on the gathered model, and the checkpoint (one format for
+    every process count) continues in one process without --fsdp."""
+    from labs_core.testing import check_torchrun_run, torchrun
+
+    args = ["--epochs", "1", "--widths", "8", "--conv", "torch", "--grad-accum", "2", "--grad-clip", "1", "--quiet"]
+    logs = {}
+    for name, extra in (("ddp", []), ("fsdp", ["--fsdp"])):
+        out = tmp_path / name
+        check_torchrun_run(torchrun("lab1_conv.cli", *args, *extra, "--out", str(out)), out)
+        logs[name] = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+    for key in ("train_loss", "train_acc", "grad_norm", "val_loss", "val_acc"):
+        assert logs["fsdp"][key] == pytest.approx(logs["ddp"][key], rel=1e-4, abs=1e-6), key
+    out = tmp_path / "fsdp"
+    assert json.loads((out / "config.json").read_text())["resolved"]["sharded"] is True
+    assert (out / "filters.png").is_file() and (out / "feature_maps.png").is_file()
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["metrics"]["test_acc"] > 0
+    assert main([*args, "--epochs", "2", "--out", str(out), "--resume"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["epochs_run"] == 2 and summary["processes"] == 1
+
+
 def test_every_flag_is_read_by_the_run(tmp_path):
     import dataclasses
 

@@ -5,7 +5,7 @@
     checkpoint-project export     --checkpoint PATH --format onnx [--out FILE]
     checkpoint-project predict    --checkpoint PATH(.pt|.onnx) IMAGE [IMAGE ...] [--top-k K]
     checkpoint-project explain    --checkpoint PATH IMAGE|FOLDER [...] [--out DIR] [--top-k K]
-    checkpoint-project finetune   --from CHECKPOINT|torchvision:resnet18 --dataset imagefolder --data-dir DIR
+    checkpoint-project finetune   --from CHECKPOINT|torchvision:NAME --dataset imagefolder --data-dir DIR
 """
 
 from __future__ import annotations

@@ -1,11 +1,14 @@
 """finetune: a trained backbone, a new head, then gradual unfreezing with discriminative rates.
 
-    checkpoint-project finetune --from runs/.../best.pt | torchvision:resnet18 [--weights FILE]
+    checkpoint-project finetune --from runs/.../best.pt | torchvision:NAME [--weights FILE]
                                 --dataset imagefolder --data-dir DIR
 
-Phase 0 trains only the new head (the backbone frozen). Each later phase unfreezes one more stage
-from the top, and gives each trainable stage its own learning rate: lr * lr_decay^depth, depth
-counted from the head, so the general early features move least.
+``torchvision:NAME`` is any torchvision classification model (resnet50, vgg16, mobilenet_v3_small,
+efficientnet_b0, convnext_tiny, vit_b_16, ...): its published weights (downloaded once into torch's
+hub cache, or ``--weights FILE``), its classifier replaced for the new classes, its own stages
+unfrozen (``backbones``). Phase 0 trains only the new head (the backbone frozen). Each later phase
+unfreezes one more stage from the top, and gives each trainable stage its own learning rate:
+lr * lr_decay^depth, depth counted from the head, so the general early features move least.
 """
 
 from __future__ import annotations
@@ -23,15 +26,18 @@ from labs_core.experiment import classifier_plan
 from labs_core.run import execute
 from labs_core.trainer import Callback
 
+from .backbones import TorchvisionNet, build_torchvision, check_input, weights_url
 from .inference import PROJECT, load_trained
-from .models import TorchvisionResNet18, replace_head
+from .models import replace_head
 
 
 @dataclass
 class FinetuneConfig(RunConfig):
     lab = PROJECT
 
-    source: str = arg("", "backbone: one of our checkpoints, or torchvision:resnet18 (published weights)", flag="--from")
+    source: str = arg("", "backbone: one of our checkpoints, or torchvision:NAME, any torchvision classification "
+                      "model (resnet18, vgg16, mobilenet_v3_small, efficientnet_b0, ...) with its published weights",
+                      flag="--from")
     weights: str = arg("", "a local weights file for a torchvision:... backbone (no download)")
     dataset: str = arg("imagefolder", "the new dataset (usually imagefolder with --data-dir)")
     head_epochs: int = arg(3, "epochs of phase 0: the new head only, backbone frozen")
@@ -52,7 +58,7 @@ class FinetuneConfig(RunConfig):
     def validate(self) -> None:
         super().validate()
         if not self.source:
-            raise LabError("--from is required: a checkpoint path or torchvision:resnet18")
+            raise LabError("--from is required: a checkpoint path or torchvision:NAME (e.g. torchvision:resnet18)")
         if self.resume:
             raise LabError("finetune does not resume; start it again, --from the checkpoint it wrote")
         if self.val_fraction <= 0:
@@ -64,23 +70,22 @@ class FinetuneConfig(RunConfig):
 def load_backbone(cfg: FinetuneConfig, num_classes: int, in_shape) -> tuple[nn.Module, str, int]:
     """(model with a fresh head, model name for checkpoints, width)."""
     if cfg.source.startswith("torchvision:"):
-        if cfg.source != "torchvision:resnet18":
-            raise LabError(f"unsupported backbone {cfg.source!r}; supported: torchvision:resnet18")
-        from torchvision.models import ResNet18_Weights, resnet18
-
-        net = resnet18(weights=None)
+        name = cfg.source.split(":", 1)[1]
+        net = build_torchvision(name)  # an unknown name stops here, before any download
         if cfg.weights:
             state = _load_weights_file(Path(cfg.weights))
         else:
-            url = ResNet18_Weights.DEFAULT.url
+            url = weights_url(name)
             hub = Path(torch.hub.get_dir()) / "checkpoints"
             try:
                 state = torch.hub.load_state_dict_from_url(url, progress=False, check_hash=True, weights_only=True)
             except Exception as exc:  # offline, proxy, truncated download
-                raise LabError(f"could not download the published resnet18 weights ({type(exc).__name__}: "
+                raise LabError(f"could not download the published {name} weights ({type(exc).__name__}: "
                                f"{str(exc)[:120]}); put {url.rsplit('/', 1)[-1]} in {hub}/ or pass --weights FILE") from None
-        load_model_state(net, state, f"{cfg.weights or 'the downloaded file'} (as resnet18 weights)")
-        return TorchvisionResNet18(num_classes, net), "torchvision:resnet18", 0
+        load_model_state(net, state, f"{cfg.weights or 'the downloaded file'} (as {name} weights)")
+        model = TorchvisionNet(name, num_classes, net)
+        check_input(model.net, name, in_shape)
+        return model, cfg.source, 0
     model, ckpt = load_trained(cfg.source)
     if ckpt["input_shape"][0] != in_shape[0]:
         raise LabError(f"{cfg.source} expects {ckpt['input_shape'][0]}-channel images; the new dataset has {in_shape[0]}")
@@ -117,16 +122,17 @@ class Phases(Callback):
 
     def __init__(self, cfg: FinetuneConfig, model: nn.Module, say):
         self.cfg, self.model, self.say = cfg, model, say
-        stages = list(model.stages)
+        stages = model.stage_parameters()
         self.count = min(cfg.unfreeze, len(stages)) + 1
         self.starts = [0] + [cfg.head_epochs + k * cfg.stage_epochs for k in range(self.count - 1)]
         self.phase, self.before, self.phases = -1, None, []
 
     def groups(self, phase: int) -> list[dict]:
-        stages = list(self.model.stages)
-        groups = [{"params": list(self.model.head.parameters()), "lr": self.cfg.lr}]
+        """Asked for afresh each time: the model's current parameters (sharded ones under --fsdp)."""
+        stages = self.model.stage_parameters()
+        groups = [{"params": self.model.head_parameters(), "lr": self.cfg.lr}]
         for depth, stage in enumerate(reversed(stages[len(stages) - phase:]), start=1):
-            groups.append({"params": list(stage.parameters()), "lr": self.cfg.lr * self.cfg.lr_decay**depth})
+            groups.append({"params": stage, "lr": self.cfg.lr * self.cfg.lr_decay**depth})
         return groups
 
     def optimizer(self, phase: int) -> torch.optim.Optimizer:

@@ -28,8 +28,23 @@ def load_trained(path: str | Path, device="cpu") -> tuple[nn.Module, dict]:
         raise LabError(f"{path} is not a complete {PROJECT} checkpoint: no {', '.join(map(repr, missing))} "
                        f"entr{'y' if len(missing) == 1 else 'ies'}")
     model = build_model(cfg["model"], tuple(ckpt["input_shape"]), len(ckpt["classes"]), cfg.get("width", 0))
-    load_model_state(model, ckpt["model"], f"checkpoint {path}")
+    state = ckpt["model"]
+    if cfg["model"] == "torchvision:resnet18" and any(k.startswith("stages.") for k in state):
+        state = _resnet18_v1_keys(state)
+    load_model_state(model, state, f"checkpoint {path}")
     return model.to(device).eval(), ckpt
+
+
+def _resnet18_v1_keys(state: dict) -> dict:
+    """A ResNet-18 fine-tuned before any torchvision model could be (its stages and head were ours:
+    ``stages.0`` = conv1, bn1; ``stages.1-4`` = layer1-4; ``head.2`` = fc), in today's keys."""
+    renames = {"stages.0.0.": "net.conv1.", "stages.0.1.": "net.bn1.", "head.2.": "net.fc.",
+               **{f"stages.{k}.": f"net.layer{k}." for k in range(1, 5)}}
+    out = {}
+    for key, value in state.items():
+        old = next((o for o in renames if key.startswith(o)), None)
+        out[renames[old] + key[len(old):] if old else key] = value
+    return out
 
 
 @torch.no_grad()

@@ -9,7 +9,8 @@
 - ``compact``: the CPU recipe's net (what ``train`` uses without a GPU): a fixed patch-whitening
   stem, then three conv blocks like ``fast``'s but 4x narrower where the images are large
   (widths w, 4w, 4w with w = 32), so a 2-core CPU runs an epoch of CIFAR-10 in well under a minute.
-- ``torchvision:resnet18``: torchvision's ResNet-18 (for fine-tuning from published weights).
+- ``torchvision:NAME``: any torchvision classification model, its head replaced (for fine-tuning from
+  published weights; see ``backbones``).
 
 ``resnet`` and ``fast`` can train with activation checkpointing (``--grad-checkpoint``,
 ``enable_grad_checkpoint``): ResNet per residual block, FastNet per stage.
@@ -47,6 +48,12 @@ class StagedNet(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.features(x))
+
+    def head_parameters(self) -> list[nn.Parameter]:
+        return list(self.head.parameters())
+
+    def stage_parameters(self) -> list[list[nn.Parameter]]:
+        return [list(stage.parameters()) for stage in self.stages]
 
 
 class CustomCNN(StagedNet):
@@ -196,24 +203,6 @@ class CompactNet(StagedNet):
                     nn.init.dirac_(m.weight[:min(m.in_channels, m.out_channels)])
 
 
-class TorchvisionResNet18(StagedNet):
-    """torchvision's ResNet-18 with our ``stages`` / ``head`` view of it (for fine-tuning)."""
-
-    def __init__(self, num_classes: int, backbone: nn.Module | None = None):
-        super().__init__()
-        from torchvision.models import resnet18
-
-        net = backbone if backbone is not None else resnet18(weights=None)
-        self.stages = nn.ModuleList([nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool),
-                                     net.layer1, net.layer2, net.layer3, net.layer4])
-        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(net.fc.in_features, num_classes))
-
-    def features(self, x: Tensor) -> Tensor:
-        if x.shape[1] == 1:
-            x = x.expand(-1, 3, -1, -1)  # grayscale images through an RGB network
-        return super().features(x)
-
-
 def build_model(name: str, in_shape: tuple[int, ...], num_classes: int, width: int = 0) -> nn.Module:
     c = in_shape[0]
     if name == "compact":
@@ -224,8 +213,10 @@ def build_model(name: str, in_shape: tuple[int, ...], num_classes: int, width: i
         return ResNet(c, num_classes, width or 32)
     if name == "fast":
         return FastNet(c, num_classes, width or 64)
-    if name == "torchvision:resnet18":
-        return TorchvisionResNet18(num_classes)
+    if name.startswith("torchvision:"):
+        from .backbones import TorchvisionNet
+
+        return TorchvisionNet(name.split(":", 1)[1], num_classes)
     raise LabError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
 
 

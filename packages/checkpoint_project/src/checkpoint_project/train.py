@@ -103,6 +103,8 @@ class TrainConfig(TuningOptions, RunConfig):
             raise LabError(f"--ema must be in [0, 1) (got {self.ema})")
         if self.profile < 0 or self.width < 0:
             raise LabError("--profile and --width must not be negative")
+        if self.ema and self.fsdp:  # its shadow copy would be the very whole-model copy FSDP avoids
+            raise LabError("--ema with --fsdp is not supported (the average is kept on one process); drop one")
         if self.grad_checkpoint and self.model not in GRAD_CHECKPOINT_MODELS:
             raise LabError(f"--grad-checkpoint applies to --model {' or '.join(GRAD_CHECKPOINT_MODELS)} "
                            f"(not {self.model})")

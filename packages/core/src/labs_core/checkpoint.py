@@ -136,6 +136,13 @@ def strip_prefix(state_dict: dict, prefixes=("module.", "_orig_mod.")) -> dict:
 
 def load_model_state(model: nn.Module, state_dict: dict, source: str = "checkpoint") -> None:
     """``load_state_dict`` that explains a wrong architecture in one line instead of a traceback."""
+    check_model_state(model, state_dict, source)
+    model.load_state_dict(strip_prefix(state_dict))
+
+
+def check_model_state(model: nn.Module, state_dict: dict, source: str = "checkpoint") -> None:
+    """Whether ``state_dict`` fits ``model`` (keys and shapes, wrapper prefixes aside); one line
+    naming what does not. A sharded model's state dict shows whole shapes, so it is checked alike."""
     state_dict = strip_prefix(state_dict)
     own = model.state_dict()
     missing = [k for k in own if k not in state_dict]
@@ -154,7 +161,6 @@ def load_model_state(model: nn.Module, state_dict: dict, source: str = "checkpoi
         if mismatched:
             parts.append(f"shape mismatches {_few(mismatched)}")
         raise LabError(f"{source} does not fit this model: " + "; ".join(parts))
-    model.load_state_dict(state_dict)
 
 
 def _few(items: list[str], n: int = 4) -> str:

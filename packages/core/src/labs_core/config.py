@@ -93,6 +93,8 @@ class RunOptions(ConfigPart):
     dist_timeout: float = arg(300.0, "torchrun: seconds a process waits for the others before the run stops")
     compile: bool = arg(False, "train the model compiled with torch.compile (inductor; on CPU it needs a C++ compiler); "
                         "evaluation and checkpoints use the model as written")
+    fsdp: bool = arg(False, "torchrun: shard the model's parameters, gradients and optimizer state across the "
+                     "processes (FSDP) instead of replicating them (DDP); checkpoints stay whole")
 
     def validate(self) -> None:
         super().validate()
@@ -106,6 +108,12 @@ class RunOptions(ConfigPart):
             reason = compile_unavailable()
             if reason:
                 raise LabError(reason)
+        if self.fsdp and int(os.environ.get("WORLD_SIZE", "1")) < 2:
+            raise LabError("--fsdp shards the model across processes: launch the run with "
+                           "torchrun --nproc-per-node N (N >= 2)")
+        if self.fsdp and self.precision == "fp16":
+            raise LabError("--fsdp with --precision fp16 is not supported (its gradient scaler does not handle "
+                           "sharded gradients here); use --precision bf16")
 
     def resolve(self, explicit: set[str]) -> None:
         super().resolve(explicit)
@@ -193,6 +201,11 @@ class BatchNormOptions(ConfigPart):
     """For models with batch norm, under torchrun."""
 
     sync_bn: bool = arg(False, "torchrun: synchronise batch-norm statistics across processes (SyncBatchNorm)")
+
+    def validate(self) -> None:
+        super().validate()
+        if self.sync_bn and getattr(self, "fsdp", False):
+            raise LabError("--sync-bn with --fsdp is not supported; drop one of them")
 
 
 @dataclass

@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import distributed, tuning
+from . import distributed, fsdp, tuning
 from .callbacks import Checkpointing, Clock, EarlyStopping, ProgressBar, RunLogger
 from .checkpoint import RESUME_KEYS, load_checkpoint, require_entries
 from .cli import find_latest_checkpoint, new_run_dir, write_json
@@ -288,11 +288,16 @@ def _execute(run: Run, build_plan: Callable[[Run], Plan]) -> RunResult:
     cfg = run.cfg
     plan = build_plan(run)
     monitor, mode = resolve_monitor(cfg, plan, run.say)
+    model_name, n_params = type(plan.model).__name__, sum(p.numel() for p in plan.model.parameters())
+    sharded = cfg.fsdp and run.dist.enabled
+    plain = fsdp.skeleton(plan.model) if sharded else None  # to hold the whole weights again after training
     model = plan.model.to(run.device)
     if getattr(cfg, "sync_bn", False) and run.dist.enabled:
         if run.device.type != "cuda":
             raise LabError("--sync-bn needs CUDA devices (SyncBatchNorm works on GPUs only)")
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    if sharded:  # before the optimizer is built: it must hold the sharded parameters
+        model = fsdp.shard(model)
     precision = Precision(cfg.precision, run.device)
     optimizer = (plan.make_optimizer or build_optimizer)(cfg, model)
     schedule = schedule_plan(cfg, len(plan.train_loader))
@@ -314,11 +319,11 @@ def _execute(run: Run, build_plan: Callable[[Run], Plan]) -> RunResult:
         load_resume_state(run, trainer, schedule, interval)
         run.say(f"resuming from {run.resume_path} (epoch {trainer.epoch}, step {trainer.global_step})")
 
-    n_params = sum(p.numel() for p in model.parameters())
     world = run.dist.world
     run.claim_run_dir()  # everything fits: lock the run directory (cleared for --overwrite), then write it
     batch = f"batch {cfg.batch_size}" + (f" per process x {world} = {cfg.batch_size * world} global" if world > 1 else "")
-    run.say(f"{cfg.lab}: {plan.description} | {type(model).__name__} {n_params:,} params | {run.device} "
+    batch += f" | sharded (FSDP) over {world} processes" if sharded else ""
+    run.say(f"{cfg.lab}: {plan.description} | {model_name} {n_params:,} params | {run.device} "
             f"{cfg.precision}{' compiled' if cfg.compile else ''} | {batch} | {describe_peak(peak_memory(run.device))}")
     finder = tuning.requested(cfg)
     found = tuning.run_finder(run, trainer, finder) if finder else None
@@ -337,8 +342,8 @@ def _execute(run: Run, build_plan: Callable[[Run], Plan]) -> RunResult:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_json(run_dir / "config.json", {**cfg.to_dict(), "lab": cfg.lab, "resolved": {
             "device": str(run.device), "processes": world, "global_batch_size": cfg.batch_size * world,
-            "parameters": n_params, "model": type(model).__name__, "monitor": monitor, "monitor_mode": mode,
-            **({"lr_find": found} if found else {}), **plan.resolved}})
+            "parameters": n_params, "model": model_name, "sharded": bool(sharded), "monitor": monitor,
+            "monitor_mode": mode, **({"lr_find": found} if found else {}), **plan.resolved}})
     try:
         if plan.manual_loop is not None:
             run_manual_loop(trainer, plan, logger, checkpointing)
@@ -353,6 +358,8 @@ def _execute(run: Run, build_plan: Callable[[Run], Plan]) -> RunResult:
         if run.dist.enabled:
             raise distributed.explain(exc, cfg.dist_timeout) from None
         raise
+    if sharded:  # the report (rank 0 alone) needs the whole model: gathered on every process
+        trainer.unshard(plain)
     if trainer.stop_reason:
         run.say(trainer.stop_reason)
     metrics = (plan.report(run, trainer) or {}) if main and plan.report else {}

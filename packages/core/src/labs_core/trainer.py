@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from . import distributed
+from . import distributed, fsdp
 from .device import Precision
 from .errors import LabError, NonFiniteLossError
 from .seed import get_rng_state, set_rng_state
@@ -131,7 +131,10 @@ class Trainer:
         self.dist = distributed.current()
         self.module = model.to(self.device)  # the model itself: state dicts, evaluation, prediction
         self.model = self.module  # what training calls: the DDP wrapper under torchrun
-        if self.dist.enabled:
+        # A model already sharded (``--fsdp``: ``fsdp.shard``, before its optimizer was built) is its
+        # own wrapper: it gathers its parameters and reduces its gradients itself.
+        self.sharded = fsdp.is_sharded(self.module)
+        if self.dist.enabled and not self.sharded:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
             self.model = DDP(self.module, device_ids=[self.device.index] if self.device.type == "cuda" else None)
@@ -205,9 +208,12 @@ class Trainer:
         for i, batch in enumerate(batches, start=start):
             batch = to_device(batch, self.device)
             last_micro = (i + 1) % self.grad_accum == 0 or (n_batches is not None and i + 1 == n_batches)
-            # Under DDP a micro-batch that is not the step's last skips the gradient all-reduce:
-            # gradients accumulate locally and are averaged once, on the last micro-batch.
-            sync = contextlib.nullcontext() if last_micro or not self.dist.enabled else model.no_sync()
+            # Under DDP (or FSDP) a micro-batch that is not the step's last skips the gradient
+            # reduction: gradients accumulate locally and are averaged once, on the last micro-batch.
+            sync = (contextlib.nullcontext() if last_micro or not self.dist.enabled
+                    else fsdp.no_grad_sync(model) if self.sharded else model.no_sync())
+            if self.sharded and self.dist.enabled and micro == 0:  # when DDP would: a step's first forward
+                fsdp.broadcast_buffers(self.module)
             with sync:
                 with prec.autocast():
                     out = self.forward_fn(model, batch)
@@ -281,7 +287,9 @@ class Trainer:
             if self.grad_clip > 0:
                 norm = torch.nn.utils.clip_grad_norm_(params, self.grad_clip)
             elif params:
-                norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in params]))
+                norm = torch.linalg.vector_norm(torch.stack([fsdp.full_norm(torch.linalg.vector_norm(p.grad))
+                                                             for p in params]))
+            norm = fsdp.full_norm(norm) if norm is not None else None
         if scaler.is_enabled():
             scale_before = scaler._scale.clone()  # the scale tensor: compared on the device, no sync
             scaler.step(opt)
@@ -306,17 +314,22 @@ class Trainer:
                                                         [torch.tensor(float(count), device=self.device)]))
         return {f"{prefix}_{k}": (totals[i] / totals[-1].clamp(min=1)).item() for i, k in enumerate(keys)}
 
-    @torch.inference_mode()
     def evaluate(self, loader: Iterable, prefix: str = "val") -> dict[str, float]:
         """Mean loss and metrics over ``loader`` (collective under torchrun: every process calls it)."""
-        sums, count = self._run_eval(loader, collect=False)[:2]
+        with self._no_grad():
+            sums, count = self._run_eval(loader, collect=False)[:2]
         return self._means(sums, count, prefix)
 
-    @torch.inference_mode()
     def predict(self, loader: Iterable) -> tuple[Tensor, Tensor]:
         """Model outputs (fp32, on CPU) and targets for every batch of ``loader``."""
-        _, _, outs, targets = self._run_eval(loader, collect=True)
+        with self._no_grad():
+            _, _, outs, targets = self._run_eval(loader, collect=True)
         return torch.cat(outs), torch.cat(targets)
+
+    def _no_grad(self):
+        # A sharded model allocates its gathered parameters on its first forward; made under
+        # inference mode (an evaluation before any training), they could not be trained later.
+        return torch.no_grad() if self.sharded else torch.inference_mode()
 
     def _run_eval(self, loader, collect: bool):
         model = self.module  # no DDP wrapper: evaluation needs no gradient synchronisation
@@ -325,6 +338,8 @@ class Trainer:
         sums: dict[str, Tensor] = {}
         count = 0
         outs, targets = [], []
+        # A sharded model's forward is a collective: every process must make as many (see below)
+        most = self._most_eval_batches(loader) if self.sharded else 0
         try:
             for batch in loader:
                 batch = to_device(batch, self.device)
@@ -338,9 +353,30 @@ class Trainer:
                 if collect:
                     outs.append(out.cpu())
                     targets.append(batch[1].cpu())
+            for _ in range(most - (_len_or_none(loader) or 0)):  # this process's slice is shorter
+                with self.precision.autocast():
+                    self.forward_fn(model, batch)  # uncounted: only to serve the others' gathers
         finally:
             model.train(was_training)
         return sums, count, outs, targets
+
+    def _most_eval_batches(self, loader) -> int:
+        """The most batches any process's slice of ``loader`` holds. A sharded model's forward is a
+        collective (each unit gathers its parameters from every process), so a process whose slice
+        is shorter repeats its last batch, uncounted, until every process has made as many."""
+        mine = _len_or_none(loader) or 0
+        most = int(distributed.all_reduce_max(torch.tensor(mine, device=self.device)))
+        if most > mine == 0:
+            raise LabError("--fsdp: this process has no evaluation data while another has some; "
+                           "use fewer processes or a larger split")
+        return most
+
+    def unshard(self, plain: nn.Module) -> None:
+        """After a sharded fit: ``plain`` (``fsdp.skeleton``) becomes the module, holding the whole
+        weights on every process, so a report or figure can run on one process (a collective)."""
+        if self.sharded:
+            self.module = self.model = fsdp.unsharded(self.module, plain)
+            self.sharded = False
 
     # ---------------------------------------------------------------- state
     def _step_budget_spent(self) -> bool:
@@ -361,9 +397,13 @@ class Trainer:
         ``gather=False`` skips the collective that collects every rank's RNG state, for a caller
         that runs on rank 0 alone (an end-of-run report)."""
         rng = get_rng_state()
+        if self.sharded and not gather:
+            raise ValueError("a sharded (FSDP) model's state is gathered from every process: call state_dict on each")
         state = {
-            "model": self.module.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
+            # Sharded (FSDP): the whole state, gathered on rank 0 as a plain model's (a collective).
+            "model": fsdp.full_model_state(self.module) if self.sharded else self.module.state_dict(),
+            "optimizer": (fsdp.full_optimizer_state(self.module, self.optimizer) if self.sharded
+                          else self.optimizer.state_dict()),
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
             "scaler": self.precision.scaler.state_dict() if self.precision.uses_scaler else None,
             "precision": self.precision.name,
@@ -383,11 +423,17 @@ class Trainer:
         return state
 
     def load_state_dict(self, state: dict, source: str = "checkpoint") -> None:
-        from .checkpoint import load_model_state
+        from .checkpoint import check_model_state, load_model_state, strip_prefix
 
-        load_model_state(self.module, state["model"], source)
+        if self.sharded:
+            check_model_state(self.module, state["model"], source)
+        else:
+            load_model_state(self.module, state["model"], source)
         try:
-            self.optimizer.load_state_dict(state["optimizer"])
+            if self.sharded:  # each process keeps its slice of the whole state
+                fsdp.load_full_state(self.module, self.optimizer, strip_prefix(state["model"]), state["optimizer"])
+            else:
+                self.optimizer.load_state_dict(state["optimizer"])
             if self.scheduler is not None and state.get("scheduler") is not None:
                 self.scheduler.load_state_dict(state["scheduler"])
         except (ValueError, KeyError, RuntimeError) as exc:
