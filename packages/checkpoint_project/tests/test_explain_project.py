@@ -69,7 +69,7 @@ def test_the_same_name_twice_gets_two_files(trained, tmp_path, capsys):
     assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["im-2.explain.png", "im.explain.png"]
 
 
-@pytest.mark.parametrize("name, side, stage", [("cnn", 32, -1), ("resnet", 32, -1), ("fast", 32, -1),
+@pytest.mark.parametrize("name, side, stage", [("compact", 32, -1), ("cnn", 32, -1), ("resnet", 32, -1), ("fast", 32, -1),
                                                ("torchvision:resnet18", 64, -1),
                                                ("torchvision:resnet18", 32, -2)])  # layer4 is 1 x 1 there
 def test_grad_cam_looks_at_the_last_conv_stage_of_each_model(name, side, stage):
@@ -77,6 +77,7 @@ def test_grad_cam_looks_at_the_last_conv_stage_of_each_model(name, side, stage):
     model = build_model(name, (3, side, side), 10, 4 if name != "torchvision:resnet18" else 0).eval()
     x = torch.randn(2, 3, side, side)
     layer = last_feature_layer(model, x)
-    assert layer is model.stages[stage]
+    stages = model.stages if hasattr(model, "stages") else [model.net.get_submodule(names[-1]) for names in model.stage_names]
+    assert layer is stages[stage]
     cam = grad_cam(model, layer, x, 3)
     assert cam.shape[:2] == (2, 1) and cam.shape[2] * cam.shape[3] > 1 and cam.abs().sum() > 0

@@ -44,7 +44,11 @@ class StagedNet(nn.Module):
         return list(self.stages)
 
     def features(self, x: Tensor) -> Tensor:
-        return run_segments(self.segments(), x, enabled=self.grad_checkpoint and self.training)
+        if self.grad_checkpoint and self.training:
+            return run_segments(self.segments(), x, enabled=True)
+        for stage in self.stages:  # stage by stage: hooks on a stage (Grad-CAM, feature maps) see it run
+            x = stage(x)
+        return x
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.features(x))
