@@ -5,7 +5,6 @@ exactly as ``predict`` reads them; an unreadable one is named at the end, after 
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
@@ -13,6 +12,7 @@ import torch
 from labs_core import LabError
 from labs_core.data.imagefolder import EXTENSIONS
 from labs_core.explain import last_feature_layer, write_explanations
+from labs_core.rundir import check_writable
 
 from .inference import load_trained
 from .predict import preprocess
@@ -28,13 +28,7 @@ def default_out(checkpoint: Path) -> Path:
 def check_out(out: Path) -> None:
     """Refuse, before anything is loaded or written, an --out that is (or lies under) a file or
     cannot be written."""
-    for folder in (out, *out.parents):
-        if folder.exists():
-            if not folder.is_dir():
-                raise LabError(f"--out {out}: {folder} is a file, not a folder")
-            if not os.access(folder, os.W_OK | os.X_OK):
-                raise LabError(f"--out {out}: cannot write in {folder} (permission denied)")
-            return
+    check_writable(out, (out, *out.parents))
 
 
 def image_files(args: list[str], bad: list[str]) -> list[tuple[Path, str]]:

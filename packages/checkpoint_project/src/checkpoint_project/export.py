@@ -14,6 +14,7 @@ import torch
 
 from labs_core import LabError
 from labs_core.errors import one_line
+from labs_core.rundir import check_writable
 
 from .evaluate import test_loader
 from .inference import load_trained
@@ -37,13 +38,7 @@ def check_target(source: Path, target: Path) -> None:
             head = f.read(4)
         if head.startswith(b"PK"):  # a zip: what torch.save writes, not an ONNX protobuf
             raise LabError(f"--out {target} holds a PyTorch checkpoint, not an ONNX model; it is not written over")
-    for parent in target.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise LabError(f"--out {target}: {parent} is a file, not a folder")
-            if not os.access(parent, os.W_OK | os.X_OK):
-                raise LabError(f"--out {target}: cannot write in {parent} (permission denied)")
-            break
+    check_writable(target, target.parents)
 
 
 def export(checkpoint: str, fmt: str = "onnx", out: str | None = None, say=print) -> Path:

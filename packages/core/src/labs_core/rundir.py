@@ -43,19 +43,24 @@ def continues(run_dir: Path, resume_path: Path | None) -> bool:
     return resume_path.resolve().parent.parent == run_dir.resolve()
 
 
+def check_writable(out: Path, folders) -> None:
+    """The nearest existing of ``folders`` (``out`` or its parents, nearest first) must be a folder
+    this process can write in; else one line naming it, for the command's ``--out``."""
+    for folder in folders:
+        if folder.exists():
+            if not folder.is_dir():
+                raise LabError(f"--out {out}: {folder} is a file, not a folder")
+            if not os.access(folder, os.W_OK | os.X_OK):
+                raise LabError(f"--out {out}: cannot write in {folder} (permission denied)")
+            return
+
+
 def check_out(run_dir: Path, *, resume_path: Path | None, overwrite: bool) -> None:
     """Refuse, in one line and before anything is read or written, a run directory this run must
     not write into."""
     if run_dir.exists() and not run_dir.is_dir():
         raise LabError(f"--out {run_dir} is a file, not a folder; give a folder for the run")
-    for parent in run_dir.parents:  # the nearest existing folder must be one, and writable
-        if parent.exists():
-            if not parent.is_dir():
-                raise LabError(f"--out {run_dir}: {parent} is a file, not a folder")
-            target = run_dir if run_dir.exists() else parent
-            if not os.access(target, os.W_OK | os.X_OK):
-                raise LabError(f"--out {run_dir}: cannot write in {target} (permission denied)")
-            break
+    check_writable(run_dir, (run_dir, *run_dir.parents))
     here = continues(run_dir, resume_path)
     if overwrite and here:
         raise LabError(f"--overwrite would clear the run that --resume continues ({run_dir}); give one of them")
