@@ -123,7 +123,7 @@ def test_a_finder_leaves_weights_optimizer_rng_and_data_order_as_it_found_them(k
     before = tuning._host_copy(before)
     rng = torch.get_rng_state()
     run = fake_run(tmp_path, memory_budget="100G" if kind == "batch_size" else "")
-    found = tuning.run_finder(run, trainer, kind)
+    found = tuning.probe(run, trainer, kind)
     after = (trainer.module.state_dict(), trainer.optimizer.state_dict(), trainer.train_loader.state_dict())
     assert states_equal(before, after)
     assert torch.equal(torch.get_rng_state(), rng)

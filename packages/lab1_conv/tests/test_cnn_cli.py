@@ -106,14 +106,14 @@ def test_explain_writes_the_maps_of_n_test_digits(tmp_path, capsys):
 
 
 def test_explain_takes_the_first_test_images_in_order(tmp_path, monkeypatch):
-    import lab1_conv.cli as cli
+    import lab1_conv.figures as figures
 
     seen = {}
 
     def record(model, x, mean, std, classes, path, labels=None, **_):
         seen.update(x=x.clone(), labels=labels.clone(), path=path)
 
-    monkeypatch.setattr(cli, "write_explanations", record)
+    monkeypatch.setattr(figures, "write_explanations", record)
     out = tmp_path / "run"
     assert main(["--epochs", "1", "--max-steps", "1", "--widths", "8", "--batch-size", "16", "--explain", "20",
                  "--quiet", "--out", str(out)]) == 0

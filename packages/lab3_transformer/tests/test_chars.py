@@ -233,4 +233,4 @@ def test_chars_recipe_fills_the_defaults_and_flags_win():
                        "lab3-transformer")
     assert cfg.lr == 1e-3 and cfg.epochs == 3 and cfg.warmup_epochs * cfg.eval_every == 100
     toy = parse_config(Lab3Config, ["--task", "sort"], "lab3-transformer")
-    assert toy.dim == 64 and toy.precision == "fp32" and toy.monitor == "val_seq_acc"
+    assert toy.dim == 64 and toy.precision == "fp32" and toy.monitor == "val_greedy_seq_acc"

@@ -72,7 +72,7 @@ def small(**kw):
 
 def test_a_short_run_writes_a_checkpoint_that_rebuilds_the_model(tmp_path):
     summary = train(small(out=str(tmp_path / "rev"), epochs=1, max_steps=5))
-    assert summary["steps"] == 5 and 0 <= summary["metrics"]["val_seq_acc"] <= 1
+    assert summary["steps"] == 5 and 0 <= summary["metrics"]["val_greedy_seq_acc"] <= 1
     ckpt = torch.load(tmp_path / "rev" / "checkpoints" / "last.pt", weights_only=True)
     model = TinyTransformer(TransformerConfig(**ckpt["model_config"]))
     model.load_state_dict(ckpt["model"])
@@ -86,7 +86,7 @@ def test_cli_smoke_with_attention_maps(tmp_path, capsys):
             "--lr", "3e-3", "--out", str(out), "--show-attention"]
     assert main(argv) == 0
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["epochs_run"] == 3 and summary["best"]["metric"] == "val_seq_acc"
+    assert summary["epochs_run"] == 3 and summary["best"]["metric"] == "val_greedy_seq_acc"
     printed = capsys.readouterr().out
     assert "layer 0 head 0" in printed and "layer 1 head 1" in printed
     assert summary["peak_memory"]["cpu_peak_rss_mib"] > 0  # the run skeleton's, for every lab

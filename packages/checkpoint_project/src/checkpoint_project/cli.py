@@ -10,89 +10,90 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
+from dataclasses import dataclass
 
-from labs_core.cli import main_guard
-from labs_core.config import (
-    _OneLineParser,
-    add_config_arguments,
-    config_from_namespace,
-    explicit_fields,
-)
+from labs_core.cli import run_command, run_lab
+from labs_core.config import ConfigPart, arg
 
 PROG = "checkpoint-project"
 COMMANDS = ("train", "evaluate", "export", "predict", "explain", "finetune")
 
 
-def _parser(name: str, description: str) -> argparse.ArgumentParser:
-    return _OneLineParser(prog=f"{PROG} {name}", description=description)
+@dataclass
+class EvaluateConfig(ConfigPart):
+    """checkpoint-project evaluate: test accuracy of each checkpoint, and of their ensemble."""
+
+    checkpoint: list[str] = arg(help="checkpoints to evaluate (several: also their ensemble)",
+                                default_factory=list, required=True, metavar="PATH")
+    tta: bool = arg(False, "average with horizontally flipped images")
+    dataset: str = arg("", "evaluate on another dataset with the same classes (default: the "
+                       "checkpoint's)")
+    data_dir: str = arg("", "where that dataset lives (default: the checkpoint's)")
+    device: str = arg("auto", "auto, cpu, cuda, cuda:N or mps")
 
 
-def run_evaluate(argv: list[str]) -> int:
+@dataclass
+class ExportConfig(ConfigPart):
+    """checkpoint-project export: a checkpoint as ONNX (dynamic batch axis, verified with
+    onnxruntime)."""
+
+    checkpoint: str = arg("", "the .pt checkpoint to export", required=True, metavar="PATH")
+    format: str = arg("onnx", "the export format (onnx)")
+    out: str = arg("", "output file (default: the checkpoint's path with .onnx)")
+
+
+@dataclass
+class PredictConfig(ConfigPart):
+    """checkpoint-project predict: top-k classes for image files (any size or mode)."""
+
+    checkpoint: str = arg("", "a .pt checkpoint or an exported .onnx model", required=True,
+                          metavar="PATH")
+    images: list[str] = arg(help="image files", default_factory=list, positional=True,
+                            metavar="IMAGE")
+    top_k: int = arg(3, "classes to show per image", low=1)
+
+
+@dataclass
+class ExplainConfig(ConfigPart):
+    """checkpoint-project explain: why the model predicts what it does (saliency, SmoothGrad,
+    integrated gradients and Grad-CAM over each image, one PNG per image)."""
+
+    checkpoint: str = arg("", "a .pt checkpoint of this project", required=True, metavar="PATH")
+    images: list[str] = arg(help="image files, or folders of them", default_factory=list,
+                            positional=True, metavar="IMAGE")
+    out: str = arg("", "folder for the PNGs (default: explain/ in the checkpoint's run)",
+                   metavar="DIR")
+    top_k: int = arg(3, "classes named in each title", low=1)
+
+
+def evaluate_command(cfg: EvaluateConfig) -> None:
     from .evaluate import evaluate
 
-    p = _parser("evaluate", "test accuracy of each checkpoint, and of their ensemble")
-    p.add_argument("--checkpoint", nargs="+", required=True, metavar="PATH")
-    p.add_argument("--tta", action="store_true", help="average with horizontally flipped images")
-    p.add_argument("--dataset", help="evaluate on another dataset with the same classes (default: the checkpoint's)")
-    p.add_argument("--data-dir", help="where that dataset lives (default: the checkpoint's)")
-    p.add_argument("--device", default="auto")
-    a = p.parse_args(argv)
-    evaluate(a.checkpoint, a.tta, a.dataset, a.data_dir, a.device)
-    return 0
+    evaluate(cfg.checkpoint, cfg.tta, cfg.dataset or None, cfg.data_dir or None, cfg.device)
 
 
-def run_export(argv: list[str]) -> int:
-    from .export import FORMATS, export
+def export_command(cfg: ExportConfig) -> None:
+    from .export import export
 
-    p = _parser("export", "export a checkpoint (ONNX, dynamic batch axis, verified with onnxruntime)")
-    p.add_argument("--checkpoint", required=True, metavar="PATH")
-    p.add_argument("--format", default="onnx", help=f"one of: {', '.join(FORMATS)}")
-    p.add_argument("--out", help="output file (default: the checkpoint's path with .onnx)")
-    a = p.parse_args(argv)
-    export(a.checkpoint, a.format, a.out)
-    return 0
+    export(cfg.checkpoint, cfg.format, cfg.out or None)
 
 
-def run_predict(argv: list[str]) -> int:
+def predict_command(cfg: PredictConfig) -> None:
     from .predict import predict
 
-    p = _parser("predict", "top-k classes for image files (any size or mode)")
-    p.add_argument("--checkpoint", required=True, metavar="PATH", help="a .pt checkpoint or an exported .onnx model")
-    p.add_argument("images", nargs="+", metavar="IMAGE")
-    p.add_argument("--top-k", type=int, default=3)
-    a = p.parse_args(argv)
-    if a.top_k < 1:
-        p.error("--top-k must be at least 1")
-    predict(a.checkpoint, a.images, a.top_k)
-    return 0
+    predict(cfg.checkpoint, cfg.images, cfg.top_k)
 
 
-def run_explain(argv: list[str]) -> int:
+def explain_command(cfg: ExplainConfig) -> None:
     from .explain import explain_images
 
-    p = _parser("explain", "why the model predicts what it does: saliency, SmoothGrad, integrated gradients and "
-                "Grad-CAM over each image, one PNG per image")
-    p.add_argument("--checkpoint", required=True, metavar="PATH", help="a .pt checkpoint of this project")
-    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files, or folders of them")
-    p.add_argument("--out", metavar="DIR", help="folder for the PNGs (default: explain/ in the checkpoint's run)")
-    p.add_argument("--top-k", type=int, default=3, help="classes named in each title (default: 3)")
-    a = p.parse_args(argv)
-    if a.top_k < 1:
-        p.error("--top-k must be at least 1")
-    explain_images(a.checkpoint, a.images, a.out, a.top_k)
-    return 0
+    explain_images(cfg.checkpoint, cfg.images, cfg.out or None, cfg.top_k)
 
 
-def run_finetune(argv: list[str]) -> int:
-    from .finetune import FinetuneConfig, finetune
-
-    p = _parser("finetune", "fine-tune a trained backbone on a new dataset, phase by phase")
-    add_config_arguments(p, FinetuneConfig)
-    ns = p.parse_args(argv)
-    finetune(config_from_namespace(FinetuneConfig, ns, explicit_fields(p, argv)))
-    return 0
+# name -> (its config, what it does); train and finetune are training runs (``run_lab``)
+ACTIONS = {"evaluate": (EvaluateConfig, evaluate_command), "export": (ExportConfig, export_command),
+           "predict": (PredictConfig, predict_command), "explain": (ExplainConfig, explain_command)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -101,22 +102,22 @@ def main(argv: list[str] | None = None) -> int:
         print(__doc__.strip())
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
+    prog = f"{PROG} {command}"
     if command == "train":
-        from .train import main as train_main
-        return train_main(rest)
-    handlers = {"evaluate": run_evaluate, "export": run_export, "predict": run_predict, "explain": run_explain,
-                "finetune": run_finetune}
-    if command not in handlers:
-        print(f"{PROG}: error: unknown command {command!r}; choose one of {', '.join(COMMANDS)}", file=sys.stderr)
+        from .train import TrainConfig, build_plan
+
+        return run_lab(prog, TrainConfig, build_plan, rest, TrainConfig.__doc__ or "")
+    if command == "finetune":
+        from .finetune import FinetuneConfig, build_plan
+
+        return run_lab(prog, FinetuneConfig, build_plan, rest,
+                       "fine-tune a trained backbone on a new dataset, phase by phase")
+    if command not in ACTIONS:
+        print(f"{PROG}: error: unknown command {command!r}; choose one of {', '.join(COMMANDS)}",
+              file=sys.stderr)
         return 2
-
-    def run() -> int:
-        try:
-            return handlers[command](rest)
-        except SystemExit as exc:  # --help (0) or a bad flag (2, message already printed)
-            return int(exc.code or 0)
-
-    return main_guard(f"{PROG} {command}", run)
+    cfg_cls, action = ACTIONS[command]
+    return run_command(prog, cfg_cls, action, rest, cfg_cls.__doc__.split(": ", 1)[1])
 
 
 if __name__ == "__main__":

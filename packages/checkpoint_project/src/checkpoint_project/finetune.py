@@ -13,6 +13,7 @@ lr * lr_decay^depth, depth counted from the head, so the general early features 
 
 from __future__ import annotations
 
+import functools
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,9 +22,9 @@ import torch
 from torch import nn
 
 from labs_core import LabError, RunConfig, arg, load_model_state
-from labs_core.cli import write_json
 from labs_core.experiment import classifier_plan
-from labs_core.run import execute
+from labs_core.run import Plan, execute
+from labs_core.rundir import write_json
 from labs_core.trainer import Callback
 
 from .backbones import TorchvisionNet, build_torchvision, check_input, weights_url
@@ -138,6 +139,11 @@ class Phases(Callback):
     def optimizer(self, phase: int) -> torch.optim.Optimizer:
         return torch.optim.AdamW(self.groups(phase), weight_decay=self.cfg.weight_decay)
 
+    def first_optimizer(self, cfg, model) -> torch.optim.Optimizer:
+        """The run's optimizer (``Plan.make_optimizer``): phase 0's, on this callback's model
+        (sharded in place under --fsdp by then)."""
+        return self.optimizer(0)
+
     def on_fit_start(self, trainer) -> None:
         self.before = trainer.evaluate(trainer.val_loader)["val_acc"]  # collective: every process
 
@@ -165,27 +171,35 @@ class Phases(Callback):
             self.before = after
 
 
+def finetune_model(cfg: FinetuneConfig, data) -> nn.Module:
+    """The backbone ``--from`` names with a head for ``data``'s classes; ``recorded_config`` is
+    what predict and evaluate rebuild it from (the backbone's name and width)."""
+    model, name, width = load_backbone(cfg, data.num_classes, data.input_shape)
+    model.recorded_config = {"model": name, "width": width}
+    return model
+
+
+def build_plan(run) -> Plan:
+    """The core's classifier plan on the backbone ``--from`` names, trained in phases (``Phases``
+    builds each phase's optimizer); the report writes phases.json."""
+    cfg = run.cfg
+    plan = classifier_plan(run, functools.partial(finetune_model, cfg),
+                           extend_report=phases_report, note=f"fine-tuning {cfg.source}")
+    phases = Phases(cfg, plan.model, run.say)
+    plan.callbacks.append(phases)
+    plan.make_optimizer = phases.first_optimizer
+    record = plan.model.recorded_config
+    plan.checkpoint["config"] = {**cfg.to_dict(), **record}
+    plan.resolved.update(record)
+    return plan
+
+
+def phases_report(run, trainer, loaders, test) -> dict:
+    phases = next(cb for cb in trainer.callbacks if isinstance(cb, Phases)).phases
+    write_json(run.run_dir / "phases.json", phases)
+    return {"phases": phases}
+
+
 def finetune(cfg: FinetuneConfig) -> dict:
-    def plan(run):
-        phases: list[Phases] = []
-
-        def model_fn(data):
-            model, name, width = load_backbone(cfg, data.num_classes, data.input_shape)
-            cfg_record.update(model=name, width=width)
-            phases.append(Phases(cfg, model, run.say))
-            return model
-
-        def report(run, trainer, loaders, test):
-            write_json(run.run_dir / "phases.json", phases[0].phases)
-            return {"phases": phases[0].phases}
-
-        cfg_record: dict = {}
-        p = classifier_plan(cfg, run, model_fn, callbacks=phases, extend_report=report,
-                            make_optimizer=lambda cfg, model: phases[0].optimizer(0),
-                            note=f"fine-tuning {cfg.source}")
-        # predict and evaluate rebuild the model from the checkpoint's config: record the backbone
-        p.checkpoint["config"] = {**cfg.to_dict(), **cfg_record}
-        p.resolved.update(cfg_record)
-        return p
-
-    return execute(cfg, plan).summary
+    """One fine-tuning run as ``cfg`` says; returns its summary."""
+    return execute(cfg, build_plan).summary

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import functools
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +17,8 @@ from labs_core.checkpoint import save_checkpoint
 from labs_core.cli import run_lab
 from labs_core.config import TuningOptions
 from labs_core.experiment import classifier_plan
-from labs_core.run import build_optimizer, execute
+from labs_core.optim import build_optimizer
+from labs_core.run import Plan, execute
 
 from .inference import PROJECT, predict_probs
 from .models import GRAD_CHECKPOINT_MODELS, MODELS, build_model, enable_grad_checkpoint
@@ -220,64 +222,73 @@ def gallery(images: torch.Tensor, probs: torch.Tensor, targets: torch.Tensor, cl
     return len(worst)
 
 
-def train(cfg: TrainConfig) -> dict:
-    callbacks: list[Callback] = []
-    ema = WeightEMA(cfg.ema) if cfg.ema else None
-    if ema:
-        callbacks.append(ema)
+def build_train_model(cfg: TrainConfig, data) -> torch.nn.Module:
+    model = build_model(cfg.model, data.input_shape, data.num_classes, cfg.width)
+    whiten = getattr(model, "whiten", None)
+    if whiten is not None:  # the stem's filters come from the training images, as training sees them
+        whiten.fit(whitening_sample(data))
+    if cfg.grad_checkpoint:
+        enable_grad_checkpoint(model, cfg.model)
+    return model
 
-    def model_fn(data):
-        model = build_model(cfg.model, data.input_shape, data.num_classes, cfg.width)
-        whiten = getattr(model, "whiten", None)
-        if whiten is not None:  # the stem's filters come from the training images, as training sees them
-            whiten.fit(whitening_sample(data))
-        if cfg.grad_checkpoint:
-            enable_grad_checkpoint(model, cfg.model)
-        return model
 
-    def report(run, trainer, loaders, test):
-        """From the one test pass: per-class accuracy, the flip-TTA accuracy, the gallery."""
-        run_dir, data, metrics = run.run_dir, loaders.data, {}
-        if ema:
-            save_checkpoint(run_dir / "checkpoints" / "ema.pt", {
-                **trainer.state_dict(gather=False), "config": cfg.to_dict(), "lab": cfg.lab, "classes": data.classes,
-                "input_shape": list(data.input_shape), "mean": list(data.mean), "std": list(data.std)})
-        if test is None:
-            return metrics
-        probs, targets = test.probs, test.targets
-        if cfg.tta:  # the mirror images' pass; the plain pass is the one already made
-            flipped, _ = predict_probs(trainer.module, loaders.test, trainer.device, flip_only=True,
-                                       autocast=trainer.precision.autocast)
-            probs = (probs + flipped) / 2
-            metrics["test_acc_tta"] = (probs.argmax(1) == targets).float().mean().item()
-            run.say(f"test accuracy with flip TTA {metrics['test_acc_tta']:.4f}")
-        pred = probs.argmax(1)
-        per_class = [(pred[targets == c] == c).float().mean().item() if (targets == c).any() else 0.0
-                     for c in range(data.num_classes)]
-        lines = [f"{name:<12} {acc:.4f}" for name, acc in zip(data.classes, per_class, strict=True)]
-        (run_dir / "per_class_accuracy.txt").write_text("\n".join(lines) + "\n")
-        metrics["per_class_acc"] = dict(zip(data.classes, per_class, strict=True))
-        n = gallery(data.test[0], probs, targets, data.classes, run_dir / "confidently_wrong.png")
-        run.say("per-class test accuracy:\n  " + "\n  ".join(lines))
-        run.say(f"confusion matrix:\n{(run_dir / 'confusion_matrix.txt').read_text().rstrip()}")
-        run.say(f"gallery of the {n} most confidently wrong test images: {run_dir / 'confidently_wrong.png'}")
+def norm_bias_optimizer(cfg: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
+    """The core optimizer, batch-norm biases at ``--norm-bias-lr`` times the rate."""
+    return build_optimizer(cfg, model, norm_bias_lr=cfg.norm_bias_lr)
+
+
+def train_report(run, trainer, loaders, test) -> dict:
+    """From the one test pass: per-class accuracy, the flip-TTA accuracy, the gallery; with
+    ``--ema``, the averaged weights as ``ema.pt``."""
+    cfg, run_dir, data, metrics = run.cfg, run.run_dir, loaders.data, {}
+    if cfg.ema:
+        save_checkpoint(run_dir / "checkpoints" / "ema.pt", {
+            **trainer.state_dict(gather=False), "config": cfg.to_dict(), "lab": cfg.lab,
+            "classes": data.classes, "input_shape": list(data.input_shape),
+            "mean": list(data.mean), "std": list(data.std)})
+    if test is None:
         return metrics
+    probs, targets = test.probs, test.targets
+    if cfg.tta:  # the mirror images' pass; the plain pass is the one already made
+        flipped, _ = predict_probs(trainer.module, loaders.test, trainer.device, flip_only=True,
+                                   autocast=trainer.precision.autocast)
+        probs = (probs + flipped) / 2
+        metrics["test_acc_tta"] = (probs.argmax(1) == targets).float().mean().item()
+        run.say(f"test accuracy with flip TTA {metrics['test_acc_tta']:.4f}")
+    pred = probs.argmax(1)
+    per_class = [(pred[targets == c] == c).float().mean().item() if (targets == c).any() else 0.0
+                 for c in range(data.num_classes)]
+    lines = [f"{name:<12} {acc:.4f}" for name, acc in zip(data.classes, per_class, strict=True)]
+    (run_dir / "per_class_accuracy.txt").write_text("\n".join(lines) + "\n")
+    metrics["per_class_acc"] = dict(zip(data.classes, per_class, strict=True))
+    n = gallery(data.test[0], probs, targets, data.classes, run_dir / "confidently_wrong.png")
+    run.say("per-class test accuracy:\n  " + "\n  ".join(lines))
+    run.say(f"confusion matrix:\n{(run_dir / 'confusion_matrix.txt').read_text().rstrip()}")
+    run.say(f"gallery of the {n} most confidently wrong test images: "
+            f"{run_dir / 'confidently_wrong.png'}")
+    return metrics
 
-    def plan(run):
-        extra = list(callbacks)
-        if cfg.profile and run.is_main:
-            extra.append(Profile(cfg.profile, run.run_dir / "profile", run.say))
-        return classifier_plan(cfg, run, model_fn, callbacks=extra, extend_report=report,
-                               make_optimizer=lambda cfg, model: build_optimizer(cfg, model,
-                                                                                 norm_bias_lr=cfg.norm_bias_lr),
-                               note=f"recipe {cfg.recipe}: --model {cfg.model}, {cfg.epochs} epochs, "
-                                    f"--precision {cfg.precision}")
 
-    return execute(cfg, plan).summary
+def build_plan(run) -> Plan:
+    """The core's classifier plan with the recipe's model and optimizer, EMA and profiling
+    callbacks, and the project's report."""
+    cfg = run.cfg
+    callbacks: list[Callback] = [WeightEMA(cfg.ema)] if cfg.ema else []
+    if cfg.profile and run.is_main:
+        callbacks.append(Profile(cfg.profile, run.run_dir / "profile", run.say))
+    return classifier_plan(run, functools.partial(build_train_model, cfg), callbacks=callbacks,
+                           extend_report=train_report, make_optimizer=norm_bias_optimizer,
+                           note=f"recipe {cfg.recipe}: --model {cfg.model}, {cfg.epochs} epochs, "
+                                f"--precision {cfg.precision}")
+
+
+def train(cfg: TrainConfig) -> dict:
+    """One run as ``cfg`` says (what ``train`` does); returns its summary."""
+    return execute(cfg, build_plan).summary
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_lab(PROG, TrainConfig, train, argv, __doc__.splitlines()[0])
+    return run_lab(PROG, TrainConfig, build_plan, argv, __doc__.splitlines()[0])
 
 
 if __name__ == "__main__":

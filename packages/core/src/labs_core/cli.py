@@ -1,97 +1,107 @@
-"""What every lab's ``main`` shares: the error guard and the run directory."""
+"""What every command's ``main`` shares: flags parsed into a config, one-line errors, exit codes.
+
+    run_lab(prog, Config, build_plan, argv)   a lab's whole ``main``: the flags become a
+                                              ``Config``, then ``run.execute(cfg, build_plan)``
+    run_command(prog, Config, action, argv)   any other command (``checkpoint-project export``,
+                                              ``lab1-conv compare``): the flags, then ``action(cfg)``
+    Guard(prog)                               around both: a ``LabError`` (or an ``OSError``
+                                              naming a file) is one line on stderr and exit code
+                                              2, Ctrl-C exit code 130
+"""
 
 from __future__ import annotations
 
 import contextlib
-import json
 import sys
-import time
 from collections.abc import Callable
-from pathlib import Path
 
-from .checkpoint import atomic_write_bytes
 from .errors import LabError, one_line
 
-
-def main_guard(prog: str, fn: Callable[[], int | None]) -> int:
-    """Run ``fn``; a ``LabError`` (or an ``OSError`` naming a file: a folder where a file belongs, no
-    permission) becomes one line on stderr and exit code 2, Ctrl-C exit code 130."""
-    from . import distributed
-
-    try:
-        code = fn() or 0
-        with contextlib.suppress(RuntimeError):  # under torchrun, leave together: a peer
-            distributed.barrier()  # that exits early can abort the others
-        return code
-    except LabError as exc:
-        print(f"{prog}: error: {one_line(exc)}", file=sys.stderr)
-        return exc.exit_code
-    except OSError as exc:  # a user's path that cannot be read or written (a folder, no permission)
-        if exc.filename is None:
-            raise
-        print(f"{prog}: error: {exc.filename}: {exc.strerror or one_line(exc)}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted", file=sys.stderr)
-        return 130
-    finally:
-        distributed.shutdown()  # leave the process group (torchrun) cleanly; no-op otherwise
+Subcommands = dict[str, Callable[[list[str]], int]]
 
 
-def run_lab(prog: str, cfg_cls: type, train: Callable, argv: list[str] | None = None, description: str = "",
-            subcommands: dict[str, Callable[[list[str]], int]] | None = None) -> int:
-    """A lab's whole ``main``: parse ``cfg_cls`` from the flags and ``train(cfg)``, or run a
-    subcommand (``lab0-mlp lesson ...``); every user error ends in one line and exit code 2."""
+class Guard:
+    """``with Guard(prog) as guard: ...``, then ``return guard.code``. Errors a user can act on
+    become one line on stderr and an exit code; under torchrun the processes leave together."""
+
+    def __init__(self, prog: str):
+        self.prog, self.code = prog, 0
+
+    def __enter__(self) -> Guard:
+        return self
+
+    def __exit__(self, kind, exc, tb) -> bool:
+        from . import distributed
+
+        try:
+            if exc is None:
+                with contextlib.suppress(RuntimeError):  # under torchrun, leave together: a peer
+                    distributed.barrier()  # that exits early can abort the others
+                return False
+            if isinstance(exc, SystemExit):  # --help (0) or a bad flag (2, already printed)
+                self.code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+            elif isinstance(exc, LabError):
+                self.say(one_line(exc))
+                self.code = exc.exit_code
+            elif isinstance(exc, OSError) and exc.filename is not None:  # a user's path: a folder
+                self.say(f"{exc.filename}: {exc.strerror or one_line(exc)}")  # or no permission
+                self.code = 2
+            elif isinstance(exc, KeyboardInterrupt):
+                print(f"{self.prog}: interrupted", file=sys.stderr)
+                self.code = 130
+            else:
+                return False  # a bug: its traceback
+            return True
+        finally:
+            distributed.shutdown()  # leave the process group (torchrun) cleanly; no-op otherwise
+
+    def say(self, message: str) -> None:
+        print(f"{self.prog}: error: {message}", file=sys.stderr)
+
+
+def run_lab(prog: str, cfg_cls: type, build_plan: Callable, argv: list[str] | None = None,
+            description: str = "", subcommands: Subcommands | None = None,
+            preview: Callable[[object], bool] | None = None) -> int:
+    """A lab's whole ``main``: ``PROG [flags]`` trains (``run.execute(cfg, build_plan)``);
+    ``PROG NAME ...`` runs a subcommand (``lab0-mlp lesson tensors``), whose errors the same
+    guard answers. ``preview(cfg)`` may
+    handle a look that trains nothing (lab1's ``--shapes``) and return True."""
     from .config import parse_config
+    from .run import execute
 
     argv = sys.argv[1:] if argv is None else list(argv)
-
-    def run() -> int:
+    with Guard(prog) as guard:
         if subcommands and argv and argv[0] in subcommands:
-            return subcommands[argv[0]](argv[1:])
-        try:
+            guard.code = subcommands[argv[0]](argv[1:])
+        else:
             cfg = parse_config(cfg_cls, argv, prog, description)
-        except SystemExit as exc:  # --help (0) or a bad flag (2, message already printed)
-            return int(exc.code or 0)
-        train(cfg)
-        return 0
-
-    return main_guard(prog, run)
+            if not (preview and preview(cfg)):
+                execute(cfg, build_plan)
+    return guard.code
 
 
-def lessons_command(prog: str, load: Callable[[], dict[str, Callable[[], None]]]) -> Callable[[list[str]], int]:
-    """The ``PROG lesson NAME`` subcommand over the lessons ``load()`` returns (imported lazily)."""
+def run_command(prog: str, cfg_cls: type, action: Callable[[object], object],
+                argv: list[str] | None = None, description: str = "") -> int:
+    """A command other than training: its flags (a config class, declared like a lab's) parsed,
+    then ``action(cfg)``, with the same one-line errors and exit codes."""
+    from .config import parse_config
+
+    with Guard(prog) as guard:
+        action(parse_config(cfg_cls, argv, prog, description))
+    return guard.code
+
+
+def lessons_command(prog: str, lessons_module: str) -> Callable[[list[str]], int]:
+    """The ``PROG lesson NAME`` subcommand over the ``LESSONS`` of ``lessons_module`` (imported
+    only when a lesson runs: training never pays for the lessons' imports)."""
 
     def command(argv: list[str]) -> int:
-        lessons = load()
+        import importlib
+
+        lessons = importlib.import_module(lessons_module).LESSONS
         if len(argv) != 1 or argv[0] not in lessons:
             raise LabError(f"usage: {prog} lesson {{{'|'.join(lessons)}}}")
         lessons[argv[0]]()
         return 0
 
     return command
-
-
-def new_run_dir(lab: str, root: str | Path = "runs") -> Path:
-    """A fresh ``runs/<lab>/<timestamp>`` path (with a suffix if that exists); not created yet."""
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    path = Path(root) / lab / stamp
-    n = 1
-    while path.exists():
-        path = Path(root) / lab / f"{stamp}-{n}"
-        n += 1
-    return path
-
-
-def find_latest_checkpoint(lab: str, root: str | Path = "runs") -> Path:
-    """The newest ``runs/<lab>/*/checkpoints/last.pt`` (what ``--resume`` with no path means)."""
-    candidates = sorted(Path(root, lab).glob("*/checkpoints/last.pt"), key=lambda p: p.stat().st_mtime)
-    if not candidates:
-        raise LabError(f"--resume: no earlier run with a checkpoint under {Path(root, lab)} (give a PATH)")
-    return candidates[-1]
-
-
-def write_json(path: str | Path, obj) -> None:
-    """Write JSON atomically, so a crash never leaves half a file."""
-    data = (json.dumps(obj, indent=2, default=str) + "\n").encode()
-    atomic_write_bytes(path, lambda f: f.write(data))

@@ -9,6 +9,7 @@ documents everything. Bad flags and values end in one line on stderr and exit co
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import math
 import os
@@ -22,16 +23,45 @@ from .errors import LabError
 from .memory import parse_size
 
 
-def arg(default: Any = dataclasses.MISSING, help: str = "", *, choices=None, default_factory=dataclasses.MISSING,
-        nargs_optional_const: str | None = None, flag: str | None = None, low: float | None = None,
-        high: float | None = None):
+def arg(default: Any = dataclasses.MISSING, help: str = "", *, choices=None,
+        default_factory=dataclasses.MISSING, nargs_optional_const: str | None = None,
+        flag: str | None = None, low: float | None = None, high: float | None = None,
+        below: float | None = None, required: bool = False, positional: bool = False,
+        metavar: str | None = None):
     """A config field with the help text (and choices) its flag shows; ``flag`` overrides the
     flag's name (for a field that cannot be named like its flag, e.g. ``--from``). ``low`` and
-    ``high`` bound a number (each item of a list), checked at parse time with every other field."""
-    meta = {"help": help, "choices": choices, "const": nargs_optional_const, "flag": flag, "low": low, "high": high}
+    ``high`` bound a number (each item of a list) and ``below`` bounds it strictly from above,
+    all checked at parse time with every other field. ``required``: the flag must be given;
+    ``positional``: an argument without a flag (``predict IMAGE ...``)."""
+    meta = {"help": help, "choices": choices, "const": nargs_optional_const, "flag": flag,
+            "low": low, "high": high, "below": below, "required": required,
+            "positional": positional, "metavar": metavar}
     if default_factory is not dataclasses.MISSING:
         return field(default_factory=default_factory, metadata=meta)
     return field(default=default, metadata=meta)
+
+
+def override(name: str, default: Any, help: str | None = None):
+    """A lab's own default for a field one of the parts declares (``epochs: int = override(
+    "epochs", 15)``): the part's help, choices and bounds stay, unless ``help`` says more."""
+    for part in PARTS:
+        declared = part.__dataclass_fields__.get(name)
+        if declared is not None:
+            meta = dict(declared.metadata)
+            if help is not None:
+                meta["help"] = help
+            if isinstance(default, list):
+                return field(default_factory=lambda: list(default), metadata=meta)
+            return field(default=default, metadata=meta)
+    raise TypeError(f"no config part declares {name!r}")
+
+
+def apply_recipe(cfg, recipe: dict[str, Any], explicit: set[str]) -> None:
+    """A recipe's values (lab1's fast recipe, lab3's chars, the checkpoint project's), set on every
+    field whose flag the command line did not give: a flag given wins."""
+    for name, value in recipe.items():
+        if name not in explicit:
+            setattr(cfg, name, copy.deepcopy(value))
 
 
 METRIC_MODES = {"loss": "min", "acc": "max", "f1": "max", "map": "max"}
@@ -39,7 +69,7 @@ METRIC_MODES = {"loss": "min", "acc": "max", "f1": "max", "map": "max"}
 
 def metric_mode(name: str) -> str | None:
     """``min`` or ``max`` when a metric's name says which way is better (``val_loss``, ``val_acc``,
-    ``train_seq_acc``, ``val_map_50``), else None: then ``--monitor-mode`` must say."""
+    ``val_greedy_seq_acc``, ``val_map_50``), else None: then ``--monitor-mode`` must say."""
     parts = name.split("_")
     for part in reversed(parts[1:] if len(parts) > 1 else parts):
         if part in METRIC_MODES:
@@ -304,15 +334,20 @@ def check_number(f: dataclasses.Field, value) -> None:
     flag = f.metadata.get("flag") or f"--{_flag(f.name)}"
     if isinstance(value, float) and not math.isfinite(value):
         raise LabError(f"{flag} must be a finite number (got {value})")
-    low, high = f.metadata.get("low"), f.metadata.get("high")
+    low, high, below = f.metadata.get("low"), f.metadata.get("high"), f.metadata.get("below")
     if high is None and isinstance(value, int):
         high = MAX_INT
+    if low is not None and below is not None and not low <= value < below:
+        raise LabError(f"{flag} must be in [{low:g}, {below:g}) (got {value})")
     if low is not None and value < low:
         raise LabError(f"{flag} must be at least {low} (got {value})")
     if high is not None and value > high:
         raise LabError(f"{flag} must be at most {high} (got {value})")
+    if below is not None and not value < below:
+        raise LabError(f"{flag} must be below {below:g} (got {value})")
 
 
+PARTS = (RunOptions, OptimOptions, DataOptions, BatchNormOptions, LoopOptions, TuningOptions)
 PART_TITLES = {LoopOptions: "training loop", TuningOptions: "finders (learning rate, batch size)", RunOptions: "run", OptimOptions: "optimisation and training hygiene",
                DataOptions: "data pipeline", BatchNormOptions: "batch norm"}
 
@@ -329,7 +364,12 @@ def _flag(name: str) -> str:
 
 
 class _OneLineParser(argparse.ArgumentParser):
-    """argparse, but an error is one line on stderr (no usage dump) and exit code 2."""
+    """argparse, but an error is one line on stderr (no usage dump) and exit code 2, and a flag
+    must be spelled whole: ``--epoch 3`` is refused, not taken as ``--epochs`` (what a recipe does
+    with a field depends on whether its flag was given, so a prefix could silently change nothing)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, allow_abbrev=False, **kwargs)
 
     def error(self, message: str) -> typing.NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
@@ -368,6 +408,16 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
         meta = f.metadata
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         kwargs: dict[str, Any] = {"dest": f.name, "help": meta.get("help", "")}
+        if meta.get("positional"):
+            del kwargs["dest"]  # argparse names a positional's value after it
+            groups[owner].add_argument(f.name, type=item if tp is list else tp,
+                                       nargs="+" if tp is list else None, help=kwargs["help"],
+                                       metavar=meta.get("metavar") or f.name.upper())
+            continue
+        if meta.get("required"):
+            kwargs["required"] = True
+        if meta.get("metavar"):
+            kwargs["metavar"] = meta["metavar"]
         if meta.get("choices"):
             kwargs["choices"] = meta["choices"]
         if tp is bool:

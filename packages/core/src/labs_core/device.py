@@ -61,6 +61,14 @@ class Precision:
     def uses_scaler(self) -> bool:
         return self.scaler.is_enabled()
 
+    def scaled_step(self, optimizer: torch.optim.Optimizer) -> torch.Tensor:
+        """fp16's ``optimizer.step()``: the scaler skips it when the gradients hold inf/nan, then
+        adapts its scale. Returns 1 (on the device, no host sync) when the step was skipped."""
+        before = self.scaler._scale.clone()  # the scale tensor (get_scale() would sync)
+        self.scaler.step(optimizer)
+        self.scaler.update()
+        return (self.scaler._scale < before).long().reshape(())
+
 
 def compile_unavailable() -> str | None:
     """Why ``torch.compile`` cannot run here, in one line, or None when it can. Its default backend

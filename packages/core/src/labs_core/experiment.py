@@ -4,6 +4,7 @@ figures to the end of the run."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -14,6 +15,7 @@ from .callbacks import RunLogger
 from .config import RunConfig
 from .data import DataSplits, Loaders, build_loaders, load_dataset
 from .data.datasets import TEST_FRACTION
+from .loop import ManualLoop
 from .metrics import (
     confusion_matrix,
     format_confusion_matrix,
@@ -21,11 +23,12 @@ from .metrics import (
     precision_recall_f1,
     topk_accuracy,
 )
-from .run import Plan, Run, RunResult, build_optimizer, execute
+from .optim import build_optimizer
+from .run import Plan, Run, RunResult, execute
 from .trainer import Callback, ClassificationLoss, Trainer
 
-__all__ = ["RunResult", "TestPass", "build_optimizer", "classifier_main", "classifier_plan", "describe", "run_classifier",
-           "test_report"]
+__all__ = ["ClassifierReport", "RunResult", "TestPass", "build_optimizer", "classifier_main",
+           "classifier_plan", "describe", "run_classifier", "test_report"]
 
 @dataclass
 class TestPass:
@@ -65,14 +68,17 @@ def load_classifier_data(cfg: RunConfig, run: Run, data: DataSplits | None = Non
     return loaders
 
 
-def classifier_plan(cfg: RunConfig, run: Run, build_model: Callable[[DataSplits], nn.Module], *,
+def classifier_plan(run: Run, build_model: Callable[[DataSplits], nn.Module], *,
                     callbacks: list[Callback] | None = None,
-                    make_optimizer: Callable[[RunConfig, nn.Module], torch.optim.Optimizer] | None = None,
+                    make_optimizer: Callable[[RunConfig, nn.Module], torch.optim.Optimizer]
+                    | None = None,
                     extend_report: ReportExtension | None = None,
-                    manual_loop: Callable[[Trainer, Loaders], list[dict]] | None = None,
                     data: DataSplits | None = None, note: str = "") -> Plan:
-    """The classification ``Plan``: ``data`` replaces loading by name (a benchmark's own split);
-    ``note`` is added to the start-up line."""
+    """The classification ``Plan`` for ``run.cfg``: its data split and loaders, the model
+    ``build_model(data)`` (channels-last when asked), cross-entropy, the test report (extended by
+    the lab's ``extend_report``), and the hand-written loop for ``--loop manual``. ``data``
+    replaces loading by name (a benchmark's own split); ``note`` is added to the start-up line."""
+    cfg = run.cfg
     loaders = load_classifier_data(cfg, run, data)
     data = loaders.data
     model = build_model(data)
@@ -80,21 +86,34 @@ def classifier_plan(cfg: RunConfig, run: Run, build_model: Callable[[DataSplits]
         model = model.to(memory_format=torch.channels_last)
     info = {"classes": data.classes, "input_shape": list(data.input_shape), "mean": list(data.mean),
             "std": list(data.std)}
+    manual = getattr(cfg, "loop", "core") == "manual"
     return Plan(
         model=model, train_loader=loaders.train, val_loader=loaders.val,
         loss_fn=ClassificationLoss(cfg.label_smoothing, loaders.class_weights),
         description=describe(data) + (f"; {note}" if note else ""),
         callbacks=list(callbacks or []), make_optimizer=make_optimizer,
         resolved={"dataset": describe(data), **info}, checkpoint=info,
-        report=lambda run, trainer: test_report(run, trainer, loaders, extend_report),
-        manual_loop=(lambda trainer: manual_loop(trainer, loaders)) if manual_loop else None)
+        report=ClassifierReport(loaders, extend_report),
+        manual_loop=ManualLoop(cfg.label_smoothing) if manual else None)
 
 
 def run_classifier(cfg: RunConfig, build_model: Callable[[DataSplits], nn.Module], *, stream=None,
                    **plan_options) -> RunResult:
     """Train ``build_model(data)`` as ``cfg`` says and write the run directory (see
-    ``classifier_plan`` for ``callbacks``, ``make_optimizer``, ``extend_report``, ``manual_loop``)."""
-    return execute(cfg, lambda run: classifier_plan(cfg, run, build_model, **plan_options), stream)
+    ``classifier_plan`` for ``callbacks``, ``make_optimizer``, ``extend_report``, ``data``)."""
+    return execute(cfg, functools.partial(classifier_plan, build_model=build_model, **plan_options),
+                   stream)
+
+
+@dataclass
+class ClassifierReport:
+    """A classifier's ``Plan.report``: ``test_report`` on its loaders, extended by the lab's."""
+
+    loaders: Loaders
+    extend: ReportExtension | None = None
+
+    def __call__(self, run: Run, trainer: Trainer) -> dict:
+        return test_report(run, trainer, self.loaders, self.extend)
 
 
 def test_report(run: Run, trainer: Trainer, loaders: Loaders, extend: ReportExtension | None = None) -> dict:
@@ -127,9 +146,10 @@ def test_report(run: Run, trainer: Trainer, loaders: Loaders, extend: ReportExte
     return metrics
 
 
-def classifier_main(cfg_cls: type[RunConfig], build_model: Callable[[DataSplits], nn.Module], prog: str,
-                    argv: list[str] | None = None, description: str = "") -> int:
+def classifier_main(cfg_cls: type[RunConfig], build_model: Callable[[DataSplits], nn.Module],
+                    prog: str, argv: list[str] | None = None, description: str = "") -> int:
     """A classification lab's whole ``main``: parse flags, train, report (see ``cli.run_lab``)."""
     from .cli import run_lab
 
-    return run_lab(prog, cfg_cls, lambda cfg: run_classifier(cfg, build_model), argv, description)
+    build_plan = functools.partial(classifier_plan, build_model=build_model)
+    return run_lab(prog, cfg_cls, build_plan, argv, description)

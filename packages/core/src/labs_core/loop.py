@@ -18,10 +18,21 @@ the core trainer (a test compares them), because it does the same arithmetic in 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+
+@dataclass
+class ManualLoop:
+    """A lab's ``--loop manual`` (its ``Plan.manual_loop``): what ``run_manual`` takes besides
+    the trainer's model, optimizer, schedule and the plan's loaders."""
+
+    label_smoothing: float = 0.0
+    print_every: int = 1  # epochs between printed lines
+    after_print: Callable[[], None] | None = None  # lab0: the gradient norms under each line
 
 
 def run_manual(model: nn.Module, optimizer: torch.optim.Optimizer, train_loader, val_loader, epochs: int, *,

@@ -1,16 +1,16 @@
-"""The run skeleton: every lab's training goes through ``execute(cfg, build_plan)``.
+"""The run skeleton: every lab's training goes through ``execute(cfg, build_plan)``, in phases.
 
-    Run.start(cfg)       device, torchrun's process group, seeds, the checkpoint to resume, and the
-                         run directory checked (``rundir.check_out``: a file, or a folder holding a
-                         run this one neither continues nor --overwrite-s, is refused here)
-    build_plan(run)      the lab's own part, as a ``Plan``: data, model, loss, forward, callbacks,
-                         and a ``report`` for the end (test metrics, figures)
-    execute              the monitored metric and its direction resolved (an unknown one stops
-                         here), the trainer built and the resume state loaded into it (a checkpoint
-                         that does not fit stops here) -- all before anything is written; then
-                         the run directory is locked for the run's life (``rundir.RunDirLock``,
-                         released on every way out) and written: config.json, fit, the report
-                         and summary.json
+    Run.start(cfg)           device, torchrun's process group, seeds, the checkpoint to resume,
+                             and the run directory checked (``rundir.check_out``)
+    build_plan(run)          the lab's own part, as a ``Plan``: data, model, loss, forward,
+                             callbacks, and a ``report`` for the end (test metrics, figures)
+    build_trainer(run, plan) the monitored metric resolved, the model placed (and sharded), the
+                             optimizer and schedule, the callbacks, the resume state loaded; a
+                             flag or checkpoint that does not fit stops here, before any write
+    run.claim_run_dir()      the run directory locked for the run's life (``rundir.RunDirLock``)
+    tuning.run_finder        --lr-find / --find-batch-size, when asked for
+    trainer.fit()            the loop (``trainer.py``; ``run_manual_loop`` for --loop manual)
+    finish                   the lab's report and summary.json
 
 Only rank 0 writes: under torchrun every other process gets ``run.run_dir = None``, no logger and
 no report. That guard lives here, once, so no lab handles ranks itself.
@@ -18,6 +18,7 @@ no report. That guard lives here, once, so no lab handles ranks itself.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 import time
@@ -33,12 +34,20 @@ from torch import nn
 from . import distributed, fsdp, tuning
 from .callbacks import Checkpointing, Clock, EarlyStopping, ProgressBar, RunLogger
 from .checkpoint import RESUME_KEYS, load_checkpoint, require_entries
-from .cli import find_latest_checkpoint, new_run_dir, write_json
 from .config import metric_mode
 from .device import Precision, pick_device
 from .errors import LabError, NonFiniteLossError
+from .loop import ManualLoop, run_manual
 from .memory import describe_peak, peak_memory, reset_peak
-from .rundir import RunDirLock, check_out, clear_run
+from .optim import build_optimizer, build_scheduler, count_steps
+from .rundir import (
+    RunDirLock,
+    check_out,
+    clear_run,
+    find_latest_checkpoint,
+    new_run_dir,
+    write_json,
+)
 from .seed import seed_everything
 from .trainer import Callback, ClassificationLoss, Trainer, default_forward
 
@@ -58,6 +67,16 @@ class Run:
     resume_path: Path | None = None
     run_dir: Path | None = None  # rank 0 only; created when training is about to start
     lock: RunDirLock | None = None  # rank 0's lock on run_dir, held while the run writes
+    # set by ``build_trainer``: what the run monitors, how its steps are scheduled, whether it
+    # shards the model (and the plain copy that holds it whole afterwards), its logger and
+    # checkpoints (rank 0)
+    monitor: str = "val_loss"
+    mode: str = "min"
+    schedule: dict = field(default_factory=dict)
+    sharded: bool = False
+    plain: nn.Module | None = None
+    logger: RunLogger | None = None
+    checkpointing: Checkpointing | None = None
 
     @classmethod
     def start(cls, cfg, stream=None) -> Run:
@@ -131,11 +150,10 @@ def resume_path(cfg) -> Path:
 @dataclass
 class Plan:
     """A lab's part of a run. ``metrics`` are the keys ``loss_fn`` returns (logged as ``train_*``
-    and ``val_*``); ``added_metrics`` are what callbacks add to the logs (``val_seq_acc``).
+    and ``val_*``); ``added_metrics`` are what callbacks add to the logs (``val_greedy_seq_acc``).
     ``report(run, trainer)`` runs on rank 0 after training and returns metrics for summary.json.
-    ``manual_loop(trainer)`` replaces the trainer's loop with a hand-written one that trains
-    ``trainer.module`` with ``trainer.optimizer`` (and its scheduler) and returns the per-epoch
-    history (lab0's and lab1's ``--loop manual``)."""
+    ``manual_loop`` (lab0's and lab1's ``--loop manual``) replaces the trainer's loop with the
+    hand-written one, ``loop.run_manual``, on the trainer's model, optimizer and schedule."""
 
     model: nn.Module
     train_loader: Any
@@ -150,7 +168,7 @@ class Plan:
     resolved: dict = field(default_factory=dict)
     checkpoint: dict = field(default_factory=dict)
     report: Callable[[Run, Trainer], dict | None] | None = None
-    manual_loop: Callable | None = None
+    manual_loop: ManualLoop | None = None
 
 
 @dataclass
@@ -191,198 +209,176 @@ def resolve_monitor(cfg, plan: Plan, say=print) -> tuple[str, str]:
     return monitor, mode
 
 
-def build_optimizer(cfg, model: nn.Module, decay_matrices_only: bool = False,
-                    norm_bias_lr: float = 1.0) -> torch.optim.Optimizer:
-    """The optimizer ``cfg`` names. ``decay_matrices_only``: weight decay on weight matrices and
-    embeddings only, not on biases and norm scales (what language-model recipes do).
-    ``norm_bias_lr``: the normalisation layers' biases learn at ``lr * norm_bias_lr`` with their
-    weight decay divided by it, so each step decays them as much as the rest (the CIFAR-10 speed
-    records' trick: with frozen norm scales the biases are few and slow to move)."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    if decay_matrices_only and cfg.weight_decay:
-        params = [{"params": [p for p in params if p.dim() >= 2]},
-                  {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
-    elif norm_bias_lr != 1.0:
-        norms = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
-        biases = {id(m.bias) for m in model.modules() if isinstance(m, norms) and m.bias is not None}
-        params = [{"params": [p for p in params if id(p) not in biases]},
-                  {"params": [p for p in params if id(p) in biases], "lr": cfg.lr * norm_bias_lr,
-                   "weight_decay": cfg.weight_decay / norm_bias_lr}]
-    if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0,
-                               weight_decay=cfg.weight_decay)
-    if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    raise LabError(f"unknown optimizer {cfg.optimizer!r}")
-
-
-def schedule_plan(cfg, batches_per_epoch: int) -> dict:
-    """How many optimizer steps the run plans: what a step-based schedule is laid over."""
-    steps_per_epoch = max(1, -(-batches_per_epoch // cfg.grad_accum))
-    total = cfg.epochs * steps_per_epoch
-    if cfg.max_steps:
-        total = min(total, cfg.max_steps)
-    return {"scheduler": cfg.scheduler, "steps_per_epoch": steps_per_epoch, "total_steps": total,
-            "batches_per_epoch": batches_per_epoch}
-
-
-def build_scheduler(cfg, optimizer, plan: dict):
-    """Returns ``(scheduler or None, interval)``. Step-based schedules count optimizer steps."""
-    total, steps_per_epoch = plan["total_steps"], plan["steps_per_epoch"]
-    if cfg.scheduler == "none":
-        return None, "epoch"
-    if cfg.scheduler == "step":  # x0.7 every epoch, the classic MNIST recipe
-        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.7), "epoch"
-    if cfg.scheduler == "onecycle":
-        peaks = [group["lr"] for group in optimizer.param_groups]  # each group's own peak
-        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=peaks, total_steps=total), "step"
-    if cfg.scheduler == "cosine":
-        warmup = min(int(cfg.warmup_epochs * steps_per_epoch), total - 1)
-        cosine = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, total - warmup))
-        if warmup <= 0:
-            return cosine, "step"
-        ramp = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=1e-3, total_iters=warmup)
-        return torch.optim.lr_scheduler.SequentialLR(optimizer, [ramp, cosine], milestones=[warmup]), "step"
-    raise LabError(f"unknown scheduler {cfg.scheduler!r}")
-
-
-def load_resume_state(run: Run, trainer: Trainer, plan: dict, interval: str) -> None:
-    """Load the checkpoint into ``trainer``. A step-based schedule planned for another run (more
-    epochs, another number of processes, a --max-steps cut) is re-planned for this one: the new
+def load_resume_state(run: Run, trainer: Trainer, schedule: dict, interval: str) -> None:
+    """Load the checkpoint into ``trainer``. A step-based schedule laid over another run (more
+    epochs, another number of processes, a --max-steps cut) is laid again over this one: the new
     schedule starts where the old run's progress, counted in epochs, puts it."""
     state, cfg = run.resume_state, run.cfg
     old = state.get("schedule") or {}
+    total, per_epoch, batches = (schedule["total_steps"], schedule["steps_per_epoch"],
+                                 schedule["batches_per_epoch"])
     replan = (trainer.scheduler is not None and interval == "step"
-              and (old.get("total_steps"), old.get("steps_per_epoch")) != (plan["total_steps"], plan["steps_per_epoch"]))
-    trainer.load_state_dict({**state, "scheduler": None} if replan else state, source=f"checkpoint {run.resume_path}")
-    old_batches = old.get("batches_per_epoch") or plan["batches_per_epoch"]
-    if trainer.batch_in_epoch and old_batches != plan["batches_per_epoch"]:  # mid-epoch, another world size
-        trainer.batch_in_epoch = min(plan["batches_per_epoch"] - 1,
-                                     round(trainer.batch_in_epoch * plan["batches_per_epoch"] / old_batches))
+              and (old.get("total_steps"), old.get("steps_per_epoch")) != (total, per_epoch))
+    trainer.load_state_dict({**state, "scheduler": None} if replan else state,
+                            source=f"checkpoint {run.resume_path}")
+    old_batches = old.get("batches_per_epoch") or batches
+    if trainer.batch_in_epoch and old_batches != batches:  # mid-epoch, another world size
+        trainer.batch_in_epoch = min(batches - 1,
+                                     round(trainer.batch_in_epoch * batches / old_batches))
     if not replan:
         return
-    position = trainer.epoch * plan["steps_per_epoch"] + math.ceil(trainer.batch_in_epoch / cfg.grad_accum)
-    position = min(position, plan["total_steps"])
+    position = trainer.epoch * per_epoch + math.ceil(trainer.batch_in_epoch / cfg.grad_accum)
+    position = min(position, total)
     with warnings.catch_warnings():  # stepping a schedule without optimizer steps: intended here
         warnings.simplefilter("ignore")
         for _ in range(position):
             trainer.scheduler.step()
-    run.say(f"schedule re-planned for this run: {plan['total_steps']} steps ({plan['steps_per_epoch']} per epoch; "
-            f"the checkpoint's plan had {old.get('total_steps', '?')}), resuming at step {position} "
-            f"({position / max(1, plan['total_steps']):.0%} of the way)")
+    run.say(f"schedule re-planned for this run: {total} steps ({per_epoch} per epoch; the "
+            f"checkpoint's had {old.get('total_steps', '?')}), resuming at step {position} "
+            f"({position / max(1, total):.0%} of the way)")
 
 
 def execute(cfg, build_plan: Callable[[Run], Plan], stream=None) -> RunResult:
-    """Run one lab's training from its config: see the module docstring for the order of things.
-    The run directory's lock is released on every way out (an error, Ctrl-C)."""
-    run = Run.start(cfg, stream)
+    """One run of a lab, in its phases (see the module docstring). The run directory's lock is
+    released on every way out (an error, Ctrl-C)."""
+    run = Run.start(cfg, stream)  # device, process group, seeds, the checkpoint to resume
     try:
-        return _execute(run, build_plan)
+        plan = build_plan(run)  # the lab's part: data, model, loss, callbacks, report
+        trainer = build_trainer(run, plan)  # everything checked and loaded; nothing written yet
+        run.claim_run_dir()  # lock the run directory (cleared for --overwrite); now it is written
+        run.say(startup_line(run, trainer, plan))
+        found = tuning.run_finder(run, trainer, plan) if tuning.requested(run.cfg) else None
+        if found is not None and not run.cfg.lr_find_then_train:  # a finder alone: its report
+            return RunResult(found, run.run_dir, trainer, plan)
+        write_config(run, trainer, plan, found)
+        with fit_failures(run, trainer):
+            if plan.manual_loop is not None:
+                run_manual_loop(run, trainer, plan)
+            else:
+                trainer.fit()
+        return finish(run, trainer, plan)
     finally:
         run.release_run_dir()
 
 
-def _execute(run: Run, build_plan: Callable[[Run], Plan]) -> RunResult:
+def build_trainer(run: Run, plan: Plan) -> Trainer:
+    """The trainer for ``plan``, as the flags say: the model on the device (synchronised batch
+    norm, or sharded, under torchrun), its optimizer and schedule, the callbacks (the run's logger
+    and checkpoints on rank 0), and the resume state loaded. Anything that does not fit stops
+    here, before the run directory is written."""
     cfg = run.cfg
-    plan = build_plan(run)
-    monitor, mode = resolve_monitor(cfg, plan, run.say)
-    model_name, n_params = type(plan.model).__name__, sum(p.numel() for p in plan.model.parameters())
-    sharded = cfg.fsdp and run.dist.enabled
-    plain = fsdp.skeleton(plan.model) if sharded else None  # to hold the whole weights again after training
+    run.monitor, run.mode = resolve_monitor(cfg, plan, run.say)
+    run.sharded = cfg.fsdp and run.dist.enabled
+    run.plain = fsdp.skeleton(plan.model) if run.sharded else None  # holds the weights again after
     model = plan.model.to(run.device)
     if getattr(cfg, "sync_bn", False) and run.dist.enabled:
         if run.device.type != "cuda":
             raise LabError("--sync-bn needs CUDA devices (SyncBatchNorm works on GPUs only)")
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    if sharded:  # before the optimizer is built: it must hold the sharded parameters
+    if run.sharded:  # before the optimizer is built: it must hold the sharded parameters
         model = fsdp.shard(model)
-    precision = Precision(cfg.precision, run.device)
     optimizer = (plan.make_optimizer or build_optimizer)(cfg, model)
-    schedule = schedule_plan(cfg, len(plan.train_loader))
-    scheduler, interval = build_scheduler(cfg, optimizer, schedule)
-
-    main, run_dir = run.is_main, run.run_dir
-    extra = {"config": cfg.to_dict(), "lab": cfg.lab, "schedule": schedule, **plan.checkpoint}
-    logger = RunLogger(run_dir, quiet=cfg.quiet, stream=run.stream) if main else None
-    checkpointing = Checkpointing(run_dir / "checkpoints" if main else None, extra=extra)
-    callbacks = [Clock(), *([logger, ProgressBar(cfg.quiet)] if main else []), checkpointing, *plan.callbacks]
+    run.schedule = count_steps(cfg, len(plan.train_loader))
+    scheduler, interval = build_scheduler(cfg, optimizer, run.schedule)
+    main = run.is_main
+    run.logger = RunLogger(run.run_dir, quiet=cfg.quiet, stream=run.stream) if main else None
+    run.checkpointing = Checkpointing(run.run_dir / "checkpoints" if main else None, extra={
+        "config": cfg.to_dict(), "lab": cfg.lab, "schedule": run.schedule, **plan.checkpoint})
+    callbacks = [Clock(), *([run.logger, ProgressBar(cfg.quiet)] if main else []),
+                 run.checkpointing, *plan.callbacks]
     if cfg.patience:
         callbacks.append(EarlyStopping(cfg.patience))
-    trainer = Trainer(model, optimizer, plan.train_loader, plan.val_loader, loss_fn=plan.loss_fn or ClassificationLoss(),
-                      forward_fn=plan.forward_fn, scheduler=scheduler, scheduler_interval=interval,
-                      precision=precision, device=run.device, epochs=cfg.epochs, max_steps=cfg.max_steps,
-                      grad_accum=cfg.grad_accum, grad_clip=cfg.grad_clip, monitor=monitor, mode=mode,
-                      callbacks=callbacks, compile=cfg.compile)
+    trainer = Trainer(
+        model, optimizer, plan.train_loader, plan.val_loader,
+        loss_fn=plan.loss_fn or ClassificationLoss(), forward_fn=plan.forward_fn,
+        scheduler=scheduler, scheduler_interval=interval, precision=Precision(cfg.precision, run.device),
+        device=run.device, epochs=cfg.epochs, max_steps=cfg.max_steps, grad_accum=cfg.grad_accum,
+        grad_clip=cfg.grad_clip, monitor=run.monitor, mode=run.mode, callbacks=callbacks,
+        compile=cfg.compile)
     if run.resume_state is not None:
-        load_resume_state(run, trainer, schedule, interval)
+        load_resume_state(run, trainer, run.schedule, interval)
         run.say(f"resuming from {run.resume_path} (epoch {trainer.epoch}, step {trainer.global_step})")
+    return trainer
 
-    world = run.dist.world
-    run.claim_run_dir()  # everything fits: lock the run directory (cleared for --overwrite), then write it
-    batch = f"batch {cfg.batch_size}" + (f" per process x {world} = {cfg.batch_size * world} global" if world > 1 else "")
-    batch += f" | sharded (FSDP) over {world} processes" if sharded else ""
-    run.say(f"{cfg.lab}: {plan.description} | {model_name} {n_params:,} params | {run.device} "
-            f"{cfg.precision}{' compiled' if cfg.compile else ''} | {batch} | {describe_peak(peak_memory(run.device))}")
-    finder = tuning.requested(cfg)
-    found = tuning.run_finder(run, trainer, finder) if finder else None
-    if found is not None and not cfg.lr_find_then_train:  # a finder alone: its report is the run's whole output
-        run.say(f"{describe_peak(peak_memory(run.device))} | report in {run_dir}")
-        return RunResult(summary={finder: found, "peak_memory": peak_memory(run.device)}, run_dir=run_dir,
-                         trainer=trainer, plan=plan)
-    if found is not None:  # train from the same weights, with the suggested rate
-        cfg.lr = found["suggested_lr"]
-        trainer.optimizer = optimizer = (plan.make_optimizer or build_optimizer)(cfg, model)
-        trainer.scheduler, _ = build_scheduler(cfg, optimizer, schedule)
-        checkpointing.extra["config"] = cfg.to_dict()
-        run.say(f"training with --lr {cfg.lr:.2e} (the range test's suggestion)")
-        reset_peak(run.device)  # the peak reported is the training's
-    if main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        write_json(run_dir / "config.json", {**cfg.to_dict(), "lab": cfg.lab, "resolved": {
-            "device": str(run.device), "processes": world, "global_batch_size": cfg.batch_size * world,
-            "parameters": n_params, "model": model_name, "sharded": bool(sharded), "monitor": monitor,
-            "monitor_mode": mode, **({"lr_find": found} if found else {}), **plan.resolved}})
+
+def startup_line(run: Run, trainer: Trainer, plan: Plan) -> str:
+    """What the run trains, on what, with how much memory so far."""
+    cfg, world, model = run.cfg, run.dist.world, plan.model
+    batch = f"batch {cfg.batch_size}"
+    if world > 1:
+        batch += f" per process x {world} = {cfg.batch_size * world} global"
+    if run.sharded:
+        batch += f" | sharded (FSDP) over {world} processes"
+    n_params = sum(p.numel() for p in model.parameters())
+    compiled = " compiled" if cfg.compile else ""
+    return (f"{cfg.lab}: {plan.description} | {type(model).__name__} {n_params:,} params | "
+            f"{run.device} {cfg.precision}{compiled} | {batch} | "
+            f"{describe_peak(peak_memory(run.device))}")
+
+
+def write_config(run: Run, trainer: Trainer, plan: Plan, found: dict | None = None) -> None:
+    """``config.json`` (rank 0): the flags as resolved, and what the run made of them."""
+    if not run.is_main:
+        return
+    cfg, model = run.cfg, plan.model
+    run.run_dir.mkdir(parents=True, exist_ok=True)
+    write_json(run.run_dir / "config.json", {**cfg.to_dict(), "lab": cfg.lab, "resolved": {
+        "device": str(run.device), "processes": run.dist.world,
+        "global_batch_size": cfg.batch_size * run.dist.world,
+        "parameters": sum(p.numel() for p in model.parameters()), "model": type(model).__name__,
+        "sharded": bool(run.sharded), "monitor": run.monitor, "monitor_mode": run.mode,
+        **({"lr_find": found["lr"]} if found else {}), **plan.resolved}})
+
+
+@contextlib.contextmanager
+def fit_failures(run: Run, trainer: Trainer):
+    """A diverged loss names the last good checkpoint; a failed collective (a peer died or timed
+    out under torchrun) says so in one line."""
     try:
-        if plan.manual_loop is not None:
-            run_manual_loop(trainer, plan, logger, checkpointing)
-        else:
-            trainer.fit()
+        yield
     except NonFiniteLossError as exc:
-        if logger:
-            logger.close()
-        kept = checkpointing.last_path if checkpointing.last_path and checkpointing.last_path.exists() else None
+        if run.logger:
+            run.logger.close()
+        last = run.checkpointing.last_path
+        kept = last if last and last.exists() else None
         raise NonFiniteLossError(f"{exc}; last good checkpoint: {kept or 'none yet'}") from None
-    except RuntimeError as exc:  # a collective failed: a peer died or timed out
+    except RuntimeError as exc:
         if run.dist.enabled:
-            raise distributed.explain(exc, cfg.dist_timeout) from None
+            raise distributed.explain(exc, run.cfg.dist_timeout) from None
         raise
-    if sharded:  # the report (rank 0 alone) needs the whole model: gathered on every process
-        trainer.unshard(plain)
+
+
+def run_manual_loop(run: Run, trainer: Trainer, plan: Plan) -> None:
+    """``--loop manual``: the hand-written loop (``loop.run_manual``) trains ``trainer.module``
+    with the trainer's optimizer and schedule; the trainer keeps the bookkeeping (history, best
+    epoch), so the run directory is the same as the core loop's."""
+    manual, cfg = plan.manual_loop, run.cfg
+    if run.logger is not None:
+        run.logger.open()
+    history = run_manual(trainer.module, trainer.optimizer, plan.train_loader, plan.val_loader,
+                         cfg.epochs, scheduler=trainer.scheduler,
+                         scheduler_interval=trainer.scheduler_interval,
+                         label_smoothing=manual.label_smoothing, say=run.say,
+                         print_every=manual.print_every, after_print=manual.after_print)
+    trainer.adopt_history(history, steps_per_epoch=len(plan.train_loader))
+    if run.logger is not None:
+        run.logger.write_history(trainer.history)
+    run.checkpointing.on_epoch_end(trainer, trainer.history[-1] if trainer.history else {})
+
+
+def finish(run: Run, trainer: Trainer, plan: Plan) -> RunResult:
+    """After training: the whole model back on every process (sharded runs), the lab's report
+    and ``summary.json`` (rank 0)."""
+    if run.sharded:  # the report (rank 0 alone) needs the whole model: gathered on every process
+        trainer.unshard(run.plain)
     if trainer.stop_reason:
         run.say(trainer.stop_reason)
-    metrics = (plan.report(run, trainer) or {}) if main and plan.report else {}
+    metrics = (plan.report(run, trainer) or {}) if run.is_main and plan.report else {}
     summary = write_summary(run, trainer, metrics)
-    if main:
-        logger.close()
-        run.say(f"{describe_peak(summary['peak_memory'])} | run directory: {run_dir}")
-    return RunResult(summary=summary, run_dir=run_dir, trainer=trainer, plan=plan)
-
-
-def run_manual_loop(trainer: Trainer, plan: Plan, logger: RunLogger | None, checkpointing: Checkpointing) -> None:
-    """The hand-written loop in place of ``trainer.fit``; the trainer keeps the bookkeeping (history,
-    best epoch) so the run directory is the same as the core loop's."""
-    if logger is not None:
-        logger.open()
-    history = plan.manual_loop(trainer)
-    for logs in history:
-        trainer.improved = trainer._update_best(logs)
-    trainer.history, trainer.epoch = list(history), len(history)
-    trainer.global_step = len(history) * len(trainer.train_loader)
-    if logger is not None:
-        logger.write_history(trainer.history)
-    checkpointing.on_epoch_end(trainer, trainer.history[-1] if trainer.history else {})
+    if run.is_main:
+        run.logger.close()
+        run.say(f"{describe_peak(summary['peak_memory'])} | run directory: {run.run_dir}")
+    return RunResult(summary=summary, run_dir=run.run_dir, trainer=trainer, plan=plan)
 
 
 def write_summary(run: Run, trainer: Trainer, metrics: dict | None = None) -> dict:
@@ -390,7 +386,8 @@ def write_summary(run: Run, trainer: Trainer, metrics: dict | None = None) -> di
     Written by rank 0 only (the others return the same dict and write nothing)."""
     last = trainer.history[-1] if trainer.history else {}
     summary = {
-        "metrics": {**{k: v for k, v in last.items() if k not in ("epoch", "step")}, **(metrics or {})},
+        "metrics": {**{k: v for k, v in last.items() if k not in ("epoch", "step")},
+                    **(metrics or {})},
         "best": {**trainer.best, "mode": trainer.mode},
         "epochs_run": trainer.epoch,
         "steps": trainer.global_step,

@@ -14,12 +14,14 @@ Every run goes through ``run.execute``, which calls these (rank 0 only writes an
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
 import time
 from pathlib import Path
 
+from .checkpoint import atomic_write_bytes
 from .errors import LabError
 
 # What makes a folder a run's: any of these (what every run writes first).
@@ -147,3 +149,28 @@ def _alive(pid: int) -> bool:
     except PermissionError:  # exists, owned by another user
         return True
     return True
+
+
+def new_run_dir(lab: str, root: str | Path = "runs") -> Path:
+    """A fresh ``runs/<lab>/<timestamp>`` path (with a suffix if that exists); not created yet."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    path = Path(root) / lab / stamp
+    n = 1
+    while path.exists():
+        path = Path(root) / lab / f"{stamp}-{n}"
+        n += 1
+    return path
+
+
+def find_latest_checkpoint(lab: str, root: str | Path = "runs") -> Path:
+    """The newest ``runs/<lab>/*/checkpoints/last.pt`` (what ``--resume`` with no path means)."""
+    candidates = sorted(Path(root, lab).glob("*/checkpoints/last.pt"), key=lambda p: p.stat().st_mtime)
+    if not candidates:
+        raise LabError(f"--resume: no earlier run with a checkpoint under {Path(root, lab)} (give a PATH)")
+    return candidates[-1]
+
+
+def write_json(path: str | Path, obj) -> None:
+    """Write JSON atomically, so a crash never leaves half a file."""
+    data = (json.dumps(obj, indent=2, default=str) + "\n").encode()
+    atomic_write_bytes(path, lambda f: f.write(data))

@@ -1,17 +1,20 @@
 """The trainer: one loop that knows nothing about the model, and a handful of events.
 
-Read it top to bottom: ``fit`` runs epochs; an epoch is ``train_one_epoch`` then ``evaluate``;
-features (checkpoints, early stopping, logging, progress) are callbacks on six events:
+Read it top to bottom: ``fit`` runs epochs; an epoch is ``train_one_epoch`` (a short loop over
+``step``) then ``evaluate``; ``step`` is one optimizer step, from micro-batches to
+``optimizer.step()``. Features (checkpoints, early stopping, logging, progress) are callbacks on
+six events:
 
-    on_fit_start -> (on_epoch_start -> on_step_end* -> on_validation_end -> on_epoch_end)* -> on_fit_end
+    on_fit_start -> (on_epoch_start -> on_step_end* -> on_validation_end -> on_epoch_end)*
+                 -> on_fit_end
 
 ``on_validation_end`` may add metrics to the epoch's logs (a detector's mAP, greedy-decoding
 accuracy) before the best epoch is decided and anything is logged or checkpointed.
 
-A step is ``forward_fn(model, batch)`` under the precision policy's autocast, then
-``loss_fn(outputs, batch)`` in fp32, returning a dict with ``"loss"`` and any other per-batch means
-(``"acc"`` for classifiers, loss parts for a detector). Each dict entry is averaged over the epoch
-and logged as ``train_<name>`` / ``val_<name>``.
+In a step each micro-batch is ``forward_fn(model, batch)`` under the precision policy's autocast,
+then ``loss_fn(outputs, batch)`` in fp32, returning a dict with ``"loss"`` and any other per-batch
+means (``"acc"`` for classifiers, loss parts for a detector). Each entry is averaged over the
+epoch and logged as ``train_<name>`` / ``val_<name>``.
 """
 
 from __future__ import annotations
@@ -60,20 +63,81 @@ def to_device(batch, device: torch.device):
     return batch
 
 
-def _float_outputs(out):
+def as_fp32(out):
     """Outputs of an autocast forward, cast to fp32 so the loss is computed in full precision."""
     if isinstance(out, Tensor):
         return out.float() if out.is_floating_point() else out
     if isinstance(out, (list, tuple)):
-        return type(out)(_float_outputs(o) for o in out)
+        return type(out)(as_fp32(o) for o in out)
     if isinstance(out, dict):
-        return {k: _float_outputs(v) for k, v in out.items()}
+        return {k: as_fp32(v) for k, v in out.items()}
     return out
 
 
-def _batch_size(batch) -> int:
+def batch_len(batch) -> int:
+    """How many samples a batch holds (its first tensor's length)."""
     first = batch[0] if isinstance(batch, (list, tuple)) else next(iter(batch.values()))
     return len(first)
+
+
+class EpochSums:
+    """Per-sample sums of a loss function's outputs over an epoch, kept on the device (no host
+    sync per batch); ``means`` divides them by the samples seen, over every process."""
+
+    def __init__(self, device: torch.device):
+        self.device, self.sums, self.count = device, {}, 0
+
+    def add(self, values: dict[str, Tensor], n: int) -> None:
+        self.count += n
+        for k, v in values.items():
+            if k in self.sums:
+                self.sums[k].add_(v.detach(), alpha=n)
+            else:
+                self.sums[k] = v.detach() * n
+
+    def means(self, prefix: str) -> dict[str, float]:
+        if not self.sums:
+            return {}
+        keys = sorted(self.sums)
+        count = torch.tensor(float(self.count), device=self.device)
+        totals = distributed.all_reduce_sum(torch.stack([self.sums[k].float() for k in keys] + [count]))
+        return {f"{prefix}_{k}": (totals[i] / totals[-1].clamp(min=1)).item()
+                for i, k in enumerate(keys)}
+
+
+class NonFiniteWatch:
+    """Stops a run on a non-finite loss. On a CPU the loss is read at once; on GPUs the first bad
+    step is recorded on the device and read every ``every`` losses (a host read per step would
+    stall the queue). Under torchrun the check is collective: every process stops together."""
+
+    def __init__(self, device: torch.device, every: int, collective: bool):
+        self.every, self.collective, self.seen = every, collective, 0
+        self.first_bad = torch.zeros((), dtype=torch.long, device=device)  # 0: all finite so far
+
+    def track(self, loss: Tensor, step: int, epoch: int, where: str) -> None:
+        self.seen += 1
+        if self.every == 1:
+            value = loss.item()
+            if not math.isfinite(value):
+                self._stop(f"loss became {value} at {where}")
+            return
+        bad = ~torch.isfinite(loss.detach()) & (self.first_bad == 0)
+        self.first_bad.copy_(torch.where(bad, self.first_bad.new_tensor(step), self.first_bad))
+        if self.seen % self.every == 0:
+            self.check(epoch)
+
+    def check(self, epoch: int) -> None:
+        first_bad = self.first_bad
+        if self.collective:  # a step that went bad anywhere stops every process
+            first_bad = distributed.all_reduce_max(first_bad.clone())
+        step = int(first_bad)  # a host sync
+        if step:
+            self._stop(f"loss became non-finite at step {step} (epoch {epoch + 1})")
+
+    @staticmethod
+    def _stop(what: str) -> None:
+        raise NonFiniteLossError(f"{what}; stopped before writing anything (try a lower --lr or "
+                                 "--precision fp32)")
 
 
 class Callback:
@@ -117,7 +181,7 @@ class Trainer:
         grad_accum: int = 1,  # micro-batches per optimizer step
         grad_clip: float = 0.0,  # max global grad norm; 0: off
         grad_norm_every: int = 25,  # measure the grad norm every N steps when not clipping
-        nan_check_every: int | None = None,  # steps between host syncs checking the loss (1 on CPU, 50 on GPUs)
+        nan_check_every: int | None = None,  # losses between host reads (1 on a CPU, 50 on GPUs)
         monitor: str = "val_loss",
         mode: str = "min",
         callbacks: Iterable[Callback] = (),
@@ -151,13 +215,14 @@ class Trainer:
         self.scheduler, self.scheduler_interval = scheduler, scheduler_interval
         self.precision = precision or Precision("fp32", self.device)
         self.epochs, self.max_steps = epochs, max_steps
-        self.grad_accum, self.grad_clip, self.grad_norm_every = max(1, grad_accum), grad_clip, grad_norm_every
+        self.grad_accum, self.grad_clip = max(1, grad_accum), grad_clip
+        self.grad_norm_every = grad_norm_every
         self.monitor, self.mode = monitor, mode
-        # Reading the loss on the host every step would stall a GPU's queue; there the first bad
-        # step is recorded on the device and read every few steps (and before anything is saved).
-        # Under data parallelism the check is collective, so every process stops at the same step.
-        self.nan_check_every = nan_check_every or (1 if self.device.type == "cpu" and not self.dist.enabled else 50)
-        self.callbacks = sorted(callbacks, key=lambda cb: cb.order)  # stable: list order within an order
+        if nan_check_every is None:  # a host read per step is free on one CPU, costly elsewhere
+            nan_check_every = 1 if self.device.type == "cpu" and not self.dist.enabled else 50
+        self.watch = NonFiniteWatch(self.device, nan_check_every, collective=self.dist.enabled)
+        # stable sort: list order within an order
+        self.callbacks = sorted(callbacks, key=lambda cb: cb.order)
         # Progress. ``epoch`` counts finished epochs; ``batch_in_epoch`` is where an interrupted
         # (max_steps) epoch stopped, so a resume starts at the next batch.
         self.epoch = 0
@@ -167,8 +232,15 @@ class Trainer:
         self.improved = False
         self.should_stop = False
         self.stop_reason = ""
-        self.skipped_steps = 0  # fp16 steps the grad scaler skipped (inf/nan gradients)
+        # fp16 steps the grad scaler skipped (inf/nan gradients), counted on the device
+        self.skipped = torch.zeros((), dtype=torch.long, device=self.device)
+        self.sums, self.norms = EpochSums(self.device), []  # this epoch's metric sums, grad norms
+        self.position = 0  # batches of this epoch before the current step
         self.history: list[dict] = []
+
+    @property
+    def skipped_steps(self) -> int:
+        return int(self.skipped)
 
     # ---------------------------------------------------------------- the loop
     def fit(self) -> list[dict]:
@@ -176,7 +248,7 @@ class Trainer:
         while self.epoch < self.epochs and not self.should_stop and not self._step_budget_spent():
             self._emit("on_epoch_start")
             train_logs = self.train_one_epoch()
-            val_logs = self.evaluate(self.val_loader, prefix="val") if self.val_loader is not None else {}
+            val_logs = self.evaluate(self.val_loader) if self.val_loader is not None else {}
             finished = self.batch_in_epoch == 0  # False when max_steps stopped mid-epoch
             if finished:
                 self.epoch += 1
@@ -185,145 +257,106 @@ class Trainer:
             logs = {"epoch": self.epoch if finished else self.epoch + 1, "step": self.global_step,
                     **train_logs, **val_logs, "lr": self.optimizer.param_groups[0]["lr"]}
             self._emit("on_validation_end", logs)
-            self.improved = self._update_best(logs)
-            self.history.append(logs)
+            self.record_epoch(logs)
             self._emit("on_epoch_end", logs)
         self._emit("on_fit_end")
         return self.history
 
     def train_one_epoch(self) -> dict[str, float]:
-        model, prec = self.model, self.precision
-        model.train()
-        _set_epoch(self.train_loader, self.epoch)
-        sums: dict[str, Tensor] = {}
-        count = 0
-        norms: list[Tensor] = []
-        first_bad = torch.zeros((), dtype=torch.long, device=self.device)  # 0: every loss finite so far
-        skipped = torch.zeros((), dtype=torch.long, device=self.device)  # fp16 steps the scaler skipped
-        start = self.batch_in_epoch
-        batches = _iterate_from(self.train_loader, start)
-        n_batches = _len_or_none(self.train_loader)
-        self.batch_in_epoch = 0
-        step_loss, micro = None, 0  # the optimizer step's mean loss over its micro-batches, for callbacks
-        for i, batch in enumerate(batches, start=start):
-            batch = to_device(batch, self.device)
-            last_micro = (i + 1) % self.grad_accum == 0 or (n_batches is not None and i + 1 == n_batches)
-            # Under DDP (or FSDP) a micro-batch that is not the step's last skips the gradient
-            # reduction: gradients accumulate locally and are averaged once, on the last micro-batch.
-            sync = (contextlib.nullcontext() if last_micro or not self.dist.enabled
-                    else fsdp.no_grad_sync(model) if self.sharded else model.no_sync())
-            if self.sharded and self.dist.enabled and micro == 0:  # when DDP would: a step's first forward
-                fsdp.broadcast_buffers(self.module)
-            with sync:
-                with prec.autocast():
-                    out = self.forward_fn(model, batch)
-                losses = self.loss_fn(_float_outputs(out), batch)
-                loss = losses["loss"]
-                self._check_or_track(loss, i, first_bad)
-                # the mean over the step's micro-batches (the epoch's last step may have fewer)
-                group = self.grad_accum if n_batches is None else min(self.grad_accum, n_batches - i // self.grad_accum * self.grad_accum)
-                (prec.scaler.scale(loss / group) if prec.uses_scaler else loss / group).backward()
-            step_loss = loss.detach() if step_loss is None else step_loss + loss.detach()
-            micro += 1
-            n = _batch_size(batch)
-            count += n
-            for k, v in losses.items():  # running sums stay on the device: no sync
-                if k in sums:
-                    sums[k].add_(v.detach(), alpha=n)
-                else:
-                    sums[k] = v.detach() * n
-            if last_micro:
-                measure = self.grad_clip > 0 or not norms or self.global_step % self.grad_norm_every == 0
-                norm = self._optimizer_step(measure=measure, skipped=skipped)
-                if norm is not None:
-                    norms.append(norm)
-                self._emit("on_step_end", step_loss / micro)  # the true mean loss of the step
-                step_loss, micro = None, 0
-                if self._step_budget_spent():
-                    if n_batches is None or i + 1 < n_batches:
-                        self.batch_in_epoch = i + 1
-                    break
-        self._check(first_bad)  # before any metric is logged or checkpoint written
-        self.skipped_steps += int(skipped)
-        logs = self._means(sums, count, "train")
-        if norms:
-            logs["grad_norm"] = torch.stack(norms).mean().item()
-        if prec.uses_scaler:
-            logs["loss_scale"] = prec.scaler.get_scale()
+        """One pass over the training batches, ``grad_accum`` micro-batches per ``step``; stops
+        early (remembering where, for a resume) when ``max_steps`` is reached."""
+        self.model.train()
+        set_epoch(self.train_loader, self.epoch)
+        self.sums, self.norms = EpochSums(self.device), []
+        start, self.batch_in_epoch = self.batch_in_epoch, 0
+        n_batches, done = _len_or_none(self.train_loader), start
+        for micro_batches in step_groups(self.train_loader, start, self.grad_accum):
+            self.position = done  # the epoch's batches before this step (for messages)
+            loss = self.step(micro_batches)
+            done += len(micro_batches)
+            self._emit("on_step_end", loss)
+            if self._step_budget_spent():
+                if n_batches is None or done < n_batches:
+                    self.batch_in_epoch = done
+                break
+        self.watch.check(self.epoch)  # before any metric is logged or checkpoint written
+        logs = self.sums.means("train")
+        if self.norms:
+            logs["grad_norm"] = torch.stack(self.norms).mean().item()
+        if self.precision.uses_scaler:
+            logs["loss_scale"] = self.precision.scaler.get_scale()
             logs["skipped_steps"] = self.skipped_steps
         return logs
 
-    def _check_or_track(self, loss: Tensor, i: int, first_bad: Tensor) -> None:
-        """Stop on a non-finite loss: read at once on the CPU; on GPUs recorded on the device and
-        read every ``nan_check_every`` steps (a host read per step would stall the queue)."""
-        if self.nan_check_every == 1:
-            value = loss.item()
-            if not math.isfinite(value):
-                self._diverged(f"loss became {value} at step {self.global_step + 1} (epoch {self.epoch + 1}, "
-                               f"batch {i + 1})")
-            return
-        bad = ~torch.isfinite(loss.detach())
-        first_bad.copy_(torch.where(bad & (first_bad == 0), first_bad.new_tensor(self.global_step + 1), first_bad))
-        if (i + 1) % self.nan_check_every == 0:
-            self._check(first_bad)
-
-    def _diverged(self, what: str) -> None:
-        raise NonFiniteLossError(f"{what}; stopped before writing anything (try a lower --lr or --precision fp32)")
-
-    def _check(self, first_bad: Tensor) -> None:
-        if self.dist.enabled:  # a step that went bad anywhere stops every process
-            first_bad = distributed.all_reduce_max(first_bad.clone())
-        step = int(first_bad)  # a host sync
-        if step:
-            self._diverged(f"loss became non-finite at step {step} (epoch {self.epoch + 1})")
-
-    def _optimizer_step(self, measure: bool, skipped: Tensor) -> Tensor | None:
-        """Unscale (fp16), clip or measure the grad norm, step, update the scaler and scheduler."""
-        opt, scaler = self.optimizer, self.precision.scaler
-        norm = None
-        if measure:
-            scaler.unscale_(opt)  # clip and report true gradient norms, not scaled ones
-            params = [p for g in opt.param_groups for p in g["params"] if p.grad is not None]
-            if self.grad_clip > 0:
-                norm = torch.nn.utils.clip_grad_norm_(params, self.grad_clip)
-            elif params:
-                norm = torch.linalg.vector_norm(torch.stack([fsdp.full_norm(torch.linalg.vector_norm(p.grad))
-                                                             for p in params]))
-            norm = fsdp.full_norm(norm) if norm is not None else None
-        if scaler.is_enabled():
-            scale_before = scaler._scale.clone()  # the scale tensor: compared on the device, no sync
-            scaler.step(opt)
-            scaler.update()
-            skipped += (scaler._scale < scale_before).long().squeeze()  # the scaler halves it on a skip
+    def step(self, micro_batches: list, check_finite: bool = True) -> Tensor:
+        """One optimizer step over ``micro_batches`` (``--grad-accum`` of them): each one's forward
+        under autocast, its loss in fp32 and its backward; then unscale and clip, the optimizer's
+        step and the schedule's. Returns the step's mean loss, on the device (no host sync)."""
+        model, prec, n = self.model, self.precision, len(micro_batches)
+        step_loss = torch.zeros((), device=self.device)
+        for i, batch in enumerate(micro_batches):
+            batch = to_device(batch, self.device)
+            with self.grad_sync(first=i == 0, last=i == n - 1):
+                with prec.autocast():
+                    out = self.forward_fn(model, batch)
+                losses = self.loss_fn(as_fp32(out), batch)
+                loss = losses["loss"]
+                if check_finite:
+                    self.watch.track(loss, self.global_step + 1, self.epoch, where=(
+                        f"step {self.global_step + 1} (epoch {self.epoch + 1}, "
+                        f"batch {self.position + i + 1})"))
+                prec.scaler.scale(loss / n).backward()  # scaled for fp16 only
+            step_loss += loss.detach() / n
+            self.sums.add(losses, batch_len(batch))
+        norm = self.clip_or_measure_grad_norm()
+        if prec.uses_scaler:  # fp16: the step is skipped on inf/nan gradients, the scale adapts
+            self.skipped += prec.scaled_step(self.optimizer)
         else:
-            opt.step()
-        opt.zero_grad(set_to_none=True)
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
         self.global_step += 1
         if self.scheduler is not None and self.scheduler_interval == "step":
             self.scheduler.step()
-        if norm is not None and not torch.isfinite(norm):
-            norm = None  # a skipped fp16 step; not a meaningful norm
-        return norm
+        if norm is not None and torch.isfinite(norm):  # inf/nan: a skipped fp16 step
+            self.norms.append(norm)
+        return step_loss
 
-    def _means(self, sums: dict[str, Tensor], count: int, prefix: str) -> dict[str, float]:
-        """Per-sample means of the summed metrics, over every process's samples."""
-        if not sums:
-            return {}
-        keys = sorted(sums)
-        totals = distributed.all_reduce_sum(torch.stack([sums[k].float() for k in keys] +
-                                                        [torch.tensor(float(count), device=self.device)]))
-        return {f"{prefix}_{k}": (totals[i] / totals[-1].clamp(min=1)).item() for i, k in enumerate(keys)}
+    def grad_sync(self, first: bool, last: bool):
+        """Gradients are reduced across processes on a step's last micro-batch only (``no_sync``
+        on the others, so what accumulates is averaged once); a no-op in one process."""
+        if not self.dist.enabled:
+            return contextlib.nullcontext()
+        if self.sharded and first:  # a sharded model's buffers, broadcast when DDP would
+            fsdp.broadcast_buffers(self.module)
+        if last:
+            return contextlib.nullcontext()
+        return fsdp.no_grad_sync(self.model) if self.sharded else self.model.no_sync()
+
+    def clip_or_measure_grad_norm(self) -> Tensor | None:
+        """Clip to ``grad_clip`` (or, every ``grad_norm_every`` steps, just measure) the global
+        gradient norm, of the unscaled gradients (fp16). None when neither is due."""
+        due = self.grad_clip > 0 or not self.norms or self.global_step % self.grad_norm_every == 0
+        if not due:
+            return None
+        self.precision.scaler.unscale_(self.optimizer)  # true norms, not fp16-scaled ones
+        params = [p for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None]
+        if self.grad_clip > 0:
+            return fsdp.full_norm(torch.nn.utils.clip_grad_norm_(params, self.grad_clip))
+        if not params:
+            return None
+        norms = [fsdp.full_norm(torch.linalg.vector_norm(p.grad)) for p in params]
+        return fsdp.full_norm(torch.linalg.vector_norm(torch.stack(norms)))
 
     def evaluate(self, loader: Iterable, prefix: str = "val") -> dict[str, float]:
         """Mean loss and metrics over ``loader`` (collective under torchrun: every process calls it)."""
         with self._no_grad():
-            sums, count = self._run_eval(loader, collect=False)[:2]
-        return self._means(sums, count, prefix)
+            sums = self._run_eval(loader, collect=False)[0]
+        return sums.means(prefix)
 
     def predict(self, loader: Iterable) -> tuple[Tensor, Tensor]:
         """Model outputs (fp32, on CPU) and targets for every batch of ``loader``."""
         with self._no_grad():
-            _, _, outs, targets = self._run_eval(loader, collect=True)
+            _, outs, targets = self._run_eval(loader, collect=True)
         return torch.cat(outs), torch.cat(targets)
 
     def _no_grad(self):
@@ -335,9 +368,7 @@ class Trainer:
         model = self.module  # no DDP wrapper: evaluation needs no gradient synchronisation
         was_training = model.training
         model.eval()
-        sums: dict[str, Tensor] = {}
-        count = 0
-        outs, targets = [], []
+        sums, outs, targets = EpochSums(self.device), [], []
         # A sharded model's forward is a collective: every process must make as many (see below)
         most = self._most_eval_batches(loader) if self.sharded else 0
         try:
@@ -345,11 +376,8 @@ class Trainer:
                 batch = to_device(batch, self.device)
                 with self.precision.autocast():
                     out = self.forward_fn(model, batch)
-                out = _float_outputs(out)
-                n = _batch_size(batch)
-                count += n
-                for k, v in self.loss_fn(out, batch).items():
-                    sums[k] = sums[k].add_(v.detach(), alpha=n) if k in sums else v.detach() * n
+                out = as_fp32(out)
+                sums.add(self.loss_fn(out, batch), batch_len(batch))
                 if collect:
                     outs.append(out.cpu())
                     targets.append(batch[1].cpu())
@@ -358,7 +386,7 @@ class Trainer:
                     self.forward_fn(model, batch)  # uncounted: only to serve the others' gathers
         finally:
             model.train(was_training)
-        return sums, count, outs, targets
+        return sums, outs, targets
 
     def _most_eval_batches(self, loader) -> int:
         """The most batches any process's slice of ``loader`` holds. A sharded model's forward is a
@@ -382,15 +410,24 @@ class Trainer:
     def _step_budget_spent(self) -> bool:
         return bool(self.max_steps) and self.global_step >= self.max_steps
 
-    def _update_best(self, logs: dict) -> bool:
+    def record_epoch(self, logs: dict) -> None:
+        """Append an epoch's logs to the history; ``improved`` says whether its monitored metric
+        beat the best so far (then ``best`` is updated)."""
         value = logs.get(self.monitor)
-        if value is None or (isinstance(value, float) and math.isnan(value)):
-            return False
         best = self.best["value"]
-        better = best is None or (value < best if self.mode == "min" else value > best)
-        if better:
+        self.improved = value is not None and not (isinstance(value, float) and math.isnan(value)) and (
+            best is None or (value < best if self.mode == "min" else value > best))
+        if self.improved:
             self.best = {"metric": self.monitor, "value": float(value), "epoch": logs["epoch"]}
-        return better
+        self.history.append(logs)
+
+    def adopt_history(self, history: list[dict], steps_per_epoch: int) -> None:
+        """Take over the per-epoch logs of a loop that trained ``module`` by hand (``--loop
+        manual``), so the run's bookkeeping (best epoch, steps) is the core loop's."""
+        self.history = []
+        for logs in history:
+            self.record_epoch(logs)
+        self.epoch, self.global_step = len(history), len(history) * steps_per_epoch
 
     def state_dict(self, gather: bool = True) -> dict:
         """Everything needed to continue exactly: weights, optimizer, schedule, scaler, RNGs, data order.
@@ -444,7 +481,7 @@ class Trainer:
         self.batch_in_epoch = state.get("batch_in_epoch", 0)
         self.global_step = state["global_step"]
         self.best = dict(state["best"])
-        self.skipped_steps = state.get("skipped_steps", 0)
+        self.skipped.fill_(state.get("skipped_steps", 0))
         self.history = list(state.get("history", []))
         if self.batch_in_epoch and self.history and self.history[-1]["epoch"] == self.epoch + 1:
             self.history.pop()  # a partial epoch (max_steps): logged again, whole, when it finishes
@@ -463,7 +500,7 @@ class Trainer:
             getattr(cb, event)(self, *args)
 
 
-def _set_epoch(loader, epoch: int) -> None:
+def set_epoch(loader, epoch: int) -> None:
     """Let the loader (or its sampler) derive this epoch's order from (seed, epoch)."""
     for obj in (loader, getattr(loader, "sampler", None), getattr(loader, "batch_sampler", None)):
         if obj is not None and hasattr(obj, "set_epoch"):
@@ -471,12 +508,20 @@ def _set_epoch(loader, epoch: int) -> None:
             return
 
 
-def _iterate_from(loader, start: int):
+def step_groups(loader, start: int, size: int):
+    """The epoch's batches from batch ``start`` on, in lists of ``size`` (one optimizer step's
+    micro-batches), aligned to the epoch's own count: a step never spans two epochs, and the
+    epoch's last step takes what is left."""
     if start == 0:
-        return iter(loader)
-    if hasattr(loader, "iter_from"):
-        return loader.iter_from(start)  # skips without loading the skipped batches
-    return itertools.islice(iter(loader), start, None)
+        batches = iter(loader)
+    elif hasattr(loader, "iter_from"):
+        batches = loader.iter_from(start)  # skips without loading the skipped batches
+    else:
+        batches = itertools.islice(iter(loader), start, None)
+    group = size - start % size
+    while chunk := list(itertools.islice(batches, group)):
+        yield chunk
+        group = size
 
 
 def _len_or_none(loader) -> int | None:

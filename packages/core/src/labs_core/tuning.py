@@ -13,17 +13,19 @@ finders are refused under torchrun: see ``config.TuningOptions``).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import itertools
 
 import torch
 
 from . import batch_finder, lr_finder
-from .cli import write_json
 from .errors import LabError
-from .memory import available_mib, parse_size, rss_mib
+from .memory import available_mib, describe_peak, parse_size, peak_memory, reset_peak, rss_mib
+from .optim import build_optimizer, build_scheduler
+from .rundir import write_json
 from .seed import get_rng_state, set_rng_state
-from .trainer import Trainer, _batch_size, _float_outputs, _set_epoch, to_device
+from .trainer import Trainer, batch_len, set_epoch
 
 
 def requested(cfg) -> str | None:
@@ -76,29 +78,29 @@ class Snapshot:
 
 
 def make_step(trainer: Trainer):
-    """One optimizer step as the trainer takes it (precision, grad scaler, clipping) over a list of
-    micro-batches (``--grad-accum``); returns the step's mean loss."""
-    model, opt, prec = trainer.module, trainer.optimizer, trainer.precision
-
+    """The finders' step: the trainer's own ``step`` (precision, grad scaler, accumulation,
+    clipping) on ``--grad-accum`` micro-batches, returning the mean loss as a float. A probe's
+    loss may diverge (that is what the range test looks for), so it is not checked here, and the
+    finders' steps leave the schedule and the step count alone (see ``bare_steps``)."""
     def step(micro_batches: list) -> float:
-        model.train()
-        total = 0.0
-        for batch in micro_batches:
-            batch = to_device(batch, trainer.device)
-            with prec.autocast():
-                out = trainer.forward_fn(model, batch)
-            loss = trainer.loss_fn(_float_outputs(out), batch)["loss"] / len(micro_batches)
-            (prec.scaler.scale(loss) if prec.uses_scaler else loss).backward()
-            total += loss.item()
-        if trainer.grad_clip > 0:
-            prec.scaler.unscale_(opt)
-            torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], trainer.grad_clip)
-        prec.scaler.step(opt)  # a plain opt.step() when the scaler is off
-        prec.scaler.update()
-        opt.zero_grad(set_to_none=True)
-        return total
+        return trainer.step(micro_batches, check_finite=False).item()
 
     return step
+
+
+@contextlib.contextmanager
+def bare_steps(trainer: Trainer):
+    """While a finder probes, the trainer's schedule is set aside (the range test sets the rates
+    itself) and its step count is put back afterwards."""
+    scheduler, global_step = trainer.scheduler, trainer.global_step
+    skipped = trainer.skipped.clone()
+    trainer.scheduler = None
+    trainer.module.train()
+    try:
+        yield
+    finally:
+        trainer.scheduler, trainer.global_step = scheduler, global_step
+        trainer.skipped.copy_(skipped)
 
 
 def cycle(loader, group: int = 1):
@@ -109,17 +111,39 @@ def cycle(loader, group: int = 1):
         while chunk := list(itertools.islice(batches, group)):
             yield chunk
         epoch += 1
-        _set_epoch(loader, epoch)
+        set_epoch(loader, epoch)
 
 
-def run_finder(run, trainer: Trainer, kind: str) -> dict:
-    """Run the finder ``kind`` names on the run's trainer, restore everything it changed, write its
-    report (rank 0) and return its summary."""
+def probe(run, trainer: Trainer, kind: str) -> dict:
+    """Run the finder ``kind`` names (``"lr"`` or ``"batch_size"``) on the run's trainer, restore
+    everything it changed, write its report (rank 0) and return its findings."""
     snapshot = Snapshot(trainer)
     try:
-        return find_lr(run, trainer) if kind == "lr" else find_batch_size(run, trainer, snapshot)
+        with bare_steps(trainer):
+            return find_lr(run, trainer) if kind == "lr" else find_batch_size(run, trainer, snapshot)
     finally:
         snapshot.restore()
+
+
+def run_finder(run, trainer: Trainer, plan) -> dict:
+    """The finder the flags ask for, on the run's trainer; everything it changed is restored and
+    its report written (rank 0). Returns ``{"lr" | "batch_size": its findings, "peak_memory"}``.
+    With ``--lr-find-then-train`` the trainer then gets a fresh optimizer and schedule at the
+    suggested rate (``run.cfg`` becomes a copy with that ``lr``, so config.json records it)."""
+    kind = requested(run.cfg)
+    found = probe(run, trainer, kind)
+    summary = {kind: found, "peak_memory": peak_memory(trainer.device)}
+    if not run.cfg.lr_find_then_train:
+        run.say(f"{describe_peak(summary['peak_memory'])} | report in {run.run_dir}")
+        return summary
+    run.cfg = copy.copy(run.cfg)  # the user's config stays as given
+    run.cfg.lr = found["suggested_lr"]
+    trainer.optimizer = (plan.make_optimizer or build_optimizer)(run.cfg, trainer.module)
+    trainer.scheduler, _ = build_scheduler(run.cfg, trainer.optimizer, run.schedule)
+    run.checkpointing.extra["config"] = run.cfg.to_dict()
+    run.say(f"training with --lr {run.cfg.lr:.2e} (the range test's suggestion)")
+    reset_peak(trainer.device)  # the peak reported is the training's
+    return summary
 
 
 def find_lr(run, trainer: Trainer) -> dict:
@@ -154,7 +178,7 @@ def batch_maker(loader):
         parts, n = [], 0
         for (batch,) in cycle(loader):
             parts.append(batch)
-            n += _batch_size(batch)
+            n += batch_len(batch)
             if n >= size:
                 break
         return [type(parts[0])(torch.cat(column)[:size] for column in zip(*parts, strict=True))]

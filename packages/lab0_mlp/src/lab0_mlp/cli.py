@@ -6,18 +6,20 @@
 
 from __future__ import annotations
 
+import functools
 import sys
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from labs_core import Callback, LabError, RunConfig, arg, distributed
+from labs_core import Callback, LabError, RunConfig, arg
 from labs_core.cli import lessons_command, run_lab
 from labs_core.config import LoopOptions, TuningOptions
-from labs_core.experiment import build_optimizer, run_classifier
-from labs_core.loop import run_manual
+from labs_core.experiment import classifier_plan
+from labs_core.optim import build_optimizer
 from labs_core.plots import plot_curves
+from labs_core.run import Plan, Run, execute
 
 from . import optim
 from .model import ACTIVATIONS, MLP
@@ -75,50 +77,44 @@ class GradNorms(Callback):
         for name, p in model.named_parameters():
             p.register_post_accumulate_grad_hook(lambda p, name=name: self.latest.__setitem__(name, p.grad.norm().item()))
 
-    def format(self) -> str:
-        return "  grad norms: " + "  ".join(f"{k} {v:.2e}" for k, v in self.latest.items())
+    def print(self) -> None:
+        self.say("  grad norms: " + "  ".join(f"{k} {v:.2e}" for k, v in self.latest.items()))
 
     def on_epoch_end(self, trainer, logs) -> None:
         if logs["epoch"] % self.every == 0 or logs["epoch"] == trainer.epochs:
-            self.say(self.format())
+            self.print()
+
+
+def plot_loss_curve(run: Run, trainer, loaders, test) -> None:
+    """The report's own figure: training and validation loss per epoch."""
+    plot_curves(trainer.history, run.run_dir / "loss_curve.png", title=f"{PROG} on {run.cfg.dataset}")
+    run.say(f"loss curve: {run.run_dir / 'loss_curve.png'}")
+
+
+def build_plan(run: Run) -> Plan:
+    """The core's classifier plan with lab0's model, optimizers and loss curve; with
+    ``--grad-norms`` (or ``--overfit``) the per-layer gradient norms under the epoch lines."""
+    cfg = run.cfg
+    plan = classifier_plan(run, functools.partial(build_model, cfg), make_optimizer=make_optimizer,
+                           extend_report=plot_loss_curve)
+    if cfg.grad_norms or cfg.overfit:
+        every = max(1, cfg.epochs // 10)
+        norms = GradNorms(plan.model, run.say, every)
+        if plan.manual_loop is not None:  # the hand-written loop prints every few epochs
+            plan.manual_loop.print_every, plan.manual_loop.after_print = every, norms.print
+        else:
+            plan.callbacks.append(norms)
+    return plan
 
 
 def train(cfg: Lab0Config) -> dict:
-    main_process = distributed.env_info().is_main  # under torchrun only rank 0 prints
-    say = (lambda *_: None) if cfg.quiet or not main_process else (lambda m: print(m, flush=True))
-    show_norms = cfg.grad_norms or bool(cfg.overfit)
-    every = max(1, cfg.epochs // 10)
-    norms: list[GradNorms] = []
-
-    def model_fn(data):
-        model = build_model(cfg, data)
-        if show_norms:
-            norms.append(GradNorms(model, say, every))
-        return model
-
-    def manual(trainer, loaders):
-        return run_manual(trainer.module, trainer.optimizer, loaders.train, loaders.val, cfg.epochs,
-                          scheduler=trainer.scheduler, scheduler_interval=trainer.scheduler_interval,
-                          label_smoothing=cfg.label_smoothing, say=say, print_every=every,
-                          after_print=(lambda: say(norms[0].format())) if show_norms else None)
-
-    def curves(run, trainer, loaders, test):
-        plot_curves(trainer.history, run.run_dir / "loss_curve.png", title=f"{PROG} on {cfg.dataset}")
-        run.say(f"loss curve: {run.run_dir / 'loss_curve.png'}")
-
-    result = run_classifier(cfg, model_fn, make_optimizer=make_optimizer, callbacks=norms if cfg.loop == "core" else [],
-                            extend_report=curves, manual_loop=manual if cfg.loop == "manual" else None)
-    return result.summary
-
-
-def _lessons() -> dict:
-    from .lessons import LESSONS
-
-    return LESSONS
+    """One run as ``cfg`` says (what ``lab0-mlp`` does); returns its summary."""
+    return execute(cfg, build_plan).summary
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_lab(PROG, Lab0Config, train, argv, __doc__.splitlines()[0], {"lesson": lessons_command(PROG, _lessons)})
+    return run_lab(PROG, Lab0Config, build_plan, argv, __doc__.splitlines()[0],
+                   {"lesson": lessons_command(PROG, "lab0_mlp.lessons")})
 
 
 if __name__ == "__main__":

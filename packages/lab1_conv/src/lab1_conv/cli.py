@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import functools
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -15,17 +16,15 @@ from pathlib import Path
 import torch
 
 from labs_core import LabError, RunConfig, arg, parse_config
-from labs_core.cli import lessons_command, run_lab, write_json
+from labs_core.cli import lessons_command, run_lab
 from labs_core.config import LoopOptions, TuningOptions
 from labs_core.data import load_dataset
-from labs_core.experiment import run_classifier
-from labs_core.explain import write_explanations
-from labs_core.loop import run_manual
-from labs_core.summary import format_summary, model_summary
+from labs_core.experiment import classifier_plan
+from labs_core.run import Plan, Run, execute
+from labs_core.rundir import write_json
 
-from .figures import plot_feature_maps, plot_filters
+from .figures import explain_test_images, plot_feature_maps, plot_filters, shape_table
 from .model import CNN, LogisticRegression
-from .ops import conv_output_size
 
 PROG = "lab1-conv"
 
@@ -90,65 +89,41 @@ def build_model(cfg: Lab1Config, data) -> torch.nn.Module:
     return CNN(data.input_shape, data.num_classes, cfg.widths, cfg.dropout, cfg.conv, cfg.head)
 
 
-def shape_table(model: torch.nn.Module, in_shape: tuple[int, ...]) -> str:
-    """The core model summary, with the output-size formula's prediction beside each conv and pool."""
-    rows = model_summary(model, torch.zeros(1, *in_shape))
-    notes = {}
-    for r in rows:
-        m = r.module
-        if hasattr(m, "kernel_size") and len(r.input_shape) == 4:
-            k, s, p = (m.kernel_size, m.stride, m.padding)
-            d = getattr(m, "dilation", 1)
-            k, s, p, d = (v if isinstance(v, int) else v[0] for v in (k, s, p, d))
-            pred = conv_output_size(r.input_shape[2], k, s, p, d)
-            ok = "ok" if pred == r.output_shape[2] else "MISMATCH"
-            notes[r.name] = f"floor(({r.input_shape[2]} + 2*{p} - {d}*({k}-1) - 1)/{s}) + 1 = {pred}  {ok}"
-    return format_summary(rows, model, notes)
+def report_figures(run: Run, trainer, loaders, test) -> None:
+    """The report's own figures: filters, feature maps, and with ``--explain N`` attributions."""
+    cfg, model, run_dir = run.cfg, trainer.module, run.run_dir
+    if cfg.model != "cnn":
+        return
+    image = next(iter(loaders.test or loaders.val or loaders.train))[0][0]
+    plot_filters(model, run_dir / "filters.png")
+    plot_feature_maps(model, image, run_dir / "feature_maps.png")
+    run.say(f"figures: {run_dir / 'filters.png'}, {run_dir / 'feature_maps.png'}")
+    if cfg.explain:
+        explain_test_images(model, loaders, cfg.explain, run_dir / "explain.png", run.say)
 
 
-def explain_test_images(model: torch.nn.Module, loaders, count: int, path: Path, say) -> None:
-    """The first ``count`` test images, each with its four attribution maps, in one PNG."""
-    xs, ys, n = [], [], 0
-    for x, y in loaders.test:
-        xs.append(x[: count - n])
-        ys.append(y[: count - n])
-        n += len(xs[-1])
-        if n == count:
-            break
-    data = loaders.data
-    write_explanations(model, torch.cat(xs), data.mean, data.std, data.classes, path, labels=torch.cat(ys))
-    note = "" if n == count else f" (the test split has only {n})"
-    say(f"why these predictions: {path} (saliency, SmoothGrad, integrated gradients, Grad-CAM for {n} test images{note})")
+def build_plan(run: Run, **plan_options) -> Plan:
+    """The core's classifier plan with lab1's model and figures; ``plan_options`` go to it (the
+    benchmark passes its own data split and a timing callback)."""
+    cfg = run.cfg
+    return classifier_plan(run, functools.partial(build_model, cfg), extend_report=report_figures,
+                           note=f"recipe {cfg.recipe}", **plan_options)
+
+
+def print_shapes(cfg: Lab1Config) -> bool:
+    """``--shapes``: the per-layer shape table, and no training."""
+    if cfg.shapes:
+        data = load_dataset(cfg.dataset, cfg.data_dir, image_size=cfg.image_size,
+                            label_column=cfg.label_column)
+        print(shape_table(build_model(cfg, data), data.input_shape))
+    return cfg.shapes
 
 
 def train(cfg: Lab1Config, **plan_options) -> dict:
-    """Train as ``cfg`` says; ``plan_options`` go to the core's classifier plan (the benchmark
-    passes its own data split and a timing callback)."""
-    if cfg.shapes:
-        data = load_dataset(cfg.dataset, cfg.data_dir, image_size=cfg.image_size, label_column=cfg.label_column)
-        print(shape_table(build_model(cfg, data), data.input_shape))
+    """One run as ``cfg`` says (what ``lab1-conv`` does); returns its summary."""
+    if print_shapes(cfg):
         return {}
-
-    def manual(trainer, loaders):
-        say = (lambda *_: None) if cfg.quiet else print
-        return run_manual(trainer.module, trainer.optimizer, loaders.train, loaders.val, cfg.epochs,
-                          scheduler=trainer.scheduler, scheduler_interval=trainer.scheduler_interval,
-                          label_smoothing=cfg.label_smoothing, say=say)
-
-    def figures(run, trainer, loaders, test):
-        if cfg.model != "cnn":
-            return
-        image = next(iter(loaders.test or loaders.val or loaders.train))[0][0]
-        plot_filters(trainer.module, run.run_dir / "filters.png")
-        plot_feature_maps(trainer.module, image, run.run_dir / "feature_maps.png")
-        run.say(f"figures: {run.run_dir / 'filters.png'}, {run.run_dir / 'feature_maps.png'}")
-        if cfg.explain:
-            explain_test_images(trainer.module, loaders, cfg.explain, run.run_dir / "explain.png", run.say)
-
-    result = run_classifier(cfg, lambda data: build_model(cfg, data), extend_report=figures,
-                            manual_loop=manual if cfg.loop == "manual" else None, note=f"recipe {cfg.recipe}",
-                            **plan_options)
-    return result.summary
+    return execute(cfg, functools.partial(build_plan, **plan_options)).summary
 
 
 def compare(argv: list[str]) -> int:
@@ -176,14 +151,10 @@ def compare(argv: list[str]) -> int:
     return 0
 
 
-def _lessons() -> dict:
-    from .lessons import LESSONS
-
-    return LESSONS
-
-
 def main(argv: list[str] | None = None) -> int:
-    return run_lab(PROG, Lab1Config, train, argv, __doc__.splitlines()[0], {"compare": compare, "lesson": lessons_command(PROG, _lessons)})
+    return run_lab(PROG, Lab1Config, build_plan, argv, __doc__.splitlines()[0],
+                   {"compare": compare, "lesson": lessons_command(PROG, "lab1_conv.lessons")},
+                   preview=print_shapes)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""What the CNN learned, as pictures: first-layer filters and one image's feature maps."""
+"""What the CNN is and learned: its shape table, first-layer filters, one image's feature maps, and
+why it predicted what it did (attribution maps of test images)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,11 @@ from pathlib import Path
 
 import torch
 from torch import nn
+
+from labs_core.explain import write_explanations
+from labs_core.summary import format_summary, model_summary
+
+from .ops import conv_output_size
 
 
 def _grid(n: int) -> tuple[int, int]:
@@ -64,3 +70,34 @@ def plot_feature_maps(model: nn.Module, image: torch.Tensor, path: Path) -> None
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def shape_table(model: torch.nn.Module, in_shape: tuple[int, ...]) -> str:
+    """The core model summary, with the output-size formula's prediction beside each conv and pool."""
+    rows = model_summary(model, torch.zeros(1, *in_shape))
+    notes = {}
+    for r in rows:
+        m = r.module
+        if hasattr(m, "kernel_size") and len(r.input_shape) == 4:
+            k, s, p = (m.kernel_size, m.stride, m.padding)
+            d = getattr(m, "dilation", 1)
+            k, s, p, d = (v if isinstance(v, int) else v[0] for v in (k, s, p, d))
+            pred = conv_output_size(r.input_shape[2], k, s, p, d)
+            ok = "ok" if pred == r.output_shape[2] else "MISMATCH"
+            notes[r.name] = f"floor(({r.input_shape[2]} + 2*{p} - {d}*({k}-1) - 1)/{s}) + 1 = {pred}  {ok}"
+    return format_summary(rows, model, notes)
+
+
+def explain_test_images(model: torch.nn.Module, loaders, count: int, path: Path, say) -> None:
+    """The first ``count`` test images, each with its four attribution maps, in one PNG."""
+    xs, ys, n = [], [], 0
+    for x, y in loaders.test:
+        xs.append(x[: count - n])
+        ys.append(y[: count - n])
+        n += len(xs[-1])
+        if n == count:
+            break
+    data = loaders.data
+    write_explanations(model, torch.cat(xs), data.mean, data.std, data.classes, path, labels=torch.cat(ys))
+    note = "" if n == count else f" (the test split has only {n})"
+    say(f"why these predictions: {path} (saliency, SmoothGrad, integrated gradients, Grad-CAM for {n} test images{note})")

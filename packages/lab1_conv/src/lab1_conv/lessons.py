@@ -245,7 +245,7 @@ def summaries(say: Say = print, model: nn.Module | None = None, in_shape: tuple[
     """torchinfo.summary and lab1's shape_table on the same CNN, and a check that they agree."""
     from labs_core.summary import model_summary
 
-    from .cli import shape_table  # here, not at the top: the CLI imports this module
+    from .figures import shape_table
 
     model = model if model is not None else CNN(in_shape, 10)  # lab1's CNN with the scratch conv
     say(f"== torchinfo.summary(model, input_size=(1, {', '.join(map(str, in_shape))}))")

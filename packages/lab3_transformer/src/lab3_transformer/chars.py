@@ -25,8 +25,9 @@ from labs_core.data.text import (
     load_text_dataset,
 )
 from labs_core.device import pick_device
+from labs_core.optim import build_optimizer
 from labs_core.plots import plot_curves
-from labs_core.run import Plan, build_optimizer
+from labs_core.run import Plan
 
 from .lm import LN2, lm_loss, sample_text
 from .model import TinyTransformer, TransformerConfig
@@ -34,7 +35,10 @@ from .model import TinyTransformer, TransformerConfig
 PROG = "lab3-transformer"
 
 
-def plan(cfg, run) -> Plan:
+def chars_plan(run) -> Plan:
+    """``--task chars``: the text's characters, a GPT with tied embeddings, the language-model
+    loss; the report adds the whole validation split's loss and a sample."""
+    cfg = run.cfg
     source = cfg.data_dir if cfg.dataset == "text" else "tiny Shakespeare"
     data = CharData.from_text(load_text_dataset(cfg.dataset, cfg.data_dir), cfg.block_size, source=source)
     for note in data.notes:
@@ -75,7 +79,7 @@ def plan(cfg, run) -> Plan:
     model.grad_checkpoint = cfg.grad_checkpoint
     return Plan(
         model=model, train_loader=train, val_loader=val, loss_fn=lm_loss,
-        forward_fn=lambda model, batch: model(batch[0]), metrics=("loss", "bpc"), added_metrics=("elapsed_s",),
+        metrics=("loss", "bpc"), added_metrics=("elapsed_s",),
         make_optimizer=make_optimizer,
         description=(f"characters of {source} ({len(data.train):,} train / {len(data.val):,} validation, "
                      f"{len(tokenizer)} symbols; windows of {cfg.block_size}, {cfg.eval_every} steps per evaluation, "

@@ -17,7 +17,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from labs_core import Callback
+
 from .boxes import box_iou
+from .data import unpad
 
 COCO_THRESHOLDS = [0.5 + 0.05 * i for i in range(10)]
 # numpy's linspace, bit for bit as COCO's: recall often lands exactly on a level (3 of 10 = 0.3),
@@ -99,3 +102,38 @@ def mean_average_precision(preds: list[dict], targets: list[dict], iou_threshold
 
     return {"map": mean(ap.flatten()), "map_50": mean(at(0.5)), "map_75": mean(at(0.75)),
             "per_class": {c: at(0.5)[k].item() for k, c in enumerate(classes)}}
+
+
+@torch.no_grad()
+def detect_all(model, loader) -> tuple[list[dict], list[dict]]:
+    was = model.training
+    model.eval()
+    preds, targets = [], []
+    for x, y in loader:
+        preds += [{k: v.cpu() for k, v in d.items()} for d in model.detect(model(x))]
+        targets += [{k: v.cpu() for k, v in unpad(t).items()} for t in y]
+    model.train(was)
+    return preds, targets
+
+
+class MapEval(Callback):
+    """Adds held-out ``val_map_50`` to the logs every ``every`` epochs and at the end."""
+
+    def __init__(self, loader, every: int):
+        self.loader, self.every = loader, every
+
+    def on_validation_end(self, trainer, logs):
+        if logs["epoch"] % self.every == 0 or logs["epoch"] >= trainer.epochs or trainer.should_stop:
+            preds, targets = detect_all(trainer.module, self.loader)
+            logs["val_map_50"] = mean_average_precision(preds, targets, iou_thresholds=[0.5])["map_50"]
+
+
+class DetectionLoss:
+    """A detector's ``Plan.loss_fn``: its own ``loss`` (a dict of the total and its parts) on the
+    batch's padded targets."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def __call__(self, outputs, batch) -> dict:
+        return self.model.loss(outputs, batch[1])
