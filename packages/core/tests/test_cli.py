@@ -153,3 +153,40 @@ def test_overfit_mode_trains_and_evaluates_on_same_samples(tmp_path):
     assert summary["metrics"]["val_acc"] == 1.0
     config = json.loads((out / "config.json").read_text())
     assert config["resolved"]["dataset"].startswith("synthetic (8 train / 8 val")
+
+
+def test_an_abbreviated_flag_is_refused_not_guessed(tmp_path, capsys):
+    """argparse would read ``--epoch`` as ``--epochs``, but a recipe decides by the flags given
+    whole: what was parsed would not be what runs. So a prefix is refused in one line."""
+    assert main(["--epoch", "1", "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "unrecognized arguments: --epoch 1" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_recipe_values_apply_only_to_flags_not_given():
+    from labs_core.config import apply_recipe
+
+    recipe = {"epochs": 7, "lr": 0.5, "hidden": [4, 4]}
+    cfg = parse_config(DemoConfig, ["--lr", "0.1"], "demo")
+    apply_recipe(cfg, recipe, {"lr"})
+    assert cfg.epochs == 7 and cfg.lr == 0.1 and cfg.hidden == [4, 4]
+    cfg.hidden.append(1)
+    assert recipe["hidden"] == [4, 4]  # the recipe is copied, never shared with a config
+
+
+def test_override_keeps_the_parts_help_choices_and_bounds():
+    from labs_core.config import override
+
+    @dataclass
+    class Short(RunConfig):
+        lab = "demo"
+        epochs: int = override("epochs", 3)
+        scheduler: str = override("scheduler", "cosine", "the schedule this lab likes")
+
+    fields = {f.name: f for f in dataclasses.fields(Short)}
+    assert Short().epochs == 3 and fields["epochs"].metadata["help"] == "number of training epochs"
+    assert fields["scheduler"].metadata["choices"] == ("none", "cosine", "onecycle", "step")
+    assert fields["scheduler"].metadata["help"] == "the schedule this lab likes"
+    with pytest.raises(TypeError, match="no config part declares"):
+        override("no_such_field", 1)

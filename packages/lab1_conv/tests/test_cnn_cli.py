@@ -195,3 +195,10 @@ def test_every_flag_is_read_by_the_run(tmp_path):
                for i, argv in enumerate(runs)]
     unread = {f.name for f in dataclasses.fields(Lab1Config)} - fields_read(train, configs)
     assert not unread
+
+
+def test_overfit_with_an_abbreviated_epochs_flag_is_refused(tmp_path, capsys):
+    """The review's case: ``--overfit 8 --epoch 3`` ran 60 epochs without a word."""
+    assert main(["--overfit", "8", "--epoch", "3", "--out", str(tmp_path / "run")]) == 2
+    assert "unrecognized arguments: --epoch 3" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()

@@ -15,7 +15,7 @@ import torch
 from labs_core import Callback, LabError, RunConfig, arg
 from labs_core.checkpoint import save_checkpoint
 from labs_core.cli import run_lab
-from labs_core.config import TuningOptions
+from labs_core.config import TuningOptions, apply_recipe
 from labs_core.experiment import classifier_plan
 from labs_core.optim import build_optimizer
 from labs_core.run import Plan, execute
@@ -74,7 +74,8 @@ class TrainConfig(TuningOptions, RunConfig):
                          choices=("none", "cosine", "onecycle", "step"))
     norm_bias_lr: float = arg(1.0, "learning-rate multiplier for batch-norm biases, their weight decay divided by "
                               "it (the cpu recipe: 64, as the CIFAR-10 speed records)", low=1e-6)
-    ema: float = arg(0.0, "keep an exponential moving average of the weights with this decay, e.g. 0.999 (0: off)")
+    ema: float = arg(0.0, "keep an exponential moving average of the weights with this decay, e.g. 0.999 "
+                     "(0: off)", low=0, below=1)
     tta: bool = arg(False, "flip test-time augmentation in the final test report (on in the cpu and fast recipes)")
     profile: int = arg(0, "profile N training steps with torch.profiler (trace + table of costliest ops)")
     monitor: str = arg("val_acc", "metric that decides the best checkpoint and early stopping")
@@ -94,15 +95,11 @@ class TrainConfig(TuningOptions, RunConfig):
             recipe["precision"] = "fp32"
         if "overfit" in explicit:  # the first check a model learns at all: no augmentation, no smoothing
             recipe.pop("label_smoothing", None)
-        for key, value in recipe.items():
-            if key not in explicit:
-                setattr(self, key, value)
+        apply_recipe(self, recipe, explicit)
         super().resolve(explicit)
 
     def validate(self) -> None:
         super().validate()
-        if not 0 <= self.ema < 1:
-            raise LabError(f"--ema must be in [0, 1) (got {self.ema})")
         if self.profile < 0 or self.width < 0:
             raise LabError("--profile and --width must not be negative")
         if self.ema and self.fsdp:  # its shadow copy would be the very whole-model copy FSDP avoids

@@ -190,13 +190,15 @@ class DataOptions(ConfigPart):
 
     dataset: str = arg("digits", "dataset name: digits, mnist, fashion-mnist, cifar10, imagefolder, csv, synthetic")
     data_dir: str = arg("data", "folder for downloaded data, or the image folder / CSV file for imagefolder / csv")
-    val_fraction: float = arg(0.1, "fraction of the training split held out for validation")
+    val_fraction: float = arg(0.1, "fraction of the training split held out for validation",
+                              low=0, below=1)
     test_fraction: float = arg(0.2, "a source without a test split (an image folder without test/, a CSV): the "
-                               "fraction held out as one, the same for every run; 0: none, more images train")
+                               "fraction held out as one, the same for every run; 0: none, more images "
+                               "train", low=0, below=1)
     stratify: bool = arg(True, "keep class proportions in the validation split")
     augment: bool = arg(True, "random training augmentation (crop/translate, and flips where they make sense)")
     pad: int = arg(0, "augmentation: random shifts of up to this many pixels (0: 1/8 of the image side)")
-    label_smoothing: float = arg(0.0, "label smoothing for the cross-entropy loss")
+    label_smoothing: float = arg(0.0, "label smoothing for the cross-entropy loss", low=0, below=1)
     loader: str = arg("fast", "fast: whole split on the device, batched augmentation; standard: DataLoader from disk",
                       choices=("fast", "standard"))
     num_workers: int = arg(0, "DataLoader workers (--loader standard)")
@@ -210,12 +212,6 @@ class DataOptions(ConfigPart):
     def validate(self) -> None:
         super().validate()
         _at_least(0, num_workers=self.num_workers, image_size=self.image_size, pad=self.pad)
-        if not 0 <= self.label_smoothing < 1:
-            raise LabError(f"--label-smoothing must be in [0, 1) (got {self.label_smoothing})")
-        if not 0 <= self.val_fraction < 1:
-            raise LabError(f"--val-fraction must be in [0, 1) (got {self.val_fraction})")
-        if not 0 <= self.test_fraction < 1:
-            raise LabError(f"--test-fraction must be in [0, 1) (got {self.test_fraction})")
 
     def resolve(self, explicit: set[str]) -> None:
         super().resolve(explicit)

@@ -15,7 +15,7 @@ from torch import nn
 
 from labs_core import Callback, LabError, RunConfig, arg
 from labs_core.cli import lessons_command, run_lab
-from labs_core.config import LoopOptions, TuningOptions
+from labs_core.config import LoopOptions, TuningOptions, override
 from labs_core.experiment import classifier_plan
 from labs_core.optim import build_optimizer
 from labs_core.plots import plot_curves
@@ -32,13 +32,13 @@ class Lab0Config(LoopOptions, TuningOptions, RunConfig):
     lab = "lab0-mlp"
     overfit_epochs = 150  # --overfit N: N <= batch size, so one step per epoch
 
-    epochs: int = arg(30, "number of training epochs")
-    lr: float = arg(3e-3, "learning rate")
-    optimizer: str = arg("adam", "optimizer", choices=("sgd", "adam", "adamw"))
+    epochs: int = override("epochs", 30)
+    lr: float = override("lr", 3e-3, "learning rate")
+    optimizer: str = override("optimizer", "adam")
     augment: bool = arg(False, "random translation augmentation (off: an MLP sees pixels, not shapes)")
     hidden: list[int] = arg(help="hidden layer sizes, e.g. --hidden 256 128", default_factory=lambda: [256, 128])
     activation: str = arg("relu", "activation between layers", choices=ACTIVATIONS)
-    dropout: float = arg(0.1, "dropout probability after each hidden layer (0: none)")
+    dropout: float = arg(0.1, "dropout probability after each hidden layer (0: none)", low=0, below=1)
     batch_norm: bool = arg(False, "batch norm after each hidden linear layer")
     layers: str = arg("scratch", "build the MLP from the scratch layers or from torch.nn", choices=("scratch", "torch"))
     optim_impl: str = arg("scratch", "the written-out SGD/Adam or torch.optim's", choices=("scratch", "torch"))
@@ -48,8 +48,6 @@ class Lab0Config(LoopOptions, TuningOptions, RunConfig):
         super().validate()
         if not self.hidden or min(self.hidden) < 1:
             raise LabError("--hidden needs one or more positive sizes")
-        if not 0 <= self.dropout < 1:
-            raise LabError(f"--dropout must be in [0, 1) (got {self.dropout})")
         if self.sync_bn and not self.batch_norm:
             raise LabError("--sync-bn needs --batch-norm (the MLP has no batch norm without it)")
 

@@ -17,7 +17,7 @@ import torch
 
 from labs_core import LabError, RunConfig, arg, parse_config
 from labs_core.cli import lessons_command, run_lab
-from labs_core.config import LoopOptions, TuningOptions
+from labs_core.config import LoopOptions, TuningOptions, apply_recipe, override
 from labs_core.data import load_dataset
 from labs_core.experiment import classifier_plan
 from labs_core.run import Plan, Run, execute
@@ -44,15 +44,15 @@ class Lab1Config(LoopOptions, TuningOptions, RunConfig):
 
     recipe: str = arg("auto", "fast: lab1's fast recipe (3 epochs, see the README); standard: the defaults "
                       "below; auto: fast for mnist and fashion-mnist, else standard", choices=("auto", "fast", "standard"))
-    epochs: int = arg(15, "number of training epochs")
+    epochs: int = override("epochs", 15)
     lr: float = arg(4e-3, "peak learning rate (one-cycle schedule)")
-    scheduler: str = arg("onecycle", "learning-rate schedule", choices=("none", "cosine", "onecycle", "step"))
-    weight_decay: float = arg(5e-4, "weight decay")
+    scheduler: str = override("scheduler", "onecycle")
+    weight_decay: float = override("weight_decay", 5e-4)
     model: str = arg("cnn", "cnn, or logreg (the baseline)", choices=("cnn", "logreg"))
     conv: str = arg("scratch", "convolution: ours (unfold + matmul) or torch.nn.Conv2d", choices=("scratch", "torch"))
     widths: list[int] = arg(help="channels of each conv block, e.g. --widths 32 64 128",
                             default_factory=lambda: [32, 64, 128])
-    dropout: float = arg(0.25, "dropout before the classifier")
+    dropout: float = arg(0.25, "dropout before the classifier", low=0, below=1)
     head: str = arg("avg", "global average pooling or flatten before the classifier", choices=("avg", "flatten"))
     shapes: bool = arg(False, "print the per-layer shape table (with the formula's predictions) and exit")
     explain: int = arg(0, "at the end of the run, why the model predicted what it did for the first N test images: "
@@ -63,17 +63,13 @@ class Lab1Config(LoopOptions, TuningOptions, RunConfig):
         if self.recipe == "auto":
             self.recipe = "fast" if self.dataset in ("mnist", "fashion-mnist") and not self.overfit else "standard"
         if self.recipe == "fast":  # the recipe's values, except where a flag says otherwise
-            for key, value in FAST_RECIPE.items():
-                if key not in explicit:
-                    setattr(self, key, value)
+            apply_recipe(self, FAST_RECIPE, explicit)
         super().resolve(explicit)
 
     def validate(self) -> None:
         super().validate()
         if not self.widths or min(self.widths) < 1:
             raise LabError("--widths needs one or more positive channel counts")
-        if not 0 <= self.dropout < 1:
-            raise LabError(f"--dropout must be in [0, 1) (got {self.dropout})")
         if self.explain:
             stops = (self.lr_find and not self.lr_find_then_train) or self.find_batch_size
             why = ("--shapes trains nothing" if self.shapes else "--overfit runs have no test split" if self.overfit

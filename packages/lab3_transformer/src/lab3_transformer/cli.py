@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from labs_core import LabError, arg
 from labs_core.cli import run_lab
-from labs_core.config import OptimOptions, RunOptions
+from labs_core.config import OptimOptions, RunOptions, apply_recipe, override
 from labs_core.data import FastLoader
 from labs_core.data.text import TEXT_DATASETS
 from labs_core.run import Plan, Run, execute
@@ -48,15 +48,15 @@ class Lab3Config(OptimOptions, RunOptions):
     length: int = arg(8, "source length for reverse and sort; digits per number for add (default 4 there)")
     num_train: int = arg(20000, "training sequences")
     num_test: int = arg(1000, "held-out sequences (whole-sequence accuracy is measured on these)")
-    epochs: int = arg(8, "number of training epochs")
-    batch_size: int = arg(128, "batch size")
+    epochs: int = override("epochs", 8)
+    batch_size: int = override("batch_size", 128)
     lr: float = arg(2e-3, "peak learning rate (one-cycle schedule)")
-    scheduler: str = arg("onecycle", "learning-rate schedule", choices=("none", "cosine", "onecycle", "step"))
+    scheduler: str = override("scheduler", "onecycle")
     weight_decay: float = arg(0.01, "weight decay (AdamW)")
     dim: int = arg(64, "model width")
     heads: int = arg(4, "attention heads")
     layers: int = arg(2, "transformer blocks")
-    dropout: float = arg(0.0, "dropout in the residual branches")
+    dropout: float = arg(0.0, "dropout in the residual branches", low=0, below=1)
     positions: str = arg("sinusoidal", "positional encoding", choices=("sinusoidal", "learned"))
     attention: str = arg("scratch", "our attention or F.scaled_dot_product_attention", choices=("scratch", "torch"))
     show_attention: bool = arg(False, "print one held-out example's attention per layer and head; save heatmaps")
@@ -82,9 +82,7 @@ class Lab3Config(OptimOptions, RunOptions):
             raise LabError(f"{flag} applies to --task chars only" if not chars else f"{flag} applies to the toy tasks "
                            "(reverse, sort, add), not --task chars")
         if chars:
-            for name, value in CHARS_RECIPE.items():
-                if name not in explicit:
-                    setattr(self, name, value)
+            apply_recipe(self, CHARS_RECIPE, explicit)
         super().resolve(explicit)
         if chars and "epochs" not in explicit and self.max_steps:  # as many evaluation rounds as the steps need
             self.epochs = -(-self.max_steps // self.eval_every)
@@ -102,8 +100,6 @@ class Lab3Config(OptimOptions, RunOptions):
         if self.overfit > self.num_train:
             raise LabError(f"--overfit {self.overfit}: the run generates only {self.num_train} training sequences "
                            "(see --num-train)")
-        if not 0 <= self.dropout < 1:
-            raise LabError(f"--dropout must be in [0, 1) (got {self.dropout})")
         if self.dim % self.heads:
             raise LabError(f"--dim {self.dim} must be divisible by --heads {self.heads}")
         if self.block_size < 1 or self.eval_every < 1 or self.val_windows < 0 or self.sample_tokens < 0:

@@ -13,7 +13,7 @@ import torch
 
 from labs_core import LabError, arg
 from labs_core.cli import run_lab
-from labs_core.config import BatchNormOptions, OptimOptions, RunOptions
+from labs_core.config import BatchNormOptions, OptimOptions, RunOptions, override
 from labs_core.data import FastLoader
 from labs_core.data.base import channel_stats
 from labs_core.run import Plan, Run, execute
@@ -36,10 +36,10 @@ class Lab5Config(BatchNormOptions, OptimOptions, RunOptions):
     num_test: int = arg(200, "generated held-out images")
     image_size: int = arg(64, "image side in pixels (a multiple of 8)")
     max_objects: int = arg(4, "largest number of objects per image")
-    epochs: int = arg(30, "number of training epochs")
-    batch_size: int = arg(32, "batch size")
+    epochs: int = override("epochs", 30)
+    batch_size: int = override("batch_size", 32)
     lr: float = arg(3e-3, "peak learning rate (one-cycle schedule)")
-    scheduler: str = arg("onecycle", "learning-rate schedule", choices=("none", "cosine", "onecycle", "step"))
+    scheduler: str = override("scheduler", "onecycle")
     weight_decay: float = arg(1e-4, "weight decay (AdamW)")
     eval_every: int = arg(5, "measure held-out mAP@0.5 every N epochs (and at the end)")
     monitor: str = arg("val_map_50", "metric that decides the best checkpoint and early stopping")
