@@ -91,3 +91,15 @@ def test_the_cpu_recipe_learns_says_so_and_saves_its_whitened_stem(tmp_path, cap
 
     model, _ = load_trained(out / "checkpoints" / "last.pt")
     assert model.whiten.conv.weight.abs().sum() > 0  # the data's filters, restored from the checkpoint
+
+
+def test_a_newcomer_follows_train_to_the_optimizer_step_in_six_frames(tmp_path):
+    """docs/architecture.md's road: main -> run_lab -> execute -> fit -> train_one_epoch -> step."""
+    from checkpoint_project.train import main
+    from labs_core.testing import road_to_optimizer_step
+
+    argv = ["--dataset", "synthetic", "--image-size", "8", "--epochs", "1", "--max-steps", "1",
+            "--model", "cnn", "--quiet", "--out", str(tmp_path / "run")]
+    assert road_to_optimizer_step(main, argv) == [
+        "train.main", "cli.run_lab", "run.execute", "trainer.fit", "trainer.train_one_epoch",
+        "trainer.step"]

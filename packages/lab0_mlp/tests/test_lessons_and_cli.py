@@ -105,11 +105,8 @@ def test_runs_under_torchrun_with_two_processes(tmp_path):
 
 def test_every_flag_is_read_by_the_run(tmp_path):
     """No flag silently does nothing: over a few short runs, the lab reads every field it offers."""
-    import dataclasses
-
     from lab0_mlp.cli import train
-    from labs_core.config import parse_config
-    from labs_core.testing import fields_read
+    from labs_core.testing import check_every_flag_is_read
 
     base = ["--epochs", "1", "--hidden", "8", "--quiet"]
     runs = [base + ["--batch-norm", "--grad-norms"],
@@ -119,10 +116,7 @@ def test_every_flag_is_read_by_the_run(tmp_path):
             base + ["--lr-find", "--lr-find-then-train", "--lr-find-steps", "10", "--lr-find-start", "1e-4",
                     "--lr-find-end", "1"],
             ["--hidden", "8", "--quiet", "--overfit", "16", "--find-batch-size", "--memory-budget", "64G"]]
-    configs = [parse_config(Lab0Config, [*argv, "--out", str(tmp_path / str(i))], "lab0-mlp")
-               for i, argv in enumerate(runs)]
-    unread = {f.name for f in dataclasses.fields(Lab0Config)} - fields_read(train, configs)
-    assert not unread
+    check_every_flag_is_read(Lab0Config, train, runs, tmp_path, "lab0-mlp")
 
 
 def test_a_resume_whose_model_does_not_fit_the_flags_changes_nothing(tmp_path, capsys):
@@ -135,3 +129,12 @@ def test_a_resume_whose_model_does_not_fit_the_flags_changes_nothing(tmp_path, c
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before  # config.json, tb/ untouched
     assert main(["--epochs", "1", "--quiet", "--out", str(out)]) == 2  # a second fresh run is refused
     assert "already holds a run" in capsys.readouterr().err
+
+
+def test_a_newcomer_follows_the_command_to_the_optimizer_step_in_six_frames(tmp_path):
+    """docs/architecture.md's road: main -> run_lab -> execute -> fit -> train_one_epoch -> step."""
+    from labs_core.testing import road_to_optimizer_step
+
+    road = road_to_optimizer_step(main, [*["--epochs", "1", "--max-steps", "1", "--hidden", "8"], "--quiet", "--out", str(tmp_path / "run")])
+    assert road == ["cli.main", "cli.run_lab", "run.execute", "trainer.fit",
+                    "trainer.train_one_epoch", "trainer.step"], road

@@ -6,6 +6,7 @@ import torch
 from lab1_conv.cli import main
 from lab1_conv.model import CNN
 from labs_core import seed_everything
+from labs_core.testing import check_one_line_error
 
 
 @pytest.mark.parametrize("shape", [(1, 8, 8), (1, 28, 28), (3, 32, 32)])
@@ -137,9 +138,7 @@ def test_explain_takes_the_first_test_images_in_order(tmp_path, monkeypatch):
     (["--explain", "2", "--lr-find"], "a finder alone stops before training"),
 ])
 def test_bad_input(argv, message, capsys):
-    assert main(argv) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and message in err
+    check_one_line_error(main, argv, message, capsys)
 
 
 @pytest.mark.slow
@@ -179,11 +178,8 @@ def test_fsdp_trains_as_ddp_and_its_checkpoint_resumes_in_one_process(tmp_path):
 
 
 def test_every_flag_is_read_by_the_run(tmp_path):
-    import dataclasses
-
     from lab1_conv.cli import Lab1Config, train
-    from labs_core.config import parse_config
-    from labs_core.testing import fields_read
+    from labs_core.testing import check_every_flag_is_read
 
     base = ["--epochs", "1", "--max-steps", "2", "--widths", "8", "--quiet"]
     runs = [base, base + ["--shapes"], ["--epochs", "1", "--widths", "8", "--quiet", "--loop", "manual"],
@@ -191,10 +187,7 @@ def test_every_flag_is_read_by_the_run(tmp_path):
             base + ["--lr-find", "--lr-find-then-train", "--lr-find-steps", "10", "--lr-find-start", "1e-4",
                     "--lr-find-end", "1"],
             ["--widths", "8", "--quiet", "--overfit", "16", "--find-batch-size", "--memory-budget", "64G"]]
-    configs = [parse_config(Lab1Config, [*argv, "--out", str(tmp_path / str(i))], "lab1-conv")
-               for i, argv in enumerate(runs)]
-    unread = {f.name for f in dataclasses.fields(Lab1Config)} - fields_read(train, configs)
-    assert not unread
+    check_every_flag_is_read(Lab1Config, train, runs, tmp_path, "lab1-conv")
 
 
 def test_overfit_with_an_abbreviated_epochs_flag_is_refused(tmp_path, capsys):
@@ -202,3 +195,12 @@ def test_overfit_with_an_abbreviated_epochs_flag_is_refused(tmp_path, capsys):
     assert main(["--overfit", "8", "--epoch", "3", "--out", str(tmp_path / "run")]) == 2
     assert "unrecognized arguments: --epoch 3" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+def test_a_newcomer_follows_the_command_to_the_optimizer_step_in_six_frames(tmp_path):
+    """docs/architecture.md's road: main -> run_lab -> execute -> fit -> train_one_epoch -> step."""
+    from labs_core.testing import road_to_optimizer_step
+
+    road = road_to_optimizer_step(main, [*["--epochs", "1", "--max-steps", "1", "--widths", "8"], "--quiet", "--out", str(tmp_path / "run")])
+    assert road == ["cli.main", "cli.run_lab", "run.execute", "trainer.fit",
+                    "trainer.train_one_epoch", "trainer.step"], road

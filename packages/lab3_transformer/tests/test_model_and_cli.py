@@ -6,6 +6,7 @@ import torch
 from lab3_transformer.cli import Lab3Config, main, train
 from lab3_transformer.model import TinyTransformer, TransformerConfig
 from lab3_transformer.tasks import PLUS, SEP, VOCAB, lengths, make_examples, split_examples
+from labs_core.testing import check_one_line_error
 
 
 @pytest.mark.parametrize("positions", ["sinusoidal", "learned"])
@@ -105,41 +106,30 @@ def test_cli_smoke_with_attention_maps(tmp_path, capsys):
     (["--attention", "torch", "--show-attention"], "needs --attention scratch"),
 ])
 def test_bad_input(argv, message, capsys):
-    assert main(argv) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and message in err
+    check_one_line_error(main, argv, message, capsys)
 
 
 @pytest.mark.slow
 def test_runs_under_torchrun_with_two_processes(tmp_path):
-    from labs_core.testing import check_torchrun_run, torchrun
+    from labs_core.testing import check_torchrun_lab
 
     out = tmp_path / "ddp"
-    r = torchrun("lab3_transformer.cli", "--task", "reverse", "--length", "4", "--num-train", "512", "--num-test", "64",
-                 "--epochs", "1", "--dim", "16", "--heads", "2", "--quiet", "--out", str(out))
-    check_torchrun_run(r, out)
+    check_torchrun_lab("lab3_transformer.cli", ["--task", "reverse", "--length", "4", "--num-train", "512",
+                       "--num-test", "64", "--epochs", "1", "--dim", "16", "--heads", "2", "--quiet"], out)
     assert (out / "loss_curve.png").is_file()
 
 
 def test_every_flag_is_read_by_the_run(tmp_path):
-    import dataclasses
-
-    from labs_core.config import parse_config
-    from labs_core.testing import fields_read
+    from labs_core.testing import check_every_flag_is_read
 
     sgd = ["--optimizer", "sgd", "--momentum", "0.8", "--scheduler", "cosine", "--warmup-epochs", "0.5"]
     common = ["--num-train", "256", "--num-test", "32", "--epochs", "1", "--dim", "16", "--heads", "2", "--quiet",
               "--show-attention"]
-    configs = [parse_config(Lab3Config, [*common, *extra, "--out", str(tmp_path / str(len(extra)))], "lab3-transformer")
-               for extra in ([], sgd)]
     text = tmp_path / "words.txt"
     text.write_text("the king shall love thee, my lord\n" * 40)
     chars = ["--task", "chars", "--dataset", "text", "--data-dir", str(text), "--block-size", "8", "--eval-every", "2",
-             "--max-steps", "2", "--val-windows", "4", "--sample-tokens", "5", "--dim", "16", "--heads", "2", "--quiet",
-             "--out", str(tmp_path / "chars")]
-    configs.append(parse_config(Lab3Config, chars, "lab3-transformer"))
-    unread = {f.name for f in dataclasses.fields(Lab3Config)} - fields_read(train, configs)
-    assert not unread
+             "--max-steps", "2", "--val-windows", "4", "--sample-tokens", "5", "--dim", "16", "--heads", "2", "--quiet"]
+    check_every_flag_is_read(Lab3Config, train, [common, [*common, *sgd], chars], tmp_path, "lab3-transformer")
 
 
 @pytest.mark.slow
@@ -162,3 +152,12 @@ def test_under_torchrun_a_locked_run_directory_stops_every_process(tmp_path):
     assert r.stderr.count("lab3-transformer: error: ") == 2
     assert "in use by another run" in r.stderr and "rank 0 stopped" in r.stderr
     assert [p.name for p in out.iterdir()] == [LOCK_NAME]
+
+
+def test_a_newcomer_follows_the_command_to_the_optimizer_step_in_six_frames(tmp_path):
+    """docs/architecture.md's road: main -> run_lab -> execute -> fit -> train_one_epoch -> step."""
+    from labs_core.testing import road_to_optimizer_step
+
+    road = road_to_optimizer_step(main, [*["--epochs", "1", "--max-steps", "1", "--num-train", "64", "--num-test", "8", "--dim", "16", "--heads", "2"], "--quiet", "--out", str(tmp_path / "run")])
+    assert road == ["cli.main", "cli.run_lab", "run.execute", "trainer.fit",
+                    "trainer.train_one_epoch", "trainer.step"], road

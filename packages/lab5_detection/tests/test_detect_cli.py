@@ -6,6 +6,7 @@ import torch
 from lab5_detection.cli import main
 from lab5_detection.data import CLASSES, make_detection_set, unpad
 from lab5_detection.models import AnchorDetector, CenterDetector
+from labs_core.testing import check_one_line_error
 
 
 def test_dataset_is_deterministic_and_boxes_are_tight():
@@ -57,32 +58,32 @@ def test_short_run_logs_loss_parts_map_and_figures(flavor, tmp_path, capsys):
     (["--num-images", "0"], "at least 1"),
 ])
 def test_bad_input(argv, message, capsys):
-    assert main(argv) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and message in err
+    check_one_line_error(main, argv, message, capsys)
 
 
 @pytest.mark.slow
 def test_runs_under_torchrun_with_two_processes(tmp_path):
-    from labs_core.testing import check_torchrun_run, torchrun
+    from labs_core.testing import check_torchrun_lab
 
     out = tmp_path / "ddp"
-    r = torchrun("lab5_detection.cli", "--num-images", "64", "--num-test", "16", "--epochs", "1", "--eval-every", "1",
-                 "--quiet", "--out", str(out))
-    check_torchrun_run(r, out)
+    check_torchrun_lab("lab5_detection.cli", ["--num-images", "64", "--num-test", "16", "--epochs", "1",
+                       "--eval-every", "1", "--quiet"], out)
     assert (out / "predictions.png").is_file()
 
 
 def test_every_flag_is_read_by_the_run(tmp_path):
-    import dataclasses
-
     from lab5_detection.cli import Lab5Config, train
-    from labs_core.config import parse_config
-    from labs_core.testing import fields_read
+    from labs_core.testing import check_every_flag_is_read
 
     sgd = ["--optimizer", "sgd", "--momentum", "0.8", "--scheduler", "cosine", "--warmup-epochs", "0.5"]
     common = ["--num-images", "32", "--num-test", "8", "--epochs", "1", "--quiet"]
-    configs = [parse_config(Lab5Config, [*common, *extra, "--out", str(tmp_path / str(len(extra)))], "lab5-detection")
-               for extra in ([], sgd)]
-    unread = {f.name for f in dataclasses.fields(Lab5Config)} - fields_read(train, configs)
-    assert not unread
+    check_every_flag_is_read(Lab5Config, train, [common, [*common, *sgd]], tmp_path, "lab5-detection")
+
+
+def test_a_newcomer_follows_the_command_to_the_optimizer_step_in_six_frames(tmp_path):
+    """docs/architecture.md's road: main -> run_lab -> execute -> fit -> train_one_epoch -> step."""
+    from labs_core.testing import road_to_optimizer_step
+
+    road = road_to_optimizer_step(main, [*["--epochs", "1", "--max-steps", "1", "--num-images", "16", "--num-test", "4"], "--quiet", "--out", str(tmp_path / "run")])
+    assert road == ["cli.main", "cli.run_lab", "run.execute", "trainer.fit",
+                    "trainer.train_one_epoch", "trainer.step"], road
