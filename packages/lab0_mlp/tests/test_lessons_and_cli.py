@@ -28,10 +28,21 @@ def test_linear_regression_recovers_the_line():
     assert abs(facts["w"] - facts["true_w"]) < 0.01 and abs(facts["b"] - facts["true_b"]) < 0.01
 
 
-@pytest.mark.parametrize("name", ["tensors", "autograd", "linreg"])
-def test_lessons_run_from_the_cli(name, capsys):
+@pytest.mark.parametrize("name, headings", [
+    ("tensors", ["== creating tensors", "== view, reshape, permute, contiguous", "== devices"]),
+    ("autograd", ["=="]),
+    ("linreg", ["=="]),
+])
+def test_lessons_run_from_the_cli(name, headings, capsys):
+    """``lab0-mlp lesson NAME`` prints the lesson the function of that name teaches, section by
+    section, as the function itself does."""
     assert main(["lesson", name]) == 0
-    assert len(capsys.readouterr().out.splitlines()) > 5
+    printed = capsys.readouterr().out
+    said = []
+    getattr(lessons, name)(said.append)
+    assert all(h in printed for h in headings)
+    assert [line for line in printed.splitlines() if line.startswith("==")] == [
+        line for line in "\n".join(said).splitlines() if line.startswith("==")]
 
 
 def test_unknown_lesson_is_one_line(capsys):

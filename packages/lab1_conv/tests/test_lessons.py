@@ -58,7 +58,10 @@ def test_torchinfo_and_shape_table_agree_layer_by_layer(capsys):
 
 def test_the_debugging_lesson_runs_every_section(capsys):
     assert {"debugging": lessons.debugging} == lessons.LESSONS
-    assert lessons.debugging() is None
+    facts = lessons.debugging()
+    assert list(facts) == ["errors", "gradients", "anomaly", "summaries"]
+    assert facts["errors"]["fixed"] == len(facts["errors"]["messages"]) > 0
+    assert facts["summaries"]["shapes_agree"] and facts["summaries"]["params_agree"]
     printed = capsys.readouterr().out
     for heading in ("== shape:", "== device:", "== dtype:", "== gradcheck on lab1's convolution",
                     "== torch.autograd.detect_anomaly()", "== torchinfo.summary", "== lab1's shape_table"):

@@ -130,6 +130,7 @@ def tensors(say: Callable[[str], None] = print) -> dict:
     else:
         seconds, wide = _best_time(lambda: x.to(torch.float64))
         facts["copy_seconds"] = seconds
+        facts["copy_is_new"] = wide is not x and wide.dtype == torch.float64 and torch.equal(wide.float(), x)
         say("no accelerator here. On one, x.to('cuda') allocates device memory and copies every byte across the "
             "bus (PCIe: roughly 10-25 GB/s), and ops need all their operands on one device.")
         say(f"a dtype change costs the same kind of thing: x.to(torch.float64) allocates {wide.nbytes / 2**20:.0f} "

@@ -269,12 +269,11 @@ def summaries(say: Say = print, model: nn.Module | None = None, in_shape: tuple[
     return facts
 
 
-def debugging() -> None:
-    """Shape, device and dtype errors; gradient checking; NaN hunting; layer-by-layer summaries."""
-    errors(print)
-    gradients(print)
-    anomaly(print)
-    summaries(print)
+def debugging() -> dict:
+    """Shape, device and dtype errors; gradient checking; NaN hunting; layer-by-layer summaries.
+    Returns each section's facts, by section."""
+    return {"errors": errors(print), "gradients": gradients(print), "anomaly": anomaly(print),
+            "summaries": summaries(print)}
 
 
 LESSONS = {"debugging": debugging}
