@@ -49,8 +49,8 @@ def test_the_trainer_steps_the_compiled_model_and_keeps_the_plain_one():
     x, y = blob_data(n=32)
     model = tiny_mlp(dropout=0.0)
     trainer = Trainer(model, torch.optim.SGD(model.parameters(), lr=0.1), fast_loader(x, y), compile=True)
-    assert trainer.module is model and trainer.model is not model
-    assert isinstance(trainer.model, torch._dynamo.eval_frame.OptimizedModule)
+    assert trainer.module is model and trainer.wrapped is not model
+    assert isinstance(trainer.wrapped, torch._dynamo.eval_frame.OptimizedModule)
     assert list(trainer.state_dict()["model"]) == list(model.state_dict())
 
 

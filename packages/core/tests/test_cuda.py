@@ -31,7 +31,7 @@ def test_precisions_train_on_cuda(precision):
     assert logs["val_acc"] > 0.6
     if precision == "fp16":
         assert logs["loss_scale"] > 0 and "skipped_steps" in logs
-    assert next(t.model.parameters()).is_cuda
+    assert next(t.wrapped.parameters()).is_cuda
 
 
 def test_fast_loader_batches_live_on_the_gpu():

@@ -78,7 +78,7 @@ def test_unshard_gives_a_plain_model_with_the_trained_weights(group):
     assert all(p.is_meta for p in skeleton.parameters())
     weights = t.state_dict()["model"]
     t.unshard(skeleton)
-    assert not t.sharded and not fsdp.is_sharded(t.module) and t.model is t.module
+    assert not t.sharded and not fsdp.is_sharded(t.module) and t.wrapped is t.module
     for k, v in t.module.state_dict().items():
         assert type(v) is torch.Tensor
         torch.testing.assert_close(v, weights[k])

@@ -143,7 +143,7 @@ def test_non_finite_loss_stops_with_step_and_keeps_last_good_checkpoint(tmp_path
         def on_epoch_start(self, trainer):  # the second epoch starts with broken weights
             if trainer.epoch == 1:
                 with torch.no_grad():
-                    trainer.model[1].weight.fill_(float("nan"))
+                    trainer.wrapped[1].weight.fill_(float("nan"))
 
     t = make_trainer(epochs=3, scheduler=None, callbacks=[Checkpointing(tmp_path), Poison()])
     with pytest.raises(NonFiniteLossError, match=r"at step 7 \(epoch 2, batch 1\)"):
@@ -162,10 +162,10 @@ def test_evaluate_uses_inference_mode_and_restores_train_mode():
         return model(batch[0])
 
     t = make_trainer(epochs=1, forward_fn=forward)
-    t.model.train()
+    t.wrapped.train()
     t.evaluate(t.val_loader)
     assert seen == {"grad": False, "training": False}
-    assert t.model.training
+    assert t.wrapped.training
 
 
 def test_overfit_small_set_reaches_full_accuracy():
@@ -206,7 +206,7 @@ def test_fp16_scaler_logs_loss_scale_and_counts_skipped_steps():
             return grad * float("inf")
         return grad
 
-    t.model[1].weight.register_hook(hook)
+    t.wrapped[1].weight.register_hook(hook)
     logs = t.fit()[-1]
     assert t.skipped_steps == 1
     assert logs["skipped_steps"] == 1
@@ -233,7 +233,7 @@ def test_deferred_nan_check_names_the_first_bad_step(tmp_path):
         def on_step_end(self, trainer, loss):
             if trainer.global_step == 8:
                 with torch.no_grad():
-                    trainer.model[1].weight.fill_(float("nan"))
+                    trainer.wrapped[1].weight.fill_(float("nan"))
 
     t = make_trainer(epochs=2, scheduler=None, callbacks=[Checkpointing(tmp_path), Poison()], nan_check_every=4)
     with pytest.raises(NonFiniteLossError, match=r"non-finite at step 9 \(epoch 2\)"):

@@ -194,20 +194,23 @@ class Trainer:
         self.device = torch.device(device)
         self.dist = distributed.current()
         self.module = model.to(self.device)  # the model itself: state dicts, evaluation, prediction
-        self.model = self.module  # what training calls: the DDP wrapper under torchrun
+        # what training calls: the module itself, DDP's wrapper under torchrun, compiled
+        # under --compile; ``module`` is always the model as written
+        self.wrapped = self.module
         # A model already sharded (``--fsdp``: ``fsdp.shard``, before its optimizer was built) is its
         # own wrapper: it gathers its parameters and reduces its gradients itself.
         self.sharded = fsdp.is_sharded(self.module)
         if self.dist.enabled and not self.sharded:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
-            self.model = DDP(self.module, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.wrapped = DDP(self.module, device_ids=ids)
         if compile:
             # Only the training steps go through the compiled wrapper (DDP's, under torchrun, so its
             # graph is split at the gradient buckets). ``module`` stays the model as written: its
             # state dict has no ``_orig_mod.`` prefixes, and evaluation, prediction and the labs'
             # reports run it eagerly rather than compiling a second graph for eval mode.
-            self.model = torch.compile(self.model)
+            self.wrapped = torch.compile(self.wrapped)
         self.optimizer = optimizer
         self.train_loader, self.val_loader = train_loader, val_loader
         self.loss_fn = loss_fn or ClassificationLoss()
@@ -265,7 +268,7 @@ class Trainer:
     def train_one_epoch(self) -> dict[str, float]:
         """One pass over the training batches, ``grad_accum`` micro-batches per ``step``; stops
         early (remembering where, for a resume) when ``max_steps`` is reached."""
-        self.model.train()
+        self.wrapped.train()
         set_epoch(self.train_loader, self.epoch)
         self.sums, self.norms = EpochSums(self.device), []
         start, self.batch_in_epoch = self.batch_in_epoch, 0
@@ -292,7 +295,7 @@ class Trainer:
         """One optimizer step over ``micro_batches`` (``--grad-accum`` of them): each one's forward
         under autocast, its loss in fp32 and its backward; then unscale and clip, the optimizer's
         step and the schedule's. Returns the step's mean loss, on the device (no host sync)."""
-        model, prec, n = self.model, self.precision, len(micro_batches)
+        model, prec, n = self.wrapped, self.precision, len(micro_batches)
         step_loss = torch.zeros((), device=self.device)
         for i, batch in enumerate(micro_batches):
             batch = to_device(batch, self.device)
@@ -330,7 +333,7 @@ class Trainer:
             fsdp.broadcast_buffers(self.module)
         if last:
             return contextlib.nullcontext()
-        return fsdp.no_grad_sync(self.model) if self.sharded else self.model.no_sync()
+        return fsdp.no_grad_sync(self.wrapped) if self.sharded else self.wrapped.no_sync()
 
     def clip_or_measure_grad_norm(self) -> Tensor | None:
         """Clip to ``grad_clip`` (or, every ``grad_norm_every`` steps, just measure) the global
@@ -403,7 +406,7 @@ class Trainer:
         """After a sharded fit: ``plain`` (``fsdp.skeleton``) becomes the module, holding the whole
         weights on every process, so a report or figure can run on one process (a collective)."""
         if self.sharded:
-            self.module = self.model = fsdp.unsharded(self.module, plain)
+            self.module = self.wrapped = fsdp.unsharded(self.module, plain)
             self.sharded = False
 
     # ---------------------------------------------------------------- state
