@@ -55,7 +55,7 @@ def test_deterministic_resume_on_cuda_is_bit_identical(tmp_path):
     resumed = cuda_trainer(epochs=4)
     resumed.load_state_dict(load_checkpoint(tmp_path / "last.pt", map_location="cuda"))
     resumed.fit()
-    for a, b in zip(straight.model.state_dict().values(), resumed.model.state_dict().values(), strict=True):
+    for a, b in zip(straight.module.state_dict().values(), resumed.module.state_dict().values(), strict=True):
         assert torch.equal(a, b)
 
 

@@ -63,7 +63,7 @@ def test_resume_after_two_of_four_epochs_is_bit_identical(tmp_path):
     resumed.load_state_dict(load_checkpoint(tmp_path / "last.pt"))
     resumed.fit()
     assert resumed.epoch == 4 and resumed.global_step == straight.global_step
-    assert_bit_identical(weights(straight.model), weights(resumed.model))
+    assert_bit_identical(weights(straight.module), weights(resumed.module))
     assert [h["train_loss"] for h in resumed.history] == [h["train_loss"] for h in straight.history]
 
 
@@ -77,7 +77,7 @@ def test_resume_from_mid_epoch_max_steps_is_bit_identical(tmp_path):
     resumed.load_state_dict(load_checkpoint(tmp_path / "last.pt"))
     resumed.fit()
     assert resumed.global_step == straight.global_step
-    assert_bit_identical(weights(straight.model), weights(resumed.model))
+    assert_bit_identical(weights(straight.module), weights(resumed.module))
 
 
 def test_max_steps_stops_after_that_many_optimizer_steps():
@@ -267,7 +267,7 @@ def test_early_stopping_run_killed_and_resumed_stops_where_the_unbroken_one_does
     resumed.load_state_dict(load_checkpoint(tmp_path / "last.pt"))
     resumed.fit()
     assert resumed.epoch == 5 and "early stopping" in resumed.stop_reason  # not 6: the counter was saved
-    assert_bit_identical(weights(straight.model), weights(resumed.model))
+    assert_bit_identical(weights(straight.module), weights(resumed.module))
     assert resumed.history == straight.history
 
 
