@@ -144,8 +144,8 @@ class Ledger:
                          for r in best[: spec.count]]
                 return Status(True, "finished runs " + " and ".join(shown))
             have = ", ".join(f"{spec.distinct}={as_text(r.value(spec.distinct))} in {self.show(r.path)}" for r in best)
-            return Status(False, note=f"{len(best)} of {spec.count} different {spec.distinct} values so far: "
-                                      f"{have}")
+            return Status(False, note=f"{len(best)} of the {spec.count} different {spec.distinct} values "
+                                      f"needed: {have}")
         return Status(False, note=self._near_miss(spec, runs))
 
     def _near_miss(self, spec: Spec, runs: list[RunFolder]) -> str:
