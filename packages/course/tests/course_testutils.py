@@ -10,26 +10,66 @@ from pathlib import Path
 from labs_course import quiz
 from labs_course.catalog import load_quiz
 
-SERIES = ["2-1-1-tensors", "2-1-2-autograd", "2-1-3-nn-module", "2-1-4-training-loop",
-          "2-2-5-datasets-and-dataloaders", "2-2-6-mnist-project", "2-2-7-debugging-and-visualization",
-          "2-3-8-saving-and-loading", "2-3-9-gpu-training", "2-3-10-fashion-mnist-project"]
-TOPICS = ["01_tensors_basics", "02_autograd_and_backprop", "03_nn_training_loop", "04_cnn_example",
-          "05_custom_datasets", "06_advanced_pytorch"]
+SERIES = [
+    "2-1-1-tensors",
+    "2-1-2-autograd",
+    "2-1-3-nn-module",
+    "2-1-4-training-loop",
+    "2-2-5-datasets-and-dataloaders",
+    "2-2-6-mnist-project",
+    "2-2-7-debugging-and-visualization",
+    "2-3-8-saving-and-loading",
+    "2-3-9-gpu-training",
+    "2-3-10-fashion-mnist-project",
+]
+TOPICS = [
+    "01_tensors_basics",
+    "02_autograd_and_backprop",
+    "03_nn_training_loop",
+    "04_cnn_example",
+    "05_custom_datasets",
+    "06_advanced_pytorch",
+]
 NOTEBOOKS = SERIES + TOPICS
 
 # What each lab writes into config.json when a flag is not given (the keys the map's evidence
 # reads; the labs' own defaults), so a run can be faked from a command line.
 DEFAULTS = {
-    "lab0-mlp": {"loop": "core", "layers": "scratch", "batch_norm": False, "hidden": [256, 128],
-                 "augment": False, "dataset": "digits", "precision": "fp32"},
-    "lab1-conv": {"loop": "core", "model": "cnn", "conv": "scratch", "augment": True, "dataset": "digits",
-                  "precision": "fp32"},
+    "lab0-mlp": {
+        "loop": "core",
+        "layers": "scratch",
+        "batch_norm": False,
+        "hidden": [256, 128],
+        "augment": False,
+        "dataset": "digits",
+        "precision": "fp32",
+    },
+    "lab1-conv": {
+        "loop": "core",
+        "model": "cnn",
+        "conv": "scratch",
+        "augment": True,
+        "dataset": "digits",
+        "precision": "fp32",
+    },
     "lab3-transformer": {"task": "reverse", "precision": "fp32"},
     "lab5-detection": {"flavor": "anchor", "precision": "fp32"},
-    "checkpoint-project": {"dataset": "cifar10", "augment": True, "precision": "bf16", "model": "compact"},
+    "checkpoint-project": {
+        "dataset": "cifar10",
+        "augment": True,
+        "precision": "bf16",
+        "model": "compact",
+    },
 }
-COMMON = {"overfit": 0, "patience": 0, "val_fraction": 0.1, "deterministic": False, "loader": "fast",
-          "device": "auto", "seed": 0}
+COMMON = {
+    "overfit": 0,
+    "patience": 0,
+    "val_fraction": 0.1,
+    "deterministic": False,
+    "loader": "fast",
+    "device": "auto",
+    "seed": 0,
+}
 FLAGS = {"from": "source"}  # a flag whose config key has another name
 
 
@@ -46,8 +86,15 @@ def wrong(phase: str, seed: int, n: int) -> str:
     return ",".join(letters)
 
 
-def fake_run(home: Path, lab: str, stamp: str = "20260216-100000", config: dict | None = None,
-             summary: dict | None = None, finished: bool = True, metrics: dict | None = None) -> Path:
+def fake_run(
+    home: Path,
+    lab: str,
+    stamp: str = "20260216-100000",
+    config: dict | None = None,
+    summary: dict | None = None,
+    finished: bool = True,
+    metrics: dict | None = None,
+) -> Path:
     """A run folder as the labs write it: config.json (the flags, ``lab``, ``resolved``) and, when
     finished, summary.json (``metrics``, ``best``, ``device``, ``precision``, ...)."""
     run = home / "runs" / lab / stamp
@@ -55,10 +102,20 @@ def fake_run(home: Path, lab: str, stamp: str = "20260216-100000", config: dict 
     cfg = {**COMMON, **DEFAULTS[lab], **(config or {}), "lab": lab, "resolved": {"device": "cpu"}}
     (run / "config.json").write_text(json.dumps(cfg))
     if finished:
-        full = {"metrics": {"train_loss": 0.5, "val_loss": 0.5, "lr": 0.001, **(metrics or {})},
-                "best": {"metric": "val_loss", "value": 0.5, "epoch": 1, "mode": "min"}, "epochs_run": 1,
-                "steps": 10, "wall_seconds": 1.0, "device": "cpu", "precision": cfg["precision"], "seed": 0,
-                "skipped_steps": 0, "stop_reason": "", "processes": 1, **(summary or {})}
+        full = {
+            "metrics": {"train_loss": 0.5, "val_loss": 0.5, "lr": 0.001, **(metrics or {})},
+            "best": {"metric": "val_loss", "value": 0.5, "epoch": 1, "mode": "min"},
+            "epochs_run": 1,
+            "steps": 10,
+            "wall_seconds": 1.0,
+            "device": "cpu",
+            "precision": cfg["precision"],
+            "seed": 0,
+            "skipped_steps": 0,
+            "stop_reason": "",
+            "processes": 1,
+            **(summary or {}),
+        }
         (run / "summary.json").write_text(json.dumps(full))
     return run
 
@@ -91,8 +148,10 @@ def run_from_command(home: Path, command: str, stamp: str, metrics: dict) -> Pat
     return fake_run(home, lab, stamp, config=config, summary=summary, metrics=metrics)
 
 
-def fake_notebook(home: Path, name: str, passed: int, total: int | None = None, when: str = "2026-02-16 10:00:00"):
-    """Record notebook ``name`` in runs/course/notebooks.json in the shared format (``mark_notebook``):
+def fake_notebook(
+    home: Path, name: str, passed: int, total: int | None = None, when: str = "2026-02-16 10:00:00"
+):
+    """Record notebook ``name`` in runs/course/notebooks.json in the shared format:
     ``{"when", "passed", "total"}``; ``total=None`` writes an old-format timestamp."""
     path = home / "runs" / "course" / "notebooks.json"
     path.parent.mkdir(parents=True, exist_ok=True)

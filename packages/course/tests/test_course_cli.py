@@ -59,11 +59,23 @@ def test_the_installed_script(tmp_path):
     script = Path(sys.executable).with_name("course")
     assert script.exists(), "the console script `course` is installed beside python"
     env = {**os.environ, "LABS_ROOT": str(tmp_path)}
-    ok = subprocess.run([str(script), "quiz", "0", "--seed", "5", "--answers", right("0", 5)], cwd=tmp_path,
-                        env=env, capture_output=True, text=True, timeout=60)
+    ok = subprocess.run(
+        [str(script), "quiz", "0", "--seed", "5", "--answers", right("0", 5)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert ok.returncode == 0 and "PASS" in ok.stdout
     assert len(list((tmp_path / "runs" / "course" / "quiz").glob("*.json"))) == 1
-    bad = subprocess.run([str(script), "quiz", "7"], cwd=tmp_path, env=env, capture_output=True,
-                         text=True, timeout=60)
+    bad = subprocess.run(
+        [str(script), "quiz", "7"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert bad.returncode == 2 and bad.stdout == ""
     assert bad.stderr.startswith("course: error: unknown phase") and bad.stderr.count("\n") == 1

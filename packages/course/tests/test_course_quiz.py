@@ -20,12 +20,36 @@ from labs_course.catalog import load_quiz, quiz_phases
 # What each pool must cover: every topic of Phase 1's quiz list (its document) and of Phase 0's
 # "done when", with CNNs, checkpoints, early stopping, schedules and clipping.
 TOPICS = {
-    "0": ["the training loop", "debugging", "shape failures", "device failures", "dtype failures",
-          "optimization failures", "one script for any model and dataset", "convolution", "attention",
-          "pretrained backbones", "detection", "checkpoints", "seeds and determinism"],
-    "1": ["tensors and broadcasting", "tensor operations", "autograd", "nn.Module internals",
-          "the training loop", "data loading", "GPU practice", "mixed precision", "CNNs", "checkpoints",
-          "early stopping", "learning-rate schedules", "gradient clipping"],
+    "0": [
+        "the training loop",
+        "debugging",
+        "shape failures",
+        "device failures",
+        "dtype failures",
+        "optimization failures",
+        "one script for any model and dataset",
+        "convolution",
+        "attention",
+        "pretrained backbones",
+        "detection",
+        "checkpoints",
+        "seeds and determinism",
+    ],
+    "1": [
+        "tensors and broadcasting",
+        "tensor operations",
+        "autograd",
+        "nn.Module internals",
+        "the training loop",
+        "data loading",
+        "GPU practice",
+        "mixed precision",
+        "CNNs",
+        "checkpoints",
+        "early stopping",
+        "learning-rate schedules",
+        "gradient clipping",
+    ],
 }
 
 
@@ -44,7 +68,9 @@ def test_pool_is_well_formed(phase):
     assert len({q.text for q in pool.questions}) == len(pool.questions)
     for q in pool.questions:
         assert q.text and q.topic
-        assert len(q.choices) == 4 and len(set(q.choices)) == 4 and all(c.strip() for c in q.choices)
+        assert (
+            len(q.choices) == 4 and len(set(q.choices)) == 4 and all(c.strip() for c in q.choices)
+        )
         assert len(q.answer) == 1 and q.answer in q.letters  # exactly one right answer
         assert q.why and "\n" not in q.why and len(q.why) <= 200  # a one-line explanation
     topics = {q.topic for q in pool.questions}
@@ -101,21 +127,34 @@ def test_all_right_passes_and_is_recorded(course, home, phase):
     [a] = attempts(home)
     assert a["phase"] == phase and a["score"] == 10 and a["total"] == 10 and a["passed"] is True
     assert a["answers"] == right(phase, 11).split(",") and a["missed"] == [] and a["date"]
-    assert a["seed"] == 11 and a["questions"] == [q.id for q in quiz.draw(load_quiz(phase), 11).questions]
+    assert a["seed"] == 11 and a["questions"] == [
+        q.id for q in quiz.draw(load_quiz(phase), 11).questions
+    ]
 
 
 def test_seven_fails_eight_passes(course, home):
     code, out, _ = course("quiz", "1", "--seed", "3", "--answers", wrong("1", 3, 3))
     assert code == 0  # a completed quiz exits 0, passed or not
     assert "score 7/10: FAIL" in out
-    assert out.count("\n  right: ") == 3 and out.count("\n  why: ") == 3  # each miss: the answer and why
+    assert (
+        out.count("\n  right: ") == 3 and out.count("\n  why: ") == 3
+    )  # each miss: the answer and why
     first_q = quiz.draw(load_quiz("1"), 3).questions[0]
-    assert f"right: {first_q.answer}) {first_q.choice(first_q.answer)}"[:60] in " ".join(out.split())
+    assert f"right: {first_q.answer}) {first_q.choice(first_q.answer)}"[:60] in " ".join(
+        out.split()
+    )
     assert_fits(out)
-    code, out, _ = course("quiz", "1", "--seed", "3", "--answers", wrong("1", 3, 2).upper().replace(",", ", "))
+    code, out, _ = course(
+        "quiz", "1", "--seed", "3", "--answers", wrong("1", 3, 2).upper().replace(",", ", ")
+    )
     assert code == 0 and "score 8/10: PASS" in out
     first, second = sorted(attempts(home), key=lambda a: a["score"])
-    assert (first["score"], first["passed"], second["score"], second["passed"]) == (7, False, 8, True)
+    assert (first["score"], first["passed"], second["score"], second["passed"]) == (
+        7,
+        False,
+        8,
+        True,
+    )
     assert len(first["missed"]) == 3
 
 
@@ -133,7 +172,9 @@ def test_interactive(course, home, monkeypatch):
     drawn = quiz.draw(load_quiz("0"), 4)
     answers = right("0", 4).split(",")
     miss = "a" if answers[2] != "a" else "b"
-    typed = ["", "z", answers[0].upper() + " ", answers[1], miss] + answers[3:]  # asked again after "" and z
+    typed = ["", "z", answers[0].upper() + " ", answers[1], miss] + answers[
+        3:
+    ]  # asked again after "" and z
     monkeypatch.setattr(sys, "stdin", io.StringIO("\n".join(typed) + "\n"))
     code, out, err = course("quiz", "0", "--seed", "4")
     assert code == 0 and err == ""
@@ -179,7 +220,9 @@ def test_two_attempts_at_once_keep_both(home, monkeypatch):
         return real_dump(obj, f, **kw)
 
     monkeypatch.setattr(json, "dump", dump_and_interleave)
-    attempt = quiz.run(quiz.draw(load_quiz("1"), 2), right("1", 2).split(","), out=io.StringIO(), seed=2)
+    attempt = quiz.run(
+        quiz.draw(load_quiz("1"), 2), right("1", 2).split(","), out=io.StringIO(), seed=2
+    )
     record.record_quiz(attempt)
     monkeypatch.setattr(json, "dump", real_dump)
     kept = record.quiz_attempts()
@@ -189,9 +232,16 @@ def test_two_attempts_at_once_keep_both(home, monkeypatch):
 def test_many_processes_at_once_lose_nothing(tmp_path):
     script = Path(sys.executable).with_name("course")
     env = {**os.environ, "LABS_ROOT": str(tmp_path)}
-    procs = [subprocess.Popen([str(script), "quiz", "1", "--seed", str(s), "--answers", right("1", s)],
-                              cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-             for s in range(8)]
+    procs = [
+        subprocess.Popen(
+            [str(script), "quiz", "1", "--seed", str(s), "--answers", right("1", s)],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        for s in range(8)
+    ]
     threads = [threading.Thread(target=p.wait, kwargs={"timeout": 120}) for p in procs]
     for t in threads:
         t.start()
@@ -215,13 +265,21 @@ BAD_RECORDS = [
 def test_a_record_with_wrong_types_is_ignored(course, home, change, why):
     folder = home / "runs" / "course" / "quiz"
     folder.mkdir(parents=True)
-    good = {"phase": "1", "date": "2026-02-16 10:00:00", "score": 10, "total": 10, "passed": True,
-            "answers": ["a"] * 10}
+    good = {
+        "phase": "1",
+        "date": "2026-02-16 10:00:00",
+        "score": 10,
+        "total": 10,
+        "passed": True,
+        "answers": ["a"] * 10,
+    }
     (folder / "bad.json").write_text(json.dumps({**good, **change}))
     code, out, err = course("progress")
     assert code == 0
     assert "not yet  Phase 1 quiz" in out and "quiz 1 passed" not in out
-    assert err.count("\n") == 1 and err.startswith("course: warning: ignored runs/course/quiz/bad.json")
+    assert err.count("\n") == 1 and err.startswith(
+        "course: warning: ignored runs/course/quiz/bad.json"
+    )
     assert why in err
     (folder / "good.json").write_text(json.dumps(good))
     code, out, _ = course("progress")
@@ -236,7 +294,15 @@ def test_damaged_and_old_records(course, home):
     (course_dir / "quiz.json").write_text(json.dumps([old, {"phase": "1", "passed": True}]))
     code, out, err = course("progress")
     assert code == 0 and "done     Phase 0 quiz" in out and "not yet  Phase 1 quiz" in out
-    assert err.count("\n") == 2 and "cut.json: not valid JSON" in err and "1 attempt(s) in runs/course/quiz.json" in err
+    assert (
+        err.count("\n") == 2
+        and "cut.json: not valid JSON" in err
+        and "1 attempt(s) in runs/course/quiz.json" in err
+    )
     code, out, err = course("quiz", "1", "--seed", "1", "--answers", right("1", 1))
-    assert code == 0 and "PASS" in out and (course_dir / "quiz" / "cut.json").read_text() == "{not json"
+    assert (
+        code == 0
+        and "PASS" in out
+        and (course_dir / "quiz" / "cut.json").read_text() == "{not json"
+    )
     assert len(list((course_dir / "quiz").glob("*.json"))) == 2  # the new one beside cut.json

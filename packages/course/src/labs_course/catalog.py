@@ -99,5 +99,5 @@ def load_quiz(phase: str) -> Quiz:
     raw = read_data(f"quiz_phase{phase}.toml")
     questions = tuple(Question(q["id"], q.get("topic", ""), q["text"].strip(), tuple(q["choices"]),
                                q["answer"].strip().lower(), q["why"].strip()) for q in raw["questions"])
-    return Quiz(str(raw["phase"]), raw["title"], int(raw["pass_mark"]), int(raw.get("draw", len(questions))),
-                questions)
+    draw = int(raw.get("draw", len(questions)))
+    return Quiz(str(raw["phase"]), raw["title"], int(raw["pass_mark"]), draw, questions)

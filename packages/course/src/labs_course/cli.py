@@ -68,8 +68,8 @@ def _next_lines(ledger: Ledger, sections: list[Section]) -> list[str]:
     for action in step.actions:
         if action.startswith("notebook:"):
             name = action.split(":", 1)[1]
-            out.append(wrap(f"open notebooks/{name}.ipynb (uv run jupyter lab) and run it to the end, "
-                            "every exercise done", "    ", "      "))
+            out.append(wrap(f"open notebooks/{name}.ipynb (uv run jupyter lab) and run it to the "
+                            "end, every exercise done", "    ", "      "))
         else:
             out.append(wrap(f"$ uv run {action}", "    ", " " * 8))
     out.append(wrap(f"counts as done with: {step.item.done_when}", "    ", "      "))
@@ -191,8 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("section", nargs="?", help="only this section: day1, phase0, phase1, series or topics")
     phases = " or ".join(quiz_phases())
     q = sub.add_parser("quiz", help=f"take a phase's quiz ({phases})",
-                       description="Ten multiple-choice questions drawn from the phase's pool of 30 "
-                       "or more, their choices shuffled. After each miss: the right answer and why. "
+                       description="Ten multiple-choice questions drawn from the phase's pool of "
+                       "30 or more, their choices shuffled. After each miss: the right answer and "
+                       "why. "
                        "8 of 10 passes. The attempt is recorded in runs/course/quiz/. "
                        "A completed quiz exits 0, passed or failed (it prints PASS or FAIL).")
     q.add_argument("phase", metavar="PHASE", help=f"the phase: {phases}")

@@ -154,7 +154,11 @@ class RunFolder:
         for part in parts:
             if isinstance(value, dict) and part in value:
                 value = value[part]
-            elif isinstance(value, list) and re.fullmatch(r"-?\d+", part) and -len(value) <= int(part) < len(value):
+            elif (
+                isinstance(value, list)
+                and re.fullmatch(r"-?\d+", part)
+                and -len(value) <= int(part) < len(value)
+            ):
                 value = value[int(part)]
             else:
                 return MISSING

@@ -39,8 +39,13 @@ LABELS = {
 }
 DATASETS = {"cifar10": "CIFAR-10", "mnist": "MNIST", "fashion-mnist": "Fashion-MNIST"}
 # console script -> the lab whose runs it writes
-SCRIPTS = {"lab0-mlp": "lab0-mlp", "lab1-conv": "lab1-conv", "lab3-transformer": "lab3-transformer",
-           "lab5-detection": "lab5-detection", "checkpoint-project": "checkpoint-project"}
+SCRIPTS = {
+    "lab0-mlp": "lab0-mlp",
+    "lab1-conv": "lab1-conv",
+    "lab3-transformer": "lab3-transformer",
+    "lab5-detection": "lab5-detection",
+    "checkpoint-project": "checkpoint-project",
+}
 
 
 @dataclass(frozen=True)
@@ -110,14 +115,21 @@ class Ledger:
 
     def _label(self, spec: Spec, c: Condition) -> str:
         label = LABELS.get(c.key, c.key.removeprefix("summary.").removeprefix("metrics."))
-        dataset = next((d for d in spec.where if d.key == "dataset" and d.op == "=" and len(d.patterns) == 1), None)
+        dataset = next(
+            (d for d in spec.where if d.key == "dataset" and d.op == "=" and len(d.patterns) == 1),
+            None,
+        )
         if dataset and dataset.patterns[0] in DATASETS:
             label = f"{DATASETS[dataset.patterns[0]]} {label}"
         return label
 
     def _groups(self, spec: Spec, runs: list[RunFolder]) -> list[list[RunFolder]]:
-        """``runs:N/KEY``: per lab (or across labs for KEY=lab), the newest run of each KEY value."""
-        pools = [runs] if spec.distinct == "lab" else [[r for r in runs if r.lab == lab] for lab in spec.labs]
+        """``runs:N/KEY``: per lab (across labs for KEY=lab), the newest run of each KEY value."""
+        pools = (
+            [runs]
+            if spec.distinct == "lab"
+            else [[r for r in runs if r.lab == lab] for lab in spec.labs]
+        )
         groups = []
         for pool in pools:
             seen: dict[str, RunFolder] = {}
@@ -140,12 +152,20 @@ class Ledger:
         if spec.count > 1 and matching:
             best = self._groups(spec, matching)[0]
             if len(best) >= spec.count:
-                shown = [f"{self.show(r.path)} ({spec.distinct}={as_text(r.value(spec.distinct))})"
-                         for r in best[: spec.count]]
+                shown = [
+                    f"{self.show(r.path)} ({spec.distinct}={as_text(r.value(spec.distinct))})"
+                    for r in best[: spec.count]
+                ]
                 return Status(True, "finished runs " + " and ".join(shown))
-            have = ", ".join(f"{spec.distinct}={as_text(r.value(spec.distinct))} in {self.show(r.path)}" for r in best)
-            return Status(False, note=f"{len(best)} of the {spec.count} different {spec.distinct} values "
-                                      f"needed: {have}")
+            have = ", ".join(
+                f"{spec.distinct}={as_text(r.value(spec.distinct))} in {self.show(r.path)}"
+                for r in best
+            )
+            return Status(
+                False,
+                note=f"{len(best)} of the {spec.count} different {spec.distinct} values "
+                f"needed: {have}",
+            )
         return Status(False, note=self._near_miss(spec, runs))
 
     def _near_miss(self, spec: Spec, runs: list[RunFolder]) -> str:
@@ -159,9 +179,14 @@ class Ledger:
                 return ""
             closest = min(runs, key=lambda r: sum(not c.holds(r.value(c.key)) for c in fixed))
             failed = [c for c in fixed if not c.holds(closest.value(c.key))]
-            has = ", ".join(f"{c.key}={_fmt(closest.value(c.key))}" if closest.value(c.key) is not MISSING
-                            else f"no {c.key}" for c in failed)
-            return f"{self.show(closest.path)} does not count: {has} (needs {', '.join(map(str, failed))})"
+            has = ", ".join(
+                f"{c.key}={_fmt(closest.value(c.key))}"
+                if closest.value(c.key) is not MISSING
+                else f"no {c.key}"
+                for c in failed
+            )
+            needs = ", ".join(map(str, failed))
+            return f"{self.show(closest.path)} does not count: {has} (needs {needs})"
         for c in result:
             if any(c.holds(r.value(c.key)) for r in near):
                 continue
@@ -171,10 +196,15 @@ class Ledger:
                 return f"{label}: not reported by {self.show(near[0].path)}"
             pick = max if c.op in (">=", ">") else min
             best = pick(valued, key=lambda r: r.value(c.key))
-            return (f"best {label} {_fmt(best.value(c.key))} in {self.show(best.path)}, "
-                    f"target {c.op} {c.number:g}")
-        return (f"{len(near)} run(s) of the right kind (newest {self.show(near[0].path)}), none with all of: "
-                + ", ".join(str(c) for c in result))
+            return (
+                f"best {label} {_fmt(best.value(c.key))} in {self.show(best.path)}, "
+                f"target {c.op} {c.number:g}"
+            )
+        return (
+            f"{len(near)} run(s) of the right kind (newest {self.show(near[0].path)}), "
+            "none with all of: "
+            + ", ".join(str(c) for c in result)
+        )
 
     # -- notebooks and quizzes ------------------------------------------------------------------
 
@@ -183,19 +213,29 @@ class Ledger:
         if rec is None:
             return Status(False)
         if rec.done:
-            return Status(True, f"notebook {name}: {rec.passed} of {rec.total} exercises done ({rec.when[:16]})")
+            return Status(
+                True,
+                f"notebook {name}: {rec.passed} of {rec.total} exercises done ({rec.when[:16]})",
+            )
         if rec.total is None:
-            return Status(False, note=f"notebook {name} ran ({rec.when[:16]}) before exercises were counted: "
-                                      "run it again")
-        return Status(False, note=f"notebook {name}: {rec.passed} of {rec.total} exercises done "
-                                  f"({rec.when[:16]})")
+            return Status(
+                False,
+                note=f"notebook {name} ran ({rec.when[:16]}) before exercises were counted: "
+                "run it again",
+            )
+        return Status(
+            False,
+            note=f"notebook {name}: {rec.passed} of {rec.total} exercises done ({rec.when[:16]})",
+        )
 
     def _check_quiz(self, phase: str) -> Status:
         tries = [a for a in self.attempts if a["phase"] == phase]
         passed = [a for a in tries if a["passed"]]
         if passed:
             a = passed[-1]
-            return Status(True, f"quiz {phase} passed, {a['score']}/{a['total']} ({a['date'][:16]})")
+            return Status(
+                True, f"quiz {phase} passed, {a['score']}/{a['total']} ({a['date'][:16]})"
+            )
         if tries:
             a = tries[-1]
             return Status(False, note=f"last try {a['score']}/{a['total']} ({a['date'][:16]})")
@@ -226,7 +266,9 @@ class Ledger:
             left = []
             for action in item.next:
                 if not action.startswith("notebook:") and any(
-                        s.count > 1 and command_value(action, s.distinct) in self.found_values(s) for s in specs):
+                    s.count > 1 and command_value(action, s.distinct) in self.found_values(s)
+                    for s in specs
+                ):
                     continue
                 left.append(action)
             return tuple(left or item.next)

@@ -37,7 +37,8 @@ def show_pool(quiz: Quiz, out=None) -> None:
     """Every question of the pool, with its right answer and why (for teachers)."""
     out = out or sys.stdout
     print(wrap(f"{quiz.title}: the whole pool, {len(quiz.questions)} questions (an attempt draws "
-               f"{quiz.draw}, {quiz.pass_mark} right to pass; the right answer is marked *)"), file=out)
+               f"{quiz.draw}, {quiz.pass_mark} right to pass; the right answer is marked *)"),
+          file=out)
     for n, q in enumerate(quiz.questions, 1):
         print(f"\n{n}. [{q.id}] ({q.topic})", file=out)
         print(wrap(q.text, "   "), file=out)
@@ -115,5 +116,5 @@ def run(quiz: Quiz, answers: list[str] | None = None, out=None, seed: int = 0) -
     passed = score >= quiz.pass_mark
     print(f"\nscore {score}/{total}: {'PASS' if passed else 'FAIL'} ({quiz.pass_mark} needed)", file=out)
     return {"phase": quiz.phase, "date": time.strftime("%Y-%m-%d %H:%M:%S"), "score": score,
-            "total": total, "passed": passed, "seed": seed, "questions": [q.id for q in quiz.questions],
-            "answers": given, "missed": missed}
+            "total": total, "passed": passed, "seed": seed,
+            "questions": [q.id for q in quiz.questions], "answers": given, "missed": missed}

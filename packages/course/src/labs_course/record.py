@@ -89,8 +89,9 @@ def notebook_records(warn=None) -> dict[str, NotebookRecord]:
     for name, value in done.items():
         if isinstance(value, str):
             out[str(name)] = NotebookRecord(value, None, None)
-        elif (isinstance(value, dict) and isinstance(value.get("when"), str) and _whole(value.get("passed"))
-              and _whole(value.get("total")) and value["passed"] <= value["total"]):
+        elif (isinstance(value, dict) and isinstance(value.get("when"), str)
+              and _whole(value.get("passed")) and _whole(value.get("total"))
+              and value["passed"] <= value["total"]):
             out[str(name)] = NotebookRecord(value["when"], value["passed"], value["total"])
         else:
             bad.append(str(name))
@@ -187,7 +188,8 @@ def record_quiz(attempt: dict) -> Path:
         with os.fdopen(fd, "w") as f:
             json.dump(attempt, f, indent=2)
             f.write("\n")
-        path = folder / (Path(tmp).name.removeprefix(".").removesuffix(".tmp") + f"-{os.getpid()}.json")
+        name = Path(tmp).name.removeprefix(".").removesuffix(".tmp")
+        path = folder / f"{name}-{os.getpid()}.json"
         try:
             os.link(tmp, path)  # fails rather than replace: the name is this attempt's alone
         except FileExistsError:
