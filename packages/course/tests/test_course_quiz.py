@@ -34,6 +34,8 @@ TOPICS = {
         "detection",
         "checkpoints",
         "seeds and determinism",
+        "learning-rate schedules",
+        "gradient clipping",
     ],
     "1": [
         "tensors and broadcasting",
