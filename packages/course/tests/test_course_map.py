@@ -8,8 +8,15 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from course_testutils import NOTEBOOKS, SERIES, TOPICS, assert_fits, fake_notebook, run_from_command
-from test_course_progress import GOOD
+from course_testutils import (
+    GOOD,
+    NOTEBOOKS,
+    SERIES,
+    TOPICS,
+    assert_fits,
+    fake_notebook,
+    run_from_command,
+)
 
 from labs_course.catalog import LABS, load_map, quiz_phases
 from labs_course.progress import Ledger, command_value, parse_spec

@@ -8,6 +8,7 @@ import re
 
 import pytest
 from course_testutils import (
+    GOOD,
     NOTEBOOKS,
     assert_fits,
     fake_notebook,
@@ -263,18 +264,6 @@ def test_finetune_must_improve(course, home):
     code, out, _ = course("progress")
     assert status(out, "Lab 4: Pretrained usage") == "done"
 
-
-# Metrics that reach every target, per lab, for the runs the walk creates.
-GOOD = {
-    "lab0-mlp": {"test_acc": 0.97, "val_acc": 1.0, "train_loss": 0.001},
-    "lab1-conv": {"test_acc": 0.96, "val_acc": 1.0},
-    "lab3-transformer": {"val_seq_acc": 0.99, "val_acc": 1.0},
-    "lab5-detection": {"val_map_50": 0.95},
-    "checkpoint-project": {
-        "test_acc": 0.87,
-        "phases": [{"phase": 0, "gain": 0.3}, {"phase": 1, "gain": 0.05}],
-    },
-}
 
 WALK = [
     "Hour 1: Tensors",
