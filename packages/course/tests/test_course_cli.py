@@ -8,17 +8,22 @@ import sys
 from pathlib import Path
 
 import pytest
-from course_testutils import RIGHT, assert_fits
+from course_testutils import assert_fits, right
 
 BAD = [
     ["quiz", "7"],
     ["quiz"],
-    ["quiz", "1", "--answers", "a,b"],
-    ["quiz", "1", "--answers", RIGHT["1"] + ",a"],
-    ["quiz", "1", "--answers", "e" + RIGHT["1"][1:]],
-    ["quiz", "1", "--answers", "ab" + RIGHT["1"][1:]],
-    ["quiz", "1", "--answers", ""],
-    ["quiz", "1", "--answers"],
+    ["quiz", "1", "--seed", "1", "--answers", "a,b"],
+    ["quiz", "1", "--seed", "1", "--answers", right("1", 1) + ",a"],
+    ["quiz", "1", "--seed", "1", "--answers", "e" + right("1", 1)[1:]],
+    ["quiz", "1", "--seed", "1", "--answers", "ab" + right("1", 1)[1:]],
+    ["quiz", "1", "--seed", "1", "--answers", ""],
+    ["quiz", "1", "--seed", "1", "--answers"],
+    ["quiz", "1", "--answers", right("1", 1)],  # which draw? --answers needs --seed
+    ["quiz", "1", "--seed", "-1"],
+    ["quiz", "1", "--seed", "x"],
+    ["quiz", "1", "--pool", "--seed", "1"],
+    ["quiz", "0", "--pool", "--answers", "a"],
     ["teach"],
     ["--verbose"],
     ["progress", "--all"],
@@ -38,7 +43,7 @@ def test_bad_input_is_one_line_and_exit_2(course, home, argv):
     assert err.startswith("course: error: ") and err.count("\n") == 1 and "Traceback" not in err
     assert out == ""
     assert (home / "LEARNING.md").read_text() == "# Learning log\n\nmine\n"
-    assert not (home / "runs" / "course" / "quiz.json").exists()
+    assert not (home / "runs" / "course").exists()
 
 
 @pytest.mark.parametrize("argv", [[], ["map"], ["quiz"], ["progress"], ["log"]], ids=" ".join)
@@ -54,11 +59,23 @@ def test_the_installed_script(tmp_path):
     script = Path(sys.executable).with_name("course")
     assert script.exists(), "the console script `course` is installed beside python"
     env = {**os.environ, "LABS_ROOT": str(tmp_path)}
-    ok = subprocess.run([str(script), "quiz", "0", "--answers", RIGHT["0"]], cwd=tmp_path, env=env,
-                        capture_output=True, text=True, timeout=60)
+    ok = subprocess.run(
+        [str(script), "quiz", "0", "--seed", "5", "--answers", right("0", 5)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert ok.returncode == 0 and "PASS" in ok.stdout
-    assert (tmp_path / "runs" / "course" / "quiz.json").exists()
-    bad = subprocess.run([str(script), "quiz", "7"], cwd=tmp_path, env=env, capture_output=True,
-                         text=True, timeout=60)
+    assert len(list((tmp_path / "runs" / "course" / "quiz").glob("*.json"))) == 1
+    bad = subprocess.run(
+        [str(script), "quiz", "7"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert bad.returncode == 2 and bad.stdout == ""
     assert bad.stderr.startswith("course: error: unknown phase") and bad.stderr.count("\n") == 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import re
+from pathlib import Path
 
 import pytest
 from course_testutils import assert_fits
@@ -17,12 +18,17 @@ def test_creates_with_heading_then_appends(course, home):
     assert code == 0 and err == "" and "LEARNING.md" in out
     text = (home / "LEARNING.md").read_text()
     assert text.startswith("# Learning log\n")
-    assert re.search(r"\n## \d{4}-\d{2}-\d{2} \d{2}:\d{2}\n\nTensor.to returns a copy; Module.to moves in place.\n$", text)
+    assert re.search(
+        r"\n## \d{4}-\d{2}-\d{2} \d{2}:\d{2}\n\nTensor.to returns a copy; Module.to moves in place.\n$",
+        text,
+    )
     course("log", "second")
     again = (home / "LEARNING.md").read_text()
     assert again.startswith(text) and again.count("# Learning log") == 1
     assert [body for _, body in learnlog.entries()] == [
-        "Tensor.to returns a copy; Module.to moves in place.", "second"]
+        "Tensor.to returns a copy; Module.to moves in place.",
+        "second",
+    ]
 
 
 def test_existing_file_is_kept(course, home):
@@ -49,11 +55,18 @@ def test_prints_the_last_entries(course, home):
 def test_unwritable_log_is_left_intact(course, home):
     os.mkdir(home / "LEARNING.md")  # not a file: cannot be opened for writing
     code, out, err = course("log", "lost")
-    assert code == 2 and out == "" and err.startswith("course: error: cannot write") and err.count("\n") == 1
+    assert (
+        code == 2
+        and out == ""
+        and err.startswith("course: error: cannot write")
+        and err.count("\n") == 1
+    )
     assert (home / "LEARNING.md").is_dir() and not os.listdir(home / "LEARNING.md")
 
 
-@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root writes through permissions")
+@pytest.mark.skipif(
+    os.name != "posix" or os.geteuid() == 0, reason="root writes through permissions"
+)
 def test_read_only_log_is_left_intact(course, home):
     path = home / "LEARNING.md"
     path.write_text("# mine\n")
@@ -83,6 +96,39 @@ def test_failed_write_leaves_the_file_as_it_was(course, home, monkeypatch, parti
 
 
 def test_failed_first_write_leaves_no_file(course, home, monkeypatch):
-    monkeypatch.setattr(os, "write", lambda fd, data: (_ for _ in ()).throw(OSError(errno.EIO, "I/O error")))
+    monkeypatch.setattr(
+        os, "write", lambda fd, data: (_ for _ in ()).throw(OSError(errno.EIO, "I/O error"))
+    )
     code, _, _ = course("log", "x")
     assert code == 2 and not (home / "LEARNING.md").exists()
+
+
+def test_the_log_lives_at_the_course_root(course, home, monkeypatch):
+    (home / "notebooks").mkdir()
+    monkeypatch.chdir(home / "notebooks")
+    code, out, _ = course("log", "from a notebook's folder")
+    assert code == 0 and str(home) in " ".join(out.split())
+    assert (home / "LEARNING.md").exists() and not (home / "notebooks" / "LEARNING.md").exists()
+    code, out, _ = course("log")
+    assert "from a notebook's folder" in out
+
+
+def test_without_labs_root_the_repository_root_is_used(tmp_path, monkeypatch, capsys):
+    from labs_course.cli import main
+
+    monkeypatch.delenv("LABS_ROOT", raising=False)
+    (tmp_path / "pyproject.toml").write_text('[tool.uv.workspace]\nmembers = ["packages/*"]\n')
+    deep = tmp_path / "packages" / "course"
+    deep.mkdir(parents=True)
+    monkeypatch.chdir(deep)
+    assert main(["log", "at the root"]) == 0
+    assert main(["quiz", "0", "--seed", "3", "--answers", ",".join(["a"] * 10)]) == 0
+    capsys.readouterr()
+    assert (tmp_path / "LEARNING.md").exists() and not (deep / "LEARNING.md").exists()
+    assert len(list((tmp_path / "runs" / "course" / "quiz").glob("*.json"))) == 1
+    assert not (deep / "runs").exists()
+
+
+def test_learning_md_is_ignored_by_git():
+    ignore = Path(__file__).resolve().parents[3] / ".gitignore"
+    assert "/LEARNING.md" in ignore.read_text().splitlines()

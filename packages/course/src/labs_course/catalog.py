@@ -29,6 +29,7 @@ class Item:
     also: str
     done_by: tuple[str, ...]
     done_when: str
+    next: tuple[str, ...] = ()  # the next step's actions: commands and "notebook:NAME"
 
 
 @dataclass(frozen=True)
@@ -48,9 +49,11 @@ def load_map() -> list[Section]:
         for i in s["items"]:
             notebooks = tuple(i.get("notebooks", ()))
             done_by = tuple(i.get("done_by", ())) or tuple(f"notebook:{n}" for n in notebooks)
-            when = i.get("done_when") or " or ".join(f"the {n} notebook" for n in notebooks)
+            when = i.get("done_when") or (" or ".join(f"the {n} notebook" for n in notebooks)
+                                          + " with every exercise done")
             items.append(Item(i["id"], i["title"], i["what"].strip(), tuple(i.get("commands", ())),
-                              notebooks, i.get("also", "").strip(), done_by, when))
+                              notebooks, i.get("also", "").strip(), done_by, when,
+                              tuple(i.get("next", ()))))
         sections.append(Section(s["id"], s["title"], s["source"], s.get("intro", "").strip(),
                                 bool(s.get("checklist", False)), tuple(items)))
     return sections
@@ -78,7 +81,8 @@ class Quiz:
     phase: str
     title: str
     pass_mark: int
-    questions: tuple[Question, ...]
+    draw: int  # questions per attempt, drawn from the pool
+    questions: tuple[Question, ...]  # the whole pool
 
 
 def quiz_phases() -> list[str]:
@@ -95,4 +99,5 @@ def load_quiz(phase: str) -> Quiz:
     raw = read_data(f"quiz_phase{phase}.toml")
     questions = tuple(Question(q["id"], q.get("topic", ""), q["text"].strip(), tuple(q["choices"]),
                                q["answer"].strip().lower(), q["why"].strip()) for q in raw["questions"])
-    return Quiz(str(raw["phase"]), raw["title"], int(raw["pass_mark"]), questions)
+    draw = int(raw.get("draw", len(questions)))
+    return Quiz(str(raw["phase"]), raw["title"], int(raw["pass_mark"]), draw, questions)

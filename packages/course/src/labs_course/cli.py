@@ -3,11 +3,13 @@
   course                       the map: every lab and lesson of the curriculum,
                                what teaches it here, and your status
   course map [SECTION]         one section: day1 phase0 phase1 series topics
-  course quiz PHASE            ten questions in the terminal (PHASE: 0 or 1)
-  course quiz PHASE --answers a,c,b,...   the same without prompts (scripts)
-  course progress              the Phase 1 and Phase 0 checklists, from your
-                               evidence, and what to run next
-  course log "what I learned"  add a dated entry to ./LEARNING.md
+  course quiz PHASE            ten questions drawn from the phase's pool, in
+                               the terminal (PHASE: 0 or 1)
+  course quiz PHASE --seed N --answers a,c,b,...   draw N without prompts
+  course quiz PHASE --pool     the whole pool with its answers (teachers)
+  course progress              the checklists, from your evidence, and the
+                               next step
+  course log "what I learned"  add a dated entry to LEARNING.md (course root)
   course log [--last N]        print its last N entries (default 5)
 
 Exit codes: 0 when the command did its job (a completed quiz exits 0, passed
@@ -57,8 +59,28 @@ def _section_head(section: Section, ledger: Ledger) -> list[str]:
     return [head, "-" * max(len(line) for line in head.splitlines())]
 
 
+def _next_lines(ledger: Ledger, sections: list[Section]) -> list[str]:
+    """The course's one next step: the first item not done, in the map's order."""
+    step = ledger.next_step(sections)
+    if step is None:
+        return [wrap("Next step: none. Every item of the course is done.")]
+    out = [wrap(f"Next step ({step.section.title.split(':')[0]}): {step.item.title}")]
+    for action in step.actions:
+        if action.startswith("notebook:"):
+            name = action.split(":", 1)[1]
+            out.append(wrap(f"open notebooks/{name}.ipynb (uv run jupyter lab) and run it to the "
+                            "end, every exercise done", "    ", "      "))
+        else:
+            out.append(wrap(f"$ uv run {action}", "    ", " " * 8))
+    out.append(wrap(f"counts as done with: {step.item.done_when}", "    ", "      "))
+    status = ledger.status(step.item)
+    if status.note:
+        out.append(wrap(f"so far: {status.note}", "    ", "      "))
+    return out
+
+
 def show_map(section_id: str | None) -> int:
-    sections = load_map()
+    all_sections = sections = load_map()
     if section_id:
         known = [s.id for s in sections]
         if section_id not in known:
@@ -75,6 +97,7 @@ def show_map(section_id: str | None) -> int:
             out.append(wrap(s.intro, "  "))
         for item in s.items:
             out += _item_lines(item, ledger.status(item))
+    out += ["", *_next_lines(ledger, all_sections)]
     if not section_id:
         out += ["", wrap("Also: `course quiz 0|1`, `course progress`, `course log \"what I learned\"`.")]
     print("\n".join(out))
@@ -82,48 +105,48 @@ def show_map(section_id: str | None) -> int:
 
 
 def show_progress() -> int:
-    sections = {s.id: s for s in load_map()}
+    sections = load_map()
     ledger = Ledger()
     out = [wrap(f"Your progress, from the evidence under {ledger.runs_dir}")]
-    for sid in ("phase1", "phase0"):
-        s = sections[sid]
+    for s in sections:
+        if not s.checklist:
+            continue
         out += ["", *_section_head(s, ledger)]
-        pending = None
         for item in s.items:
             status = ledger.status(item)
             out.append(wrap(item.title, "  " + STATUS[status.done], PAD))
             if status.done:
                 out.append(wrap(f"evidence: {status.evidence}", PAD, PAD + " " * 10))
-            elif status.note:
-                out.append(wrap(status.note, PAD))
-            if not status.done and pending is None:
-                pending = item
-        if pending is None:
-            out.append(f"  All done: {s.title.split(':')[0]} is complete.")
-            continue
-        out.append(wrap(f"next: {pending.title}", "  "))
-        if pending.commands:
-            out.append(wrap(f"$ uv run {pending.commands[0]}", "    ", " " * 8))
-        counted = [t.split(":", 1)[1] for t in pending.done_by if t.startswith("notebook:")]
-        notebook = (counted or list(pending.notebooks) or [None])[0]
-        if notebook:
-            out.append(wrap(f"open notebooks/{notebook}.ipynb (uv run jupyter lab)", "    ", " " * 9))
-        out.append(wrap(f"counts as done with: {pending.done_when}", "    ", "      "))
-    others = [i for s in sections.values() if not s.checklist for i in s.items]
+            else:
+                out.append(wrap(f"needs: {item.done_when}", PAD, PAD + " " * 7))
+                if status.note:
+                    out.append(wrap(f"so far: {status.note}", PAD, PAD + " " * 8))
+    others = [i for s in sections if not s.checklist for i in s.items]
     done = sum(ledger.status(i).done for i in others)
-    out += ["", wrap(f"The first day, the ten lessons and the topic notebooks: {done} of {len(others)} "
-                     "done (`course` shows them).")]
+    out += ["", wrap(f"The ten lessons and the topic notebooks: {done} of {len(others)} done "
+                     "(`course` shows them)."), "", *_next_lines(ledger, sections)]
     print("\n".join(out))
     return 0
 
 
-def run_quiz(phase: str, answers_text: str | None) -> int:
+def run_quiz(phase: str, answers_text: str | None, seed: int | None, pool: bool) -> int:
     bank = load_quiz(phase)
-    answers = quiz.parse_answers(answers_text, bank) if answers_text is not None else None
-    attempt = quiz.run(bank, answers)
+    if pool:
+        if answers_text is not None or seed is not None:
+            raise CourseError("--pool prints the whole pool; it takes no --answers or --seed")
+        quiz.show_pool(bank)
+        return 0
+    if answers_text is not None and seed is None:
+        raise CourseError("--answers needs --seed N: the answers are for the draw that seed makes")
+    if seed is not None and seed < 0:
+        raise CourseError(f"--seed must be 0 or more (got {seed})")
+    seed = quiz.new_seed() if seed is None else seed
+    drawn = quiz.draw(bank, seed)
+    answers = quiz.parse_answers(answers_text, drawn) if answers_text is not None else None
+    attempt = quiz.run(drawn, answers, seed=seed)
     try:
         path = record.record_quiz(attempt)
-    except (OSError, ValueError) as exc:
+    except OSError as exc:
         raise CourseError(f"the attempt was not recorded: {exc}") from None
     try:
         shown = path.relative_to(root()).as_posix()
@@ -146,11 +169,11 @@ def run_log(words: list[str], last: int | None) -> int:
         raise CourseError(f"--last must be at least 1 (got {n})")
     found = learnlog.entries()
     if not found:
-        print(wrap(f"No entries in {learnlog.NAME} in {os.getcwd()} yet. "
+        print(wrap(f"No entries in {learnlog.NAME} in {root()} yet. "
                    "Add one: course log \"what I learned\""))
         return 0
     shown = found[-n:]
-    out = [wrap(f"The last {len(shown)} of {len(found)} entries of {learnlog.NAME}, in {os.getcwd()}:")]
+    out = [wrap(f"The last {len(shown)} of {len(found)} entries of {learnlog.NAME}, in {root()}:")]
     for stamp, body in shown:
         out.append(f"\n{stamp}")
         out += [wrap(line, "  ") if line.strip() else "" for line in body.splitlines()]
@@ -168,20 +191,28 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("section", nargs="?", help="only this section: day1, phase0, phase1, series or topics")
     phases = " or ".join(quiz_phases())
     q = sub.add_parser("quiz", help=f"take a phase's quiz ({phases})",
-                       description="Ten multiple-choice questions. After each miss: the right answer "
-                       "and why. 8 of 10 passes. The attempt is recorded in runs/course/quiz.json. "
+                       description="Ten multiple-choice questions drawn from the phase's pool of "
+                       "30 or more, their choices shuffled. After each miss: the right answer and "
+                       "why. "
+                       "8 of 10 passes. The attempt is recorded in runs/course/quiz/. "
                        "A completed quiz exits 0, passed or failed (it prints PASS or FAIL).")
     q.add_argument("phase", metavar="PHASE", help=f"the phase: {phases}")
+    q.add_argument("--seed", type=int, metavar="N",
+                   help="draw N: the same questions and choices every time (default: a fresh draw)")
     q.add_argument("--answers", metavar="a,c,b,...",
-                   help="answer every question at once, in order (for scripts), instead of prompting")
-    sub.add_parser("progress", help="your checklists, from evidence; what to run next",
-                   description="The Phase 1 checklist (labs 1-6, the checkpoint project, the quiz) "
-                   "and the Phase 0 labs, each marked done from evidence: a finished run under runs/ "
-                   "(summary.json), a notebook run to its end, a passed quiz.")
-    lg = sub.add_parser("log", help="add to or read ./LEARNING.md",
-                        description="With TEXT: append a date-stamped entry to LEARNING.md in the "
-                        "current folder (created with a heading when missing). Without: print the "
-                        "last entries.")
+                   help="answer every question of draw --seed N at once, in order (for scripts)")
+    q.add_argument("--pool", action="store_true",
+                   help="print the whole pool with the right answers and why (for teachers)")
+    sub.add_parser("progress", help="your checklists, from evidence; the next step",
+                   description="The first day, the Phase 0 labs and the Phase 1 checklist, in the "
+                   "map's order, each marked done only on evidence of its deliverable: a run under "
+                   "runs/ whose summary.json reached the target, a notebook whose exercises all "
+                   "passed, a passed quiz. Then the course's one next step.")
+    lg = sub.add_parser("log", help="add to or read LEARNING.md at the course root",
+                        description="With TEXT: append a date-stamped entry to LEARNING.md at the "
+                        "course root (the repository root, or $LABS_ROOT), whatever the current "
+                        "folder (created with a heading when missing). Without: print the last "
+                        "entries.")
     lg.add_argument("text", nargs="*", metavar="TEXT", help="what you learned (quote it, or not)")
     lg.add_argument("--last", type=int, metavar="N", help="how many entries to print (default 5)")
     return p
@@ -191,7 +222,7 @@ def dispatch(args: argparse.Namespace) -> int:
     if args.command in (None, "map"):
         return show_map(getattr(args, "section", None))
     if args.command == "quiz":
-        return run_quiz(args.phase, args.answers)
+        return run_quiz(args.phase, args.answers, args.seed, args.pool)
     if args.command == "progress":
         return show_progress()
     return run_log(args.text, args.last)

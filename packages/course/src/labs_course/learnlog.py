@@ -1,4 +1,5 @@
-"""The learning log: date-stamped entries in LEARNING.md in the current folder.
+"""The learning log: date-stamped entries in LEARNING.md at the course root (``paths.root``: the
+repository root, or ``$LABS_ROOT``), whatever the current folder, like every other record.
 
 An entry is a ``## YYYY-MM-DD HH:MM`` heading and the text under it. A new entry is appended with a
 single write to the end of the file (opened for appending, so what is there is never rewritten); if
@@ -15,6 +16,7 @@ import time
 from pathlib import Path
 
 from .errors import CourseError
+from .paths import root
 
 NAME = "LEARNING.md"
 HEADING = "# Learning log\n\nWhat I learned, one dated entry at a time (`course log \"...\"` adds one).\n"
@@ -31,7 +33,7 @@ def append(text: str, folder: Path | None = None) -> Path:
     text = text.strip()
     if not text:
         raise CourseError("the entry is empty: course log \"what I learned\"")
-    path = (folder or Path.cwd()) / NAME
+    path = (folder or root()) / NAME
     existed = path.exists()
     entry = f"\n## {time.strftime('%Y-%m-%d %H:%M')}\n\n{text}\n"
     try:
@@ -63,7 +65,7 @@ def append(text: str, folder: Path | None = None) -> Path:
 
 def entries(folder: Path | None = None) -> list[tuple[str, str]]:
     """Every ``(stamp, text)`` entry of LEARNING.md, oldest first; [] when there is no file."""
-    path = (folder or Path.cwd()) / NAME
+    path = (folder or root()) / NAME
     try:
         content = path.read_text(encoding="utf-8", errors="replace")
     except FileNotFoundError:

@@ -1,15 +1,51 @@
-"""``course quiz PHASE``: ten multiple-choice questions in the terminal, scored, with the right
-answer and why after each miss; 8 of 10 passes. Every completed attempt is recorded in
-``runs/course/quiz.json`` (``record.record_quiz``), which ``course progress`` reads."""
+"""``course quiz PHASE``: ten multiple-choice questions drawn from the phase's pool, their choices
+shuffled, asked in the terminal and scored, with the right answer and why after each miss; 8 of 10
+passes. A seed fixes the draw (``--seed N``; without one a fresh seed is picked and recorded).
+Every completed attempt is recorded in ``runs/course/quiz/`` (``record.record_quiz``), which
+``course progress`` reads."""
 
 from __future__ import annotations
 
+import dataclasses
+import random
 import sys
 import time
 
-from .catalog import Question, Quiz
+from .catalog import LETTERS, Question, Quiz
 from .errors import CourseError
 from .text import wrap
+
+
+def draw(quiz: Quiz, seed: int) -> Quiz:
+    """The attempt that ``seed`` makes: ``quiz.draw`` questions of the pool in a random order, each
+    with its choices shuffled (the right letter moved with its choice)."""
+    rng = random.Random(f"{quiz.phase}:{seed}")
+    asked = []
+    for q in rng.sample(quiz.questions, min(quiz.draw, len(quiz.questions))):
+        order = rng.sample(range(len(q.choices)), len(q.choices))
+        right = LETTERS.index(q.answer)
+        asked.append(dataclasses.replace(q, choices=tuple(q.choices[i] for i in order),
+                                         answer=LETTERS[order.index(right)]))
+    return dataclasses.replace(quiz, questions=tuple(asked))
+
+
+def new_seed() -> int:
+    return random.SystemRandom().randrange(1_000_000)
+
+
+def show_pool(quiz: Quiz, out=None) -> None:
+    """Every question of the pool, with its right answer and why (for teachers)."""
+    out = out or sys.stdout
+    print(wrap(f"{quiz.title}: the whole pool, {len(quiz.questions)} questions (an attempt draws "
+               f"{quiz.draw}, {quiz.pass_mark} right to pass; the right answer is marked *)"),
+          file=out)
+    for n, q in enumerate(quiz.questions, 1):
+        print(f"\n{n}. [{q.id}] ({q.topic})", file=out)
+        print(wrap(q.text, "   "), file=out)
+        for letter, choice in zip(q.letters, q.choices, strict=True):
+            mark = "*" if letter == q.answer else " "
+            print(wrap(choice, f" {mark} {letter}) ", "      "), file=out)
+        print(wrap(q.why, "   why: ", "        "), file=out)
 
 
 def parse_answers(text: str, quiz: Quiz) -> list[str]:
@@ -50,11 +86,13 @@ def explain(q: Question, given: str, out, show_question: bool) -> None:
     print(wrap(q.why, "  why: ", "       "), file=out)
 
 
-def run(quiz: Quiz, answers: list[str] | None = None, out=None) -> dict:
-    """Ask (or take ``answers``), show each miss, and return the attempt to record."""
+def run(quiz: Quiz, answers: list[str] | None = None, out=None, seed: int = 0) -> dict:
+    """Ask the drawn ``quiz`` (or take ``answers``), show each miss, and return the attempt to
+    record (``seed`` made the draw)."""
     out = out or sys.stdout
     total = len(quiz.questions)
-    print(wrap(f"{quiz.title} ({total} questions, {quiz.pass_mark} right to pass)"), file=out)
+    print(wrap(f"{quiz.title} ({total} questions, {quiz.pass_mark} right to pass; draw {seed}: "
+               f"course quiz {quiz.phase} --seed {seed} asks the same)"), file=out)
     if answers is None:
         print("Answer each with its letter and Enter.", file=out)
     given, missed = [], []
@@ -78,4 +116,5 @@ def run(quiz: Quiz, answers: list[str] | None = None, out=None) -> dict:
     passed = score >= quiz.pass_mark
     print(f"\nscore {score}/{total}: {'PASS' if passed else 'FAIL'} ({quiz.pass_mark} needed)", file=out)
     return {"phase": quiz.phase, "date": time.strftime("%Y-%m-%d %H:%M:%S"), "score": score,
-            "total": total, "passed": passed, "answers": given, "missed": missed}
+            "total": total, "passed": passed, "seed": seed,
+            "questions": [q.id for q in quiz.questions], "answers": given, "missed": missed}
