@@ -188,7 +188,7 @@ def render_lesson(exporter, nb, lesson: Lesson, before: Lesson | None, after: Le
     site = {"up": "../", "prev": _neighbour(before), "next": _neighbour(after),
             "colab": colab_url(f"{lesson.name}.ipynb"),
             "command": f"uv run jupyter lab notebooks/{lesson.name}.ipynb",
-            "items": [item.title for item in lesson.items]}
+            "where": [item.title for item in lesson.items]}
     resources = {"metadata": {"name": lesson.name, "path": str(folder)}, "site": site}
     body, _ = exporter.from_notebook_node(nb, resources=resources)
     return body
@@ -315,6 +315,9 @@ def build(out: Path, sections: list[Section], notebooks: Path, repo: Path,
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-new-", dir=out.parent))
+        umask = os.umask(0)
+        os.umask(umask)
+        staging.chmod(0o777 & ~umask)  # a site readable as any folder is, not mkdtemp's 0700
     except OSError as exc:
         raise CourseError(f"--out {out}: cannot write beside it ({exc.strerror})") from None
     try:
