@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import logging
 import mimetypes
 import os
 import posixpath
@@ -174,8 +175,10 @@ def _exporter():
     import jinja2
     from nbconvert import HTMLExporter
 
-    return HTMLExporter(template_name="lab", template_file="lesson.html.j2", embed_images=True,
-                        extra_loaders=[jinja2.FileSystemLoader(TEMPLATES)])
+    exporter = HTMLExporter(template_name="lab", template_file="lesson.html.j2",
+                            embed_images=True, extra_loaders=[jinja2.FileSystemLoader(TEMPLATES)])
+    exporter.log.setLevel(logging.ERROR)  # not "alternative text is missing" for every figure
+    return exporter
 
 
 def _neighbour(lesson: Lesson | None) -> dict | None:
