@@ -249,7 +249,8 @@ def test_cli_builds_from_executed_and_rebuilds(home, course, repo):
     assert code == 2 and "holds none of the map's notebooks" in err and not (home / "other").exists()
 
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMIUM = next(filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))),
+                None)
 
 
 def chromium(*args: str) -> subprocess.CompletedProcess:
