@@ -3,10 +3,10 @@
     uv run python .ci/site_check.py SITE_DIR
 
 Every local link and image of every page resolves (labs_course.site.broken_links); every notebook
-the index names has its page; and a headless Chromium (Debian's `chromium`, or Google Chrome) renders the index and
-a lesson page with figures: its DOM holds the lesson links and the figures as embedded images, and
-a full-length screenshot of the page shows its first figure (the figure's main colour, drawn).
-Exit 1 with one line per problem.
+the index names has its page; and a headless Chromium (Debian's `chromium`, or Google Chrome)
+renders the index and a lesson page with figures: its DOM holds the lesson links and the figures
+as embedded images, and a full-length screenshot of the page shows its first figure (the figure's
+main colour, drawn). Exit 1 with one line per problem.
 """
 
 from __future__ import annotations
