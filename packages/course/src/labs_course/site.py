@@ -388,10 +388,11 @@ def _build_into(site: Path, sections, notebooks: Path, repo: Path, executed: Pat
     labs = find_labs(repo / "packages")
     (site / "labs").mkdir()
     names = {lesson.name for lesson in built}
+    bar = {"up": "../", "prev": None, "next": None}
     for lab in labs:
         page = env.get_template("lab.html.j2").render(
             lab=lab, labs=labs, body=render_readme(lab, labs, names, repo),
-            title=_readme_title(lab.readme, lab.name), site={"up": "../", "prev": None, "next": None})
+            title=_readme_title(lab.readme, lab.name), site=bar)
         (site / "labs" / f"{lab.folder}.html").write_text(page, "utf-8")
     by_name = {lesson.name: lesson for lesson in lessons}
     (site / "index.html").write_text(render_index(env, sections, by_name, labs), "utf-8")
