@@ -25,6 +25,7 @@ import os
 import posixpath
 import re
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -143,7 +144,8 @@ def execute(nb, env_root: Path) -> str | None:
     client = NotebookClient(nb, timeout=CELL_TIMEOUT, kernel_name="python3",
                             resources={"metadata": {"path": str(env_root)}})
     try:
-        client.execute(env=env)
+        # the kernel's own log (cell output comes over its channels): not on the learner's screen
+        client.execute(env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     except CellExecutionError:
         return first_error(nb) or "a cell failed"
     except Exception as exc:  # a dead kernel, a timeout, no kernel at all: name it, go on
