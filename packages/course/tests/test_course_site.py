@@ -235,6 +235,10 @@ def test_out_refuses_a_folder_it_did_not_build(home, course, repo):
     (home / "afile").write_text("x")
     code, _, err = course("site", "--executed", executed_dir, "--out", str(home / "afile"))
     assert code == 2 and "is not a folder" in err and (home / "afile").read_text() == "x"
+    code, _, err = course("site", "--executed", str(home / "nowhere"))
+    assert code == 2 and err.count("\n") == 1 and "--executed" in err and "is not a folder" in err
+    code, out, _ = course("site", "--help")
+    assert code == 0 and "--executed DIR" in out and "--out DIR" in out
 
 
 def test_cli_builds_from_executed_and_rebuilds(home, course, repo):
