@@ -133,7 +133,7 @@ def test_site_from_executed_notebooks(repo, capsys):
 
     first = (out / "lessons" / "first.html").read_text()
     second = (out / "lessons" / "second.html").read_text()
-    assert 'href="second.html" rel="next"' in first and 'rel="prev"' not in first
+    assert 'href="second.html" rel="next">Second lesson</a>' in first and 'rel="prev"' not in first
     assert 'href="first.html" rel="prev"' in second and 'rel="next"' not in second
     assert f'href="{colab_url("first.ipynb")}"' in first and "colab-badge.svg" in first
     assert "uv run jupyter lab notebooks/first.ipynb" in first

@@ -61,6 +61,7 @@ class Lesson:
     name: str
     items: list[Item] = field(default_factory=list)  # the map's items that name it
     built: bool = False
+    title: str = ""  # the notebook's own title (its first "# " heading), once loaded
 
     @property
     def href(self) -> str:
@@ -184,7 +185,18 @@ def _exporter():
 
 
 def _neighbour(lesson: Lesson | None) -> dict | None:
-    return None if lesson is None else {"href": f"{lesson.name}.html", "title": lesson.name}
+    return None if lesson is None else {"href": f"{lesson.name}.html",
+                                        "title": lesson.title or lesson.name}
+
+
+def notebook_title(nb) -> str:
+    """The first ``# `` heading of a notebook's markdown, or ""."""
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            for line in cell.source.splitlines():
+                if line.startswith("# "):
+                    return line[2:].strip()
+    return ""
 
 
 def render_lesson(exporter, nb, lesson: Lesson, before: Lesson | None, after: Lesson | None,
@@ -373,7 +385,7 @@ def _build_into(site: Path, sections, notebooks: Path, repo: Path, executed: Pat
         nb = _load(lesson, notebooks, executed, report)
         if nb is not None:
             ready[lesson.name] = nb
-            lesson.built = True
+            lesson.built, lesson.title = True, notebook_title(nb)
     built = [lesson for lesson in lessons if lesson.built]
     if executed is not None and lessons and not built and not report.failed:
         raise CourseError(f"--executed {executed} holds none of the map's notebooks "
