@@ -63,10 +63,12 @@ def figures(page: Page) -> list[tuple[str, int]]:
 
 
 def main_colour(data_uri: str) -> tuple[tuple[int, int, int], int]:
-    """A figure's most common colour that is neither grey nor near white, and its pixel count."""
+    """A figure's most common colour that is not near white (a hue, when it has one), and how
+    many of its pixels have it."""
     figure = Image.open(io.BytesIO(base64.b64decode(data_uri.split(",", 1)[1]))).convert("RGB")
-    counts = [(n, c) for n, c in figure.getcolors(1 << 24) if len(set(c)) > 1 and min(c) < 240]
-    n, colour = max(counts) if counts else (0, (0, 0, 0))
+    inked = [(n, c) for n, c in figure.getcolors(1 << 24) if min(c) < 240]
+    hues = [(n, c) for n, c in inked if len(set(c)) > 1]
+    n, colour = max(hues or inked or [(0, (0, 0, 0))])
     return colour, n
 
 
