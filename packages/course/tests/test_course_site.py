@@ -118,7 +118,7 @@ def test_site_from_executed_notebooks(repo, capsys):
     out = repo / "site"
     report = build(repo, out)
     err = capsys.readouterr().err
-    assert report.built == ["first", "second"]
+    assert report.built == ["first", "second"] and report.labs == ["lab_a", "lab_b"]
     assert report.failed == ["broken"] and report.missing == ["absent"]
     assert "course site: broken failed at cell 3: ZeroDivisionError: division by zero" in err
     assert "course site: absent:" in err and "not built" in err
@@ -211,6 +211,7 @@ def test_runs_the_notebooks_names_a_failure_and_builds_the_rest(home, course, mo
     assert code == 1
     assert "course site: 2-1-2-autograd failed at cell 3: ValueError: boom" in err
     assert "course site: 2-1-3-nn-module:" in err  # the map names it; it is missing here
+    assert "running the map's" in out and "(LABS_QUICK=1: the short runs)" in out
     assert "failed (2-1-2-autograd)" in out.splitlines()[-1]
     page = (home / "built" / "lessons" / "2-1-1-tensors.html").read_text()
     assert "quick 1 root" in page and str(home) not in page.split("quick 1 root")[1][:200]

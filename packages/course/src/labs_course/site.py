@@ -71,6 +71,7 @@ class Lesson:
 @dataclass
 class Report:
     built: list[str] = field(default_factory=list)
+    labs: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
 
@@ -380,6 +381,9 @@ def _load(lesson: Lesson, notebooks: Path, executed: Path | None, report: Report
 def _build_into(site: Path, sections, notebooks: Path, repo: Path, executed: Path | None) -> Report:
     report = Report()
     lessons = lessons_in_order(sections)
+    if executed is None and lessons:
+        quick = " (LABS_QUICK=1: the short runs)" if os.environ.get("LABS_QUICK") == "1" else ""
+        _say(f"running the map's {len(lessons)} notebooks, one fresh kernel each{quick}")
     ready = {}
     for lesson in lessons:
         nb = _load(lesson, notebooks, executed, report)
@@ -408,6 +412,7 @@ def _build_into(site: Path, sections, notebooks: Path, repo: Path, executed: Pat
             lab=lab, labs=labs, body=render_readme(lab, labs, names, repo),
             title=_readme_title(lab.readme, lab.name), site=bar)
         (site / "labs" / f"{lab.folder}.html").write_text(page, "utf-8")
+        report.labs.append(lab.folder)
     by_name = {lesson.name: lesson for lesson in lessons}
     (site / "index.html").write_text(render_index(env, sections, by_name, labs), "utf-8")
     shutil.copyfile(TEMPLATES / "style.css", site / "style.css")
@@ -491,7 +496,7 @@ def run(args: argparse.Namespace) -> int:
         raise CourseError(f"no notebooks/ folder in {repo}; run it from the repository")
     check_out(out.absolute())
     report = build(out, load_map(), notebooks, repo, args.executed)
-    counts = f"{len(report.built)} lesson pages"
+    counts = f"{len(report.built)} lesson pages, {len(report.labs)} lab pages"
     if report.missing:
         counts += f", {len(report.missing)} notebooks missing"
     if report.failed:
