@@ -11,6 +11,8 @@
                                next step
   course log "what I learned"  add a dated entry to LEARNING.md (course root)
   course log [--last N]        print its last N entries (default 5)
+  course site [--out DIR]      the course as a static website: the map, one page
+                               per notebook (run, with its figures), the labs
 
 Exit codes: 0 when the command did its job (a completed quiz exits 0, passed
 or failed: it prints PASS or FAIL); 2 for bad input, in one line on stderr;
@@ -24,7 +26,7 @@ import os
 import sys
 from typing import NoReturn
 
-from . import learnlog, quiz, record
+from . import learnlog, quiz, record, site
 from .catalog import Section, load_map, load_quiz, quiz_phases
 from .errors import CourseError
 from .paths import root
@@ -215,6 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "entries.")
     lg.add_argument("text", nargs="*", metavar="TEXT", help="what you learned (quote it, or not)")
     lg.add_argument("--last", type=int, metavar="N", help="how many entries to print (default 5)")
+    site.add_parser(sub)
     return p
 
 
@@ -225,6 +228,8 @@ def dispatch(args: argparse.Namespace) -> int:
         return run_quiz(args.phase, args.answers, args.seed, args.pool)
     if args.command == "progress":
         return show_progress()
+    if args.command == "site":
+        return site.run(args)
     return run_log(args.text, args.last)
 
 
