@@ -77,7 +77,7 @@ FLAGS = {"from": "source"}  # a flag whose config key has another name
 GOOD = {
     "lab0-mlp": {"test_acc": 0.97, "val_acc": 1.0, "train_loss": 0.001},
     "lab1-conv": {"test_acc": 0.96, "val_acc": 1.0},
-    "lab3-transformer": {"val_seq_acc": 0.99, "val_acc": 1.0},
+    "lab3-transformer": {"val_greedy_seq_acc": 0.99, "val_acc": 1.0},
     "lab5-detection": {"val_map_50": 0.95},
     "checkpoint-project": {
         "test_acc": 0.87,

@@ -145,7 +145,7 @@ def test_results_below_target_do_not_count(home):
         "test_acc_tta": 0.5,
         "val_acc": 0.99,
         "train_loss": 0.5,
-        "val_seq_acc": 0.5,
+        "val_greedy_seq_acc": 0.5,
         "val_map_50": 0.5,
         "val_loss": 3.0,
         "phases": [{"gain": -0.1}, {"gain": -0.1}],

@@ -207,7 +207,7 @@ def test_detection_needs_both_flavors_and_the_next_step_says_which(course, home)
     )
     run_from_command(home, "lab1-conv --overfit 32", "b", {"val_acc": 1.0})
     fake_notebook(home, "2-3-8-saving-and-loading", 1, 1)
-    run_from_command(home, "lab3-transformer --task sort", "c", {"val_seq_acc": 0.997})
+    run_from_command(home, "lab3-transformer --task sort", "c", {"val_greedy_seq_acc": 0.997})
     run_from_command(
         home,
         "checkpoint-project finetune --from torchvision:resnet18 --data-dir DIR",

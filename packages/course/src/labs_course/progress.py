@@ -32,7 +32,7 @@ LABELS = {
     "summary.metrics.val_acc": "accuracy on the held-out samples",
     "summary.metrics.train_loss": "training loss",
     "summary.metrics.val_loss": "validation loss",
-    "summary.metrics.val_seq_acc": "held-out whole-sequence accuracy",
+    "summary.metrics.val_greedy_seq_acc": "held-out whole-sequence accuracy",
     "summary.metrics.val_map_50": "mAP@0.5",
     "summary.metrics.phases.0.gain": "validation accuracy gained by the head phase",
     "summary.metrics.phases.1.gain": "validation accuracy gained by unfreezing",
