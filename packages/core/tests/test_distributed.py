@@ -127,7 +127,7 @@ def test_a_stuck_rank_stops_the_whole_run_with_a_clear_message(tmp_path):
         from dataclasses import dataclass
         from torch import nn
         from labs_core import RunConfig
-        from labs_core.cli import main_guard
+        from labs_core.cli import Guard
         from labs_core.experiment import run_classifier
 
         @dataclass
@@ -141,7 +141,9 @@ def test_a_stuck_rank_stops_the_whole_run_with_a_clear_message(tmp_path):
 
         cfg = Cfg(dataset="synthetic", image_size=8, epochs=2, quiet=True, out=out + "/run", dist_timeout=4)
         build = lambda d: nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, d.num_classes))
-        sys.exit(main_guard("demo", lambda: run_classifier(cfg, build, callbacks=[Stuck()]) and 0))
+        with Guard("demo") as guard:
+            run_classifier(cfg, build, callbacks=[Stuck()])
+        sys.exit(guard.code)
     ''', timeout=100, pg_timeout=4)
     assert r.returncode != 0
     assert time.perf_counter() - start < 60  # stopped by the process-group timeout, not hung
