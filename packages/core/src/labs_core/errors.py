@@ -1,6 +1,6 @@
 """One exception type for everything a user can cause.
 
-A ``LabError`` ends a command with one clear line on stderr and exit code 2 (see ``cli.main_guard``),
+A ``LabError`` ends a command with one clear line on stderr and exit code 2 (see ``cli.Guard``),
 never a traceback. Raise it with a message that names the file, flag or value at fault.
 """
 
