@@ -11,7 +11,8 @@ SERIES = ["2-1-1-tensors", "2-1-2-autograd", "2-1-3-nn-module", "2-1-4-training-
           "2-3-8-saving-and-loading", "2-3-9-gpu-training", "2-3-10-fashion-mnist-project"]
 TOPICS = ["01_tensors_basics", "02_autograd_and_backprop", "03_nn_training_loop", "04_cnn_example",
           "05_custom_datasets", "06_advanced_pytorch"]
-NOTEBOOKS = SERIES + TOPICS
+LAB_NOTEBOOKS = ["3-transformer", "5-detection"]  # Phase 0's labs 3 and 5
+NOTEBOOKS = SERIES + TOPICS + LAB_NOTEBOOKS
 RIGHT = {"0": "b,c,b,d,a,b,c,a,d,b", "1": "d,b,a,c,b,c,a,d,a,b"}  # every answer right
 
 
