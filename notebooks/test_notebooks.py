@@ -33,7 +33,13 @@ TOPICS = ["01_tensors_basics", "02_autograd_and_backprop", "03_nn_training_loop"
           "05_custom_datasets", "06_advanced_pytorch"]
 # Still kept as one hand-edited file with answers filled in; each moves to solutions/ in turn.
 # Every other notebook must be one source with its rendition.
-NOT_YET_ONE_SOURCE = set(TOPICS) | set(SERIES[1:])
+NOT_YET_ONE_SOURCE = set(TOPICS)
+# Notebooks about real data: their solutions run reads small IDX files (the real format, written
+# here) from the data folder; their learner copy runs with no data and no network, the offline
+# fallback, which must say so in its banner.
+REAL_DATA = {"2-2-5-datasets-and-dataloaders": "mnist", "2-2-6-mnist-project": "mnist",
+             "2-3-10-fashion-mnist-project": "fashion-mnist"}
+OFFLINE_BANNER = "OFFLINE"
 
 _MARK = re.compile(r'mark_notebook\("([^"]+)"(?:,\s*exercises=(\d+))?\)')
 
@@ -82,6 +88,27 @@ def test_rendition_clean(path):
                 f"cell {i} of {path} still holds a solution marker")
 
 
+def write_idx_dataset(folder: Path, train: int = 1200, test: int = 400) -> None:
+    """The four MNIST-format IDX files in ``folder``: the bundled digits scaled up to 28x28 (the
+    real format and size, real handwriting), ``train`` and ``test`` images."""
+    import torch
+    import torch.nn.functional as F
+
+    from labs_core.data import load_dataset, write_idx
+    from labs_core.data.mnist import FILES
+
+    digits = load_dataset("digits")
+    x = torch.cat([digits.train[0], digits.test[0]]).float()
+    y = torch.cat([digits.train[1], digits.test[1]])
+    big = F.interpolate(x, size=(28, 28), mode="bilinear", align_corners=False).round().clamp(0, 255)
+    big = big.to(torch.uint8)[:, 0]
+    folder.mkdir(parents=True, exist_ok=True)
+    parts = {"train": slice(0, train), "test": slice(train, train + test)}
+    for split, part in parts.items():
+        write_idx(folder / FILES[f"{split}_images"], big[part].numpy())
+        write_idx(folder / FILES[f"{split}_labels"], y[part].to(torch.uint8).numpy())
+
+
 def _execute(path: Path, tmp_path: Path, monkeypatch) -> tuple[nbformat.NotebookNode, dict]:
     from nbclient import NotebookClient
 
@@ -89,6 +116,13 @@ def _execute(path: Path, tmp_path: Path, monkeypatch) -> tuple[nbformat.Notebook
     monkeypatch.setenv("LABS_ROOT", str(tmp_path))  # runs, data and progress go here, not into the checkout
     monkeypatch.setenv("MPLBACKEND", "Agg")
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # tiny models: one thread is fastest, and steady on a busy machine
+    for var in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):  # no network: downloads
+        monkeypatch.setenv(var, "http://127.0.0.1:9")  # fail at once, as offline
+    for var in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    solutions = path.parent.name == "solutions"
+    if solutions and path.stem in REAL_DATA:
+        write_idx_dataset(tmp_path / "data" / REAL_DATA[path.stem])
     nb = nbformat.read(path, as_version=4)
     NotebookClient(nb, timeout=120, kernel_name="python3",
                    resources={"metadata": {"path": str(tmp_path)}}).execute()
@@ -102,13 +136,21 @@ def _printed(nb) -> str:
                    if o.get("output_type") == "stream")
 
 
+def _shown(nb) -> str:
+    """Markdown the notebook displayed (``display(Markdown(...))``)."""
+    return "".join(str(o.get("data", {}).get("text/markdown", "")) for c in nb.cells
+                   if c.cell_type == "code" for o in c.outputs)
+
+
 @pytest.mark.parametrize("path", SOURCES, ids=lambda p: p.stem)
 def test_solutions_pass_every_check(path, tmp_path, monkeypatch):
     nb, record = _execute(path, tmp_path, monkeypatch)
     entry = record[path.stem]
     assert entry["total"] >= 1 and entry["passed"] == entry["total"], entry
-    printed = _printed(nb)
+    printed = _printed(nb) + _shown(nb)
     assert "not yet" not in printed, [ln for ln in printed.splitlines() if "not yet" in ln]
+    if path.stem in REAL_DATA:
+        assert OFFLINE_BANNER not in printed, "the real-format files were there: no fallback"
 
 
 @pytest.mark.parametrize("path", RENDITIONS, ids=lambda p: p.stem)
@@ -121,6 +163,8 @@ def test_learner_copy_runs_top_to_bottom(path, tmp_path, monkeypatch):
         printed = _printed(nb)
         for n in range(1, total + 1):
             assert f"exercise {n}: not yet - " in printed, f"exercise {n} printed no 'not yet'"
+    if path.stem in REAL_DATA:
+        assert OFFLINE_BANNER in _printed(nb) + _shown(nb), "offline, the fallback must say so"
     executed = os.environ.get("LABS_EXECUTED_DIR")
     if executed:
         Path(executed).mkdir(parents=True, exist_ok=True)
