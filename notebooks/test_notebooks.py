@@ -169,3 +169,51 @@ def test_learner_copy_runs_top_to_bottom(path, tmp_path, monkeypatch):
     if executed:
         Path(executed).mkdir(parents=True, exist_ok=True)
         nbformat.write(nb, Path(executed) / path.name)
+
+
+def _one_cell_notebook(source: str) -> nbformat.NotebookNode:
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell("# T"), *header.header_cells("t.ipynb", solutions=True),
+                nbformat.v4.new_code_cell(source)]
+    nb.cells[-1].outputs = [nbformat.v4.new_output("stream", text="old output")]
+    nb.cells[-1].execution_count = 3
+    return nb
+
+
+def test_render_replaces_solutions_keeping_indentation_and_placeholders():
+    source = ("x = 1\n# BEGIN SOLUTION\ny = x + 1\n# END SOLUTION\n# LEARNER: y = None  # your code\n"
+              "def f(a):\n    # BEGIN SOLUTION\n    return a * 2\n    # END SOLUTION\n"
+              "    # LEARNER: raise NotImplementedError\n\n# BEGIN SOLUTION\nz = 3\n# END SOLUTION\n"
+              "check(1, lambda: y == 2, 'add one')")
+    want = ("x = 1\ny = None  # your code\ndef f(a):\n    raise NotImplementedError\n\n"
+            "# YOUR CODE HERE\ncheck(1, lambda: y == 2, 'add one')")
+    assert render.learner_source(source) == want
+    nb = render.render(_one_cell_notebook(source), "t.ipynb")
+    cell = nb.cells[-1]
+    assert cell.source == want and cell.outputs == [] and cell.execution_count is None
+    assert header.is_current(nb, "t.ipynb", solutions=False)
+    assert render.declared_exercises(nb) == [1]
+
+
+@pytest.mark.parametrize("source, message", [
+    ("# BEGIN SOLUTION\ny = 1", "without an '# END SOLUTION'"),
+    ("y = 1\n# END SOLUTION", "without a '# BEGIN SOLUTION'"),
+    ("# BEGIN SOLUTION\n# BEGIN SOLUTION\n# END SOLUTION", "inside another"),
+    ("# LEARNER: y = None", "without a '# BEGIN SOLUTION'"),
+    ("def f():\n    # BEGIN SOLUTION\n    return 1\n    # END SOLUTION", "does not compile"),
+])
+def test_render_refuses_broken_markers_and_learner_code_that_does_not_compile(source, message):
+    with pytest.raises(render.RenderError, match=message):
+        render.render(_one_cell_notebook(source), "t.ipynb")
+
+
+def test_render_main_check_mode_reports_a_stale_rendition(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(render, "HERE", tmp_path)
+    monkeypatch.setattr(render, "SOLUTIONS", tmp_path / "solutions")
+    (tmp_path / "solutions").mkdir()
+    nbformat.write(_one_cell_notebook("# BEGIN SOLUTION\ny = 1\n# END SOLUTION"),
+                   tmp_path / "solutions" / "t.ipynb")
+    assert render.main(["--check"]) == 1 and not (tmp_path / "t.ipynb").exists()
+    assert render.main([]) == 0 and "# YOUR CODE HERE" in (tmp_path / "t.ipynb").read_text()
+    assert render.main(["--check"]) == 0
+    assert render.main(["missing"]) == 2 and "no source" in capsys.readouterr().err
