@@ -34,7 +34,13 @@ TOPICS = ["01_tensors_basics", "02_autograd_and_backprop", "03_nn_training_loop"
 LABS = ["3-transformer", "5-detection"]  # Phase 0's labs 3 and 5
 # Still kept as one hand-edited file with answers filled in; each moves to solutions/ in turn.
 # Every other notebook must be one source with its rendition.
-NOT_YET_ONE_SOURCE = set(TOPICS) | set(SERIES[1:])
+NOT_YET_ONE_SOURCE = set(TOPICS)
+# Notebooks about real data: their solutions run reads small IDX files (the real format, written
+# here) from the data folder; their learner copy runs with no data and no network, the offline
+# fallback, which must say so in its banner.
+REAL_DATA = {"2-2-5-datasets-and-dataloaders": "mnist", "2-2-6-mnist-project": "mnist",
+             "2-3-10-fashion-mnist-project": "fashion-mnist"}
+OFFLINE_BANNER = "OFFLINE"
 
 _MARK = re.compile(r'mark_notebook\("([^"]+)"(?:,\s*exercises=(\d+))?\)')
 
@@ -83,6 +89,27 @@ def test_rendition_clean(path):
                 f"cell {i} of {path} still holds a solution marker")
 
 
+def write_idx_dataset(folder: Path, train: int = 1200, test: int = 400) -> None:
+    """The four MNIST-format IDX files in ``folder``: the bundled digits scaled up to 28x28 (the
+    real format and size, real handwriting), ``train`` and ``test`` images."""
+    import torch
+    import torch.nn.functional as F
+
+    from labs_core.data import load_dataset, write_idx
+    from labs_core.data.mnist import FILES
+
+    digits = load_dataset("digits")
+    x = torch.cat([digits.train[0], digits.test[0]]).float()
+    y = torch.cat([digits.train[1], digits.test[1]])
+    big = F.interpolate(x, size=(28, 28), mode="bilinear", align_corners=False).round().clamp(0, 255)
+    big = big.to(torch.uint8)[:, 0]
+    folder.mkdir(parents=True, exist_ok=True)
+    parts = {"train": slice(0, train), "test": slice(train, train + test)}
+    for split, part in parts.items():
+        write_idx(folder / FILES[f"{split}_images"], big[part].numpy())
+        write_idx(folder / FILES[f"{split}_labels"], y[part].to(torch.uint8).numpy())
+
+
 def _execute(path: Path, tmp_path: Path, monkeypatch) -> tuple[nbformat.NotebookNode, dict]:
     from nbclient import NotebookClient
 
@@ -90,6 +117,13 @@ def _execute(path: Path, tmp_path: Path, monkeypatch) -> tuple[nbformat.Notebook
     monkeypatch.setenv("LABS_ROOT", str(tmp_path))  # runs, data and progress go here, not into the checkout
     monkeypatch.setenv("MPLBACKEND", "Agg")
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # tiny models: one thread is fastest, and steady on a busy machine
+    for var in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):  # no network: downloads
+        monkeypatch.setenv(var, "http://127.0.0.1:9")  # fail at once, as offline
+    for var in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    solutions = path.parent.name == "solutions"
+    if solutions and path.stem in REAL_DATA:
+        write_idx_dataset(tmp_path / "data" / REAL_DATA[path.stem])
     nb = nbformat.read(path, as_version=4)
     NotebookClient(nb, timeout=120, kernel_name="python3",
                    resources={"metadata": {"path": str(tmp_path)}}).execute()
@@ -103,13 +137,21 @@ def _printed(nb) -> str:
                    if o.get("output_type") == "stream")
 
 
+def _shown(nb) -> str:
+    """Markdown the notebook displayed (``display(Markdown(...))``)."""
+    return "".join(str(o.get("data", {}).get("text/markdown", "")) for c in nb.cells
+                   if c.cell_type == "code" for o in c.outputs)
+
+
 @pytest.mark.parametrize("path", SOURCES, ids=lambda p: p.stem)
 def test_solutions_pass_every_check(path, tmp_path, monkeypatch):
     nb, record = _execute(path, tmp_path, monkeypatch)
     entry = record[path.stem]
     assert entry["total"] >= 1 and entry["passed"] == entry["total"], entry
-    printed = _printed(nb)
+    printed = _printed(nb) + _shown(nb)
     assert "not yet" not in printed, [ln for ln in printed.splitlines() if "not yet" in ln]
+    if path.stem in REAL_DATA:
+        assert OFFLINE_BANNER not in printed, "the real-format files were there: no fallback"
 
 
 @pytest.mark.parametrize("path", RENDITIONS, ids=lambda p: p.stem)
@@ -122,7 +164,57 @@ def test_learner_copy_runs_top_to_bottom(path, tmp_path, monkeypatch):
         printed = _printed(nb)
         for n in range(1, total + 1):
             assert f"exercise {n}: not yet - " in printed, f"exercise {n} printed no 'not yet'"
+    if path.stem in REAL_DATA:
+        assert OFFLINE_BANNER in _printed(nb) + _shown(nb), "offline, the fallback must say so"
     executed = os.environ.get("LABS_EXECUTED_DIR")
     if executed:
         Path(executed).mkdir(parents=True, exist_ok=True)
         nbformat.write(nb, Path(executed) / path.name)
+
+
+def _one_cell_notebook(source: str) -> nbformat.NotebookNode:
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell("# T"), *header.header_cells("t.ipynb", solutions=True),
+                nbformat.v4.new_code_cell(source)]
+    nb.cells[-1].outputs = [nbformat.v4.new_output("stream", text="old output")]
+    nb.cells[-1].execution_count = 3
+    return nb
+
+
+def test_render_replaces_solutions_keeping_indentation_and_placeholders():
+    source = ("x = 1\n# BEGIN SOLUTION\ny = x + 1\n# END SOLUTION\n# LEARNER: y = None  # your code\n"
+              "def f(a):\n    # BEGIN SOLUTION\n    return a * 2\n    # END SOLUTION\n"
+              "    # LEARNER: raise NotImplementedError\n\n# BEGIN SOLUTION\nz = 3\n# END SOLUTION\n"
+              "check(1, lambda: y == 2, 'add one')")
+    want = ("x = 1\ny = None  # your code\ndef f(a):\n    raise NotImplementedError\n\n"
+            "# YOUR CODE HERE\ncheck(1, lambda: y == 2, 'add one')")
+    assert render.learner_source(source) == want
+    nb = render.render(_one_cell_notebook(source), "t.ipynb")
+    cell = nb.cells[-1]
+    assert cell.source == want and cell.outputs == [] and cell.execution_count is None
+    assert header.is_current(nb, "t.ipynb", solutions=False)
+    assert render.declared_exercises(nb) == [1]
+
+
+@pytest.mark.parametrize("source, message", [
+    ("# BEGIN SOLUTION\ny = 1", "without an '# END SOLUTION'"),
+    ("y = 1\n# END SOLUTION", "without a '# BEGIN SOLUTION'"),
+    ("# BEGIN SOLUTION\n# BEGIN SOLUTION\n# END SOLUTION", "inside another"),
+    ("# LEARNER: y = None", "without a '# BEGIN SOLUTION'"),
+    ("def f():\n    # BEGIN SOLUTION\n    return 1\n    # END SOLUTION", "does not compile"),
+])
+def test_render_refuses_broken_markers_and_learner_code_that_does_not_compile(source, message):
+    with pytest.raises(render.RenderError, match=message):
+        render.render(_one_cell_notebook(source), "t.ipynb")
+
+
+def test_render_main_check_mode_reports_a_stale_rendition(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(render, "HERE", tmp_path)
+    monkeypatch.setattr(render, "SOLUTIONS", tmp_path / "solutions")
+    (tmp_path / "solutions").mkdir()
+    nbformat.write(_one_cell_notebook("# BEGIN SOLUTION\ny = 1\n# END SOLUTION"),
+                   tmp_path / "solutions" / "t.ipynb")
+    assert render.main(["--check"]) == 1 and not (tmp_path / "t.ipynb").exists()
+    assert render.main([]) == 0 and "# YOUR CODE HERE" in (tmp_path / "t.ipynb").read_text()
+    assert render.main(["--check"]) == 0
+    assert render.main(["missing"]) == 2 and "no source" in capsys.readouterr().err
