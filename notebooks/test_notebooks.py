@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import resource
+import time
 from pathlib import Path
 
 import header
@@ -38,9 +40,10 @@ NOT_YET_ONE_SOURCE = set(TOPICS)
 # Notebooks about real data: their solutions run reads small IDX files (the real format, written
 # here) from the data folder; their learner copy runs with no data and no network, the offline
 # fallback, which must say so in its banner.
-REAL_DATA = {"2-2-5-datasets-and-dataloaders": "mnist", "2-2-6-mnist-project": "mnist",
-             "2-3-10-fashion-mnist-project": "fashion-mnist"}
-REAL_DATA["05_custom_datasets"] = "mnist"  # its torchvision.datasets.MNIST reads the labs' files
+REAL_DATA = {"2-2-5-datasets-and-dataloaders": ("mnist", "digits"),
+             "2-2-6-mnist-project": ("mnist", "digits"),
+             "2-3-10-fashion-mnist-project": ("fashion-mnist", "shapes")}
+REAL_DATA["05_custom_datasets"] = ("mnist", "digits")  # its torchvision.datasets.MNIST section
 OFFLINE_BANNER = "OFFLINE"
 
 _MARK = re.compile(r'mark_notebook\("([^"]+)"(?:,\s*exercises=(\d+))?\)')
@@ -90,24 +93,56 @@ def test_rendition_clean(path):
                 f"cell {i} of {path} still holds a solution marker")
 
 
-def write_idx_dataset(folder: Path, train: int = 1200, test: int = 400) -> None:
-    """The four MNIST-format IDX files in ``folder``: the bundled digits scaled up to 28x28 (the
-    real format and size, real handwriting), ``train`` and ``test`` images."""
+def _upscaled_digits():
+    """The bundled 8x8 digits scaled up to 28x28: MNIST's format and size, real handwriting."""
     import torch
     import torch.nn.functional as F
 
-    from labs_core.data import load_dataset, write_idx
-    from labs_core.data.mnist import FILES
+    from labs_core.data import load_dataset
 
     digits = load_dataset("digits")
     x = torch.cat([digits.train[0], digits.test[0]]).float()
     y = torch.cat([digits.train[1], digits.test[1]])
     big = F.interpolate(x, size=(28, 28), mode="bilinear", align_corners=False).round().clamp(0, 255)
-    big = big.to(torch.uint8)[:, 0]
+    return big.to(torch.uint8)[:, 0], y
+
+
+def _mirror_symmetric_shapes(n: int, seed: int = 0):
+    """``n`` 28x28 images of ten shapes that a left-right flip keeps (as it keeps a shoe or a
+    shirt), each at a random place, size and brightness, with noise: where a CNN should beat
+    logistic regression, as on Fashion-MNIST."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    yy, xx = torch.meshgrid(torch.arange(28.0), torch.arange(28.0), indexing="ij")
+    y = torch.arange(n) % 10
+    cy, cx = 14 + torch.randint(-4, 5, (n, 1, 1), generator=g), 14 + torch.randint(-4, 5, (n, 1, 1), generator=g)
+    r = torch.randint(3, 9, (n, 1, 1), generator=g).float()
+    dy, dx = (yy - cy).abs(), (xx - cx).abs()
+    dist = (dy**2 + dx**2).sqrt()
+    masks = [dist <= r, (dist <= r) & (dist >= r - 2), (dy <= r) & (dx <= r),
+             ((dy <= r) & (dx <= r)) & ~((dy <= r - 2) & (dx <= r - 2)), (dy <= 1.5) & (dx <= r),
+             (dx <= 1.5) & (dy <= r), ((dy <= 1.5) | (dx <= 1.5)) & (dist <= r),
+             ((dy - dx).abs() <= 1.5) & (dist <= r), (yy - cy <= r) & (yy - cy >= -r) & (dx <= (yy - cy + r) / 2),
+             ((dy**2 + (dx - r / 2) ** 2).sqrt() <= r / 3)]
+    pick = torch.stack(masks)[y, torch.arange(n)]  # (n, 28, 28): each image's own shape
+    bright = torch.randint(90, 256, (n, 1, 1), generator=g).float()
+    img = pick.float() * bright + 80 * torch.rand(n, 28, 28, generator=g)
+    return img.clamp(0, 255).to(torch.uint8), y
+
+
+def write_idx_dataset(folder: Path, kind: str, train: int = 1200, test: int = 400) -> None:
+    """The four MNIST-format IDX files in ``folder``: ``kind`` "digits" (real handwriting, scaled
+    up) or "shapes" (mirror-symmetric shapes); ``train`` and ``test`` images."""
+    import torch
+
+    from labs_core.data import write_idx
+    from labs_core.data.mnist import FILES
+
+    x, y = _upscaled_digits() if kind == "digits" else _mirror_symmetric_shapes(train + test)
     folder.mkdir(parents=True, exist_ok=True)
-    parts = {"train": slice(0, train), "test": slice(train, train + test)}
-    for split, part in parts.items():
-        write_idx(folder / FILES[f"{split}_images"], big[part].numpy())
+    for split, part in {"train": slice(0, train), "test": slice(train, train + test)}.items():
+        write_idx(folder / FILES[f"{split}_images"], x[part].numpy())
         write_idx(folder / FILES[f"{split}_labels"], y[part].to(torch.uint8).numpy())
 
 
@@ -124,13 +159,26 @@ def _execute(path: Path, tmp_path: Path, monkeypatch) -> tuple[nbformat.Notebook
         monkeypatch.delenv(var, raising=False)
     solutions = path.parent.name == "solutions"
     if solutions and path.stem in REAL_DATA:
-        write_idx_dataset(tmp_path / "data" / REAL_DATA[path.stem])
+        folder, kind = REAL_DATA[path.stem]
+        write_idx_dataset(tmp_path / "data" / folder, kind)
     nb = nbformat.read(path, as_version=4)
+    wall, cpu = time.perf_counter(), _children_cpu()
     NotebookClient(nb, timeout=120, kernel_name="python3",
                    resources={"metadata": {"path": str(tmp_path)}}).execute()
+    times = os.environ.get("LABS_NOTEBOOK_TIMES")  # a file: one line per run, for sizing quick mode
+    if times:
+        with open(times, "a") as f:
+            f.write(f"{path.parent.name}/{path.name}\twall {time.perf_counter() - wall:.1f} s\t"
+                    f"kernel cpu {_children_cpu() - cpu:.1f} s\n")
     record = json.loads((tmp_path / "runs" / "course" / "notebooks.json").read_text())
     assert not (HERE / "runs").exists() and "runs" not in os.listdir(HERE)
     return nb, record
+
+
+def _children_cpu() -> float:
+    """CPU seconds of finished child processes (a kernel counts once it has exited)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _printed(nb) -> str:
