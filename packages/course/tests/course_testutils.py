@@ -30,7 +30,8 @@ TOPICS = [
     "05_custom_datasets",
     "06_advanced_pytorch",
 ]
-NOTEBOOKS = SERIES + TOPICS
+LAB_NOTEBOOKS = ["3-transformer", "5-detection"]  # Phase 0's labs 3 and 5
+NOTEBOOKS = SERIES + TOPICS + LAB_NOTEBOOKS
 
 # What each lab writes into config.json when a flag is not given (the keys the map's evidence
 # reads; the labs' own defaults), so a run can be faked from a command line.

@@ -14,7 +14,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+<<<<<<< HEAD
 from .paths import root, runs_dir
+=======
+from .exercises import score
+from .paths import runs_dir
+>>>>>>> notebooks-new-site
 
 
 def course_dir() -> Path:
@@ -41,16 +46,25 @@ def read_json(path: Path, default):
         return default
 
 
-def mark_notebook(name: str) -> Path:
-    """Record that notebook ``name`` (e.g. ``"2-1-1-tensors"``) ran to its last cell. Every
-    notebook's last cell calls this; ``course progress`` reads it."""
+def mark_notebook(name: str, exercises: int | None = None) -> Path:
+    """Record that notebook ``name`` (e.g. ``"2-1-1-tensors"``) ran to its last cell, and how many
+    of its exercises passed. Every notebook's last cell calls this; ``course progress`` reads it.
+
+    Writes ``{"<name>": {"when": ..., "passed": P, "total": T}}`` into
+    ``runs/course/notebooks.json`` (other notebooks' entries are kept): ``T`` is ``exercises``
+    when given (what the notebook declares), else the number of exercises checked in this kernel;
+    ``P`` counts those whose latest ``check`` passed (``exercises.score``). Prints
+    ``"<name>": P of T exercises done``. The notebook counts as done only when all passed.
+    """
     name = Path(name).stem
+    passed, total = score(exercises)
     path = course_dir() / "notebooks.json"
     done = read_json(path, {})
     if not isinstance(done, dict):
         done = {}
-    done[name] = time.strftime("%Y-%m-%d %H:%M:%S")
+    done[name] = {"when": time.strftime("%Y-%m-%d %H:%M:%S"), "passed": passed, "total": total}
     write_json_atomic(path, done)
+    print(f'"{name}": {passed} of {total} exercises done')
     return path
 
 
