@@ -14,12 +14,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-<<<<<<< HEAD
-from .paths import root, runs_dir
-=======
 from .exercises import score
-from .paths import runs_dir
->>>>>>> notebooks-new-site
+from .paths import root, runs_dir
 
 
 def course_dir() -> Path:
