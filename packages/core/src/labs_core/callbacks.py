@@ -106,6 +106,7 @@ class RunLogger(Callback):
         self.log_every = log_every
         self.stream = stream or sys.stdout
         self._writer = None
+        self._lines: list[str] = []  # metrics.jsonl's lines so far
 
     @property
     def writer(self):
@@ -121,7 +122,11 @@ class RunLogger(Callback):
 
     def write_history(self, history: list[dict]) -> None:
         """``metrics.jsonl`` holding exactly ``history``, written atomically."""
-        data = "".join(json.dumps(logs) + "\n" for logs in history).encode()
+        self._lines = [json.dumps(logs) + "\n" for logs in history]
+        self._write_lines()
+
+    def _write_lines(self) -> None:
+        data = "".join(self._lines).encode()
         atomic_write_bytes(self.jsonl, lambda f: f.write(data))
 
     def on_fit_start(self, trainer: Trainer) -> None:
@@ -139,8 +144,8 @@ class RunLogger(Callback):
             if key not in ("epoch", "step") and isinstance(value, (int, float)):
                 self.writer.add_scalar(f"epoch/{key}", value, logs["step"])
         self.writer.flush()
-        with self.jsonl.open("a") as f:
-            f.write(json.dumps(logs) + "\n")
+        self._lines.append(json.dumps(logs) + "\n")  # the whole file rewritten atomically: a full
+        self._write_lines()  # disk never leaves half a line
         # Long runs print about 20 lines: the first epoch, every k-th, and the last.
         every = max(1, trainer.epochs // 20)
         last = logs["epoch"] == trainer.epochs or trainer.should_stop

@@ -9,31 +9,36 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from . import faults
 from .checkpoint import atomic_write_bytes
 from .errors import LabError, one_line
 
 
 def main_guard(prog: str, fn: Callable[[], int | None]) -> int:
     """Run ``fn``; a ``LabError`` (or an ``OSError`` naming a file: a folder where a file belongs, no
-    permission) becomes one line on stderr and exit code 2, Ctrl-C exit code 130."""
+    permission) becomes one line on stderr and exit code 2, Ctrl-C exit code 130, SIGTERM 143; a
+    fault of the machine (a full disk, out of memory: ``faults.fault_line``) one line and exit 1."""
     from . import distributed
 
     try:
-        code = fn() or 0
+        with faults.signals_raise():  # SIGTERM stops a run as Ctrl-C does: cleaned up, one line
+            code = fn() or 0
         with contextlib.suppress(RuntimeError):  # under torchrun, leave together: a peer
             distributed.barrier()  # that exits early can abort the others
         return code
     except LabError as exc:
         print(f"{prog}: error: {one_line(exc)}", file=sys.stderr)
         return exc.exit_code
-    except OSError as exc:  # a user's path that cannot be read or written (a folder, no permission)
-        if exc.filename is None:
+    except Exception as exc:  # a full disk, out of memory, a user's path that cannot be read
+        answer = faults.fault_line(exc)
+        if answer is None:
             raise
-        print(f"{prog}: error: {exc.filename}: {exc.strerror or one_line(exc)}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted", file=sys.stderr)
-        return 130
+        print(f"{prog}: error: {answer[0]}", file=sys.stderr)
+        return answer[1]
+    except KeyboardInterrupt as exc:  # Ctrl-C (130), SIGTERM (143)
+        line, code = faults.stop_line(exc)
+        print(f"{prog}: {line}", file=sys.stderr)
+        return code
     finally:
         distributed.shutdown()  # leave the process group (torchrun) cleanly; no-op otherwise
 

@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import distributed, fsdp, tuning
+from . import distributed, faults, fsdp, tuning
 from .callbacks import Checkpointing, Clock, EarlyStopping, ProgressBar, RunLogger
 from .checkpoint import RESUME_KEYS, load_checkpoint, require_entries
 from .cli import find_latest_checkpoint, new_run_dir, write_json
@@ -280,6 +280,9 @@ def execute(cfg, build_plan: Callable[[Run], Plan], stream=None) -> RunResult:
     run = Run.start(cfg, stream)
     try:
         return _execute(run, build_plan)
+    except BaseException:  # stopped before its first epoch was saved: leave nothing that blocks a retry
+        faults.discard_unfinished(run.run_dir if run.lock else None)
+        raise
     finally:
         run.release_run_dir()
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from labs_core import LabError, arg
-from labs_core.checkpoint import load_checkpoint, load_model_state
+from labs_core.checkpoint import atomic_write_text, load_checkpoint, load_model_state
 from labs_core.config import ConfigPart, parse_config
 from labs_core.data.text import (
     CharData,
@@ -53,7 +53,7 @@ def plan(cfg, run) -> Plan:
 
     def report(run, trainer):
         run_dir = run.run_dir
-        (run_dir / "tokenizer.json").write_text(json.dumps(tokenizer.state_dict()))
+        atomic_write_text(run_dir / "tokenizer.json", json.dumps(tokenizer.state_dict()))
         plot_curves(trainer.history, run_dir / "loss_curve.png", {"loss (nats/char)": ["train_loss", "val_loss"]},
                     title=f"{PROG}: characters")
         last = trainer.history[-1]
@@ -67,7 +67,7 @@ def plan(cfg, run) -> Plan:
             return metrics
         model = trainer.module
         text = sample_text(model, tokenizer, "\n", cfg.sample_tokens, temperature=0.8, top_k=40, seed=cfg.seed)
-        (run_dir / "sample.txt").write_text(text)
+        atomic_write_text(run_dir / "sample.txt", text)
         run.say(f"\n--- a sample (temperature 0.8, top-k 40; saved as {run_dir / 'sample.txt'}) ---{text}\n---")
         return metrics
 
