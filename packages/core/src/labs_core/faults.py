@@ -142,14 +142,15 @@ def is_out_of_memory(exc: BaseException) -> bool:
 def memory_line(exc: BaseException) -> str:
     """``out of memory (tried to allocate 3.6 TiB)`` and what to do."""
     match = re.search(r"allocate (\d+) bytes", str(exc))
-    size = f" (tried to allocate {_size(int(match.group(1)))})" if match else ""
+    size = f" (tried to allocate {format_bytes(int(match.group(1)))})" if match else ""
     match = re.search(r"[Tt]ried to allocate ([0-9.]+ [KMGT]?i?B)", str(exc)) if not size else None
     size = f" (tried to allocate {match.group(1)})" if match else size
     return (f"out of memory{size}; use a smaller --batch-size, model or data, or a machine with more "
             "memory (the last checkpoint written, if any, is kept)")
 
 
-def _size(n: float) -> str:
+def format_bytes(n: float) -> str:
+    """``3.6 TiB``, ``812.0 MiB``, ``64 B``."""
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if n < 1024 or unit == "TiB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"

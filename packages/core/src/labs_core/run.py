@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import distributed, faults, fsdp, tuning
+from . import distributed, faults, fits, fsdp, tuning
 from .callbacks import Checkpointing, Clock, EarlyStopping, ProgressBar, RunLogger
 from .checkpoint import RESUME_KEYS, load_checkpoint, require_entries
 from .cli import find_latest_checkpoint, new_run_dir, write_json
@@ -302,6 +302,7 @@ def _execute(run: Run, build_plan: Callable[[Run], Plan]) -> RunResult:
     if sharded:  # before the optimizer is built: it must hold the sharded parameters
         model = fsdp.shard(model)
     precision = Precision(cfg.precision, run.device)
+    fits.check_step_fits(run, plan)  # a step that cannot fit in memory: refused before anything is written
     optimizer = (plan.make_optimizer or build_optimizer)(cfg, model)
     schedule = schedule_plan(cfg, len(plan.train_loader))
     scheduler, interval = build_scheduler(cfg, optimizer, schedule)

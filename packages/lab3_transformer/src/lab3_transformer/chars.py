@@ -9,6 +9,7 @@ saved in the checkpoint and the run directory, so sampling needs no data.
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +29,7 @@ from labs_core.device import pick_device
 from labs_core.plots import plot_curves
 from labs_core.run import Plan, build_optimizer
 
-from .lm import LN2, lm_loss, sample_text
+from .lm import LN2, MAX_SAMPLE_TOKENS, lm_loss, sample_text, stream_text
 from .model import TinyTransformer, TransformerConfig
 
 PROG = "lab3-transformer"
@@ -116,7 +117,8 @@ class SampleConfig(ConfigPart):
     checkpoint: str = arg("", "a --task chars checkpoint (.pt), or its run directory (its best.pt); default: "
                           "the latest --task chars run under runs/lab3-transformer")
     prompt: str = arg("\n", "text to continue (default: a new line)")
-    tokens: int = arg(500, "characters to generate", low=1)
+    tokens: int = arg(500, f"characters to generate (at most {MAX_SAMPLE_TOKENS:,}); printed as they come",
+                      low=1, high=MAX_SAMPLE_TOKENS)
     temperature: float = arg(0.8, "softmax temperature (0: always the most likely character)", low=0)
     top_k: int = arg(40, "sample among the K most likely characters (0: all)", low=0)
     seed: int = arg(0, "random seed: the same seed gives the same text", low=0, high=2**32 - 1)
@@ -162,7 +164,12 @@ def sample_command(argv: list[str]) -> int:
     except SystemExit as exc:
         return int(exc.code or 0)
     model, tokenizer = load_char_model(cfg.checkpoint or latest_chars_run(), pick_device(cfg.device))
-    text = sample_text(model, tokenizer, cfg.prompt, cfg.tokens, temperature=cfg.temperature, top_k=cfg.top_k,
-                       seed=cfg.seed, cache=cfg.cache)
-    print(text)
+    tokenizer.encode(cfg.prompt)  # a character the model never saw: refused before anything is printed
+    sys.stdout.write(cfg.prompt)
+    for char in stream_text(model, tokenizer, cfg.prompt, cfg.tokens, temperature=cfg.temperature,
+                            top_k=cfg.top_k, seed=cfg.seed, cache=cfg.cache):
+        sys.stdout.write(char)  # each character as it is sampled: a long sample shows at once
+        sys.stdout.flush()
+    sys.stdout.write("\n")
+    sys.stdout.flush()
     return 0
