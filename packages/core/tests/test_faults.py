@@ -457,3 +457,25 @@ def test_save_checkpoint_fault_names_the_file(tmp_path, monkeypatch):
     with pytest.raises(faults.MachineFault, match=r"cannot write .*ck\.pt: no space left on device$"):
         save_checkpoint(tmp_path / "ck.pt", {"model": {}})
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A real 200 KiB file system (tmpfs), where the machine lets a test mount one (root with
+    CAP_SYS_ADMIN); skipped elsewhere."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=200k", "tmpfs", str(disk)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    yield disk
+    subprocess.run(["umount", str(disk)], check=False)
+
+
+def test_a_real_full_disk_is_one_line_and_keeps_what_was_written(tiny_disk, capsys):
+    out = tiny_disk / "run"
+    assert run(out, "--epochs", "5") == faults.FAULT_EXIT
+    err = one_line(capsys.readouterr().err)
+    assert "no space left on device" in err and str(out) in err
+    assert leftovers(out) == []
+    assert load_checkpoint(out / "checkpoints" / "last.pt")["epoch"] >= 1
