@@ -479,3 +479,26 @@ def test_a_real_full_disk_is_one_line_and_keeps_what_was_written(tiny_disk, caps
     assert "no space left on device" in err and str(out) in err
     assert leftovers(out) == []
     assert load_checkpoint(out / "checkpoints" / "last.pt")["epoch"] >= 1
+
+
+def test_a_full_disk_under_tensorboard_is_one_line_naming_its_folder(tmp_path, monkeypatch, capsys):
+    from tensorboard.summary.writer import record_writer
+
+    real = record_writer.RecordWriter.write
+    writes = []
+
+    def write(self, data):
+        writes.append(1)
+        if len(writes) > 30:  # past the first epoch's scalars
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, data)
+
+    monkeypatch.setattr(record_writer.RecordWriter, "write", write)
+    printed = []
+    monkeypatch.setattr(threading, "excepthook", printed.append)  # what would print a thread's traceback
+    out = tmp_path / "run"
+    assert run(out, "--epochs", "20") == faults.FAULT_EXIT
+    assert printed == []  # the writer thread's error is not printed: the one line says it
+    err = one_line(capsys.readouterr().err)
+    assert f"cannot write TensorBoard events in {out / 'tb'}: no space left on device" in err
+    assert leftovers(out) == [] and load_checkpoint(out / "checkpoints" / "last.pt")["epoch"] >= 1

@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+from . import faults
 from .checkpoint import atomic_write_bytes, save_checkpoint
 from .trainer import Callback, Trainer
 
@@ -140,10 +141,16 @@ class RunLogger(Callback):
             self.writer.add_scalar("step/lr", trainer.optimizer.param_groups[0]["lr"], trainer.global_step)
 
     def on_epoch_end(self, trainer: Trainer, logs: dict) -> None:
-        for key, value in logs.items():
-            if key not in ("epoch", "step") and isinstance(value, (int, float)):
-                self.writer.add_scalar(f"epoch/{key}", value, logs["step"])
-        self.writer.flush()
+        try:
+            for key, value in logs.items():
+                if key not in ("epoch", "step") and isinstance(value, (int, float)):
+                    self.writer.add_scalar(f"epoch/{key}", value, logs["step"])
+            self.writer.flush()
+        except OSError as exc:  # the writer's thread met a full disk: one line naming the folder
+            fault = faults.append_fault(exc, f"TensorBoard events in {self.run_dir / 'tb'}", self.run_dir)
+            if fault is None:
+                raise
+            raise fault from None
         self._lines.append(json.dumps(logs) + "\n")  # the whole file rewritten atomically: a full
         self._write_lines()  # disk never leaves half a line
         # Long runs print about 20 lines: the first epoch, every k-th, and the last.

@@ -21,7 +21,7 @@ def main_guard(prog: str, fn: Callable[[], int | None]) -> int:
     from . import distributed
 
     try:
-        with faults.signals_raise():  # SIGTERM stops a run as Ctrl-C does: cleaned up, one line
+        with faults.guarded():  # SIGTERM stops a run as Ctrl-C does: cleaned up, one line
             code = fn() or 0
         with contextlib.suppress(RuntimeError):  # under torchrun, leave together: a peer
             distributed.barrier()  # that exits early can abort the others

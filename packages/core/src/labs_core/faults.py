@@ -4,7 +4,7 @@
                               ENOSPC, EDQUOT, EROFS, EFBIG, or torch.save's "unexpected pos" /
                               "file write failed" from a partial write) becomes a ``MachineFault``
                               naming the file and saying the previous version is kept
-    SIGTERM (schedulers, containers, ``kill``)      ``signals_raise``: raises ``Terminated`` where
+    SIGTERM (schedulers, containers, ``kill``)      ``guarded``, ``signals_raise``: raise ``Terminated`` where
                               the run is, so the same clean-up as Ctrl-C runs (lock released, temp
                               files removed); inside an atomic write (``deferred``) a signal waits
                               until the file is whole, so a stop never costs the last checkpoint
@@ -99,6 +99,26 @@ def deferred():
             _raise_for(pending)
 
 
+@contextlib.contextmanager
+def guarded():
+    """What ``cli.main_guard`` wraps a command in: ``signals_raise``, and a writer thread's full
+    disk (TensorBoard writes from a thread of its own) kept from printing a traceback; the main
+    thread meets the same error at its next write and ends in one line."""
+    before = threading.excepthook
+
+    def hook(args) -> None:
+        if args.exc_value is not None and disk_reason(args.exc_value, Path.cwd()) is not None:
+            return
+        before(args)
+
+    threading.excepthook = hook
+    try:
+        with signals_raise():
+            yield
+    finally:
+        threading.excepthook = before
+
+
 def stop_line(exc: KeyboardInterrupt) -> tuple[str, int]:
     """Ctrl-C: ``interrupted``, 130; SIGTERM: ``terminated (SIGTERM)``, 143."""
     if isinstance(exc, Terminated):
@@ -128,6 +148,13 @@ def write_fault(exc: BaseException, path: Path) -> MachineFault | None:
         return None
     kept = f"; the previous {path.name} is kept" if path.exists() else ""
     return MachineFault(f"cannot write {path}: {reason}{kept}")
+
+
+def append_fault(exc: BaseException, what: str, folder: Path) -> MachineFault | None:
+    """The same for an append-only log (TensorBoard's event file, whose records carry checksums,
+    so a record cut short by a full disk is skipped by every reader)."""
+    reason = disk_reason(exc, folder)
+    return MachineFault(f"cannot write {what}: {reason}") if reason is not None else None
 
 
 # ---------------------------------------------------------------- out of memory
