@@ -207,6 +207,15 @@ def test_a_signal_during_an_atomic_write_waits_until_the_file_is_whole(tmp_path)
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is gone with the command
 
 
+def test_an_ignored_signal_stays_ignored(monkeypatch):
+    monkeypatch.setattr(signal, "getsignal", lambda sig: signal.SIG_IGN if sig == signal.SIGHUP else
+                        signal.default_int_handler if sig == signal.SIGINT else signal.SIG_DFL)
+    installed = []
+    monkeypatch.setattr(signal, "signal", lambda sig, handler: installed.append(sig))
+    with faults.signals_raise():  # under nohup: SIGHUP is not made to stop the run
+        assert signal.SIGHUP not in installed and {signal.SIGINT, signal.SIGTERM} <= set(installed)
+
+
 def test_a_resume_clears_the_temp_files_of_a_killed_write(tmp_path):
     out = tmp_path / "run"
     assert run(out, "--epochs", "1") == 0

@@ -69,15 +69,17 @@ def _handler(signum, frame) -> None:
 def signals_raise():
     """For a command's life: SIGTERM and SIGHUP raise ``Terminated``, SIGINT ``KeyboardInterrupt``
     (as Python's own handler does), each deferred while an atomic write is in progress. Outside
-    the main thread (where handlers cannot be set) nothing changes."""
+    the main thread (where handlers cannot be set), and for a signal that has a handler of its
+    own or is ignored, nothing changes."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     before = {sig: signal.getsignal(sig) for sig in _HANDLED}
     for sig, old in before.items():
-        if sig == signal.SIGINT and old is not signal.default_int_handler:
-            continue  # someone else's Ctrl-C handling (a notebook, a debugger): leave it
-        signal.signal(sig, _handler)
+        # Only where Python's own behaviour stands: someone else's handling (a notebook's Ctrl-C,
+        # a debugger) stays, and so does an ignored signal (``nohup`` ignores SIGHUP).
+        if old is (signal.default_int_handler if sig == signal.SIGINT else signal.SIG_DFL):
+            signal.signal(sig, _handler)
     try:
         yield
     finally:
