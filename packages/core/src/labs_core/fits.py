@@ -154,8 +154,9 @@ def first_batch(loader):
 def check_step_fits(run, plan) -> dict | None:
     """Refuse, before anything is written, a run whose training step cannot fit on its device
     (see the module docstring). Returns the estimate (None when it could not be made). Under
-    torchrun it is not made: every process would have to refuse together."""
-    if run.dist.enabled:
+    torchrun it is not made: every process would have to refuse together; nor for
+    ``--find-batch-size``, which tries sizes of its own from 2 up."""
+    if run.dist.enabled or getattr(run.cfg, "find_batch_size", False):
         return None
     batch = first_batch(plan.train_loader)
     room = headroom(run.device)
