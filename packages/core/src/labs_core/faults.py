@@ -1,15 +1,17 @@
 """What the machine, not the user, can do to a run, each answered in one line.
 
-    a full disk, a quota, a read-only file system   ``write_fault``: a failed write (``OSError``
-                              ENOSPC, EDQUOT, EROFS, EFBIG, or torch.save's "unexpected pos" /
-                              "file write failed" from a partial write) becomes a ``MachineFault``
-                              naming the file and saying the previous version is kept
-    SIGTERM (schedulers, containers, ``kill``)      ``guarded``, ``signals_raise``: raise ``Terminated`` where
-                              the run is, so the same clean-up as Ctrl-C runs (lock released, temp
-                              files removed); inside an atomic write (``deferred``) a signal waits
-                              until the file is whole, so a stop never costs the last checkpoint
+    a full disk, a quota,     ``write_fault``: a failed write (``OSError`` ENOSPC, EDQUOT, EROFS,
+    a read-only file system   EFBIG, or torch.save's "unexpected pos" / "file write failed" from a
+                              partial write) becomes a ``MachineFault`` naming the file and saying
+                              the previous version is kept
+    SIGTERM, SIGHUP           ``guarded`` / ``signals_raise``: raise ``Terminated`` where the run
+    (schedulers, containers,  is, so the clean-up of Ctrl-C runs (lock released, temp files
+    ``kill``)                 removed); inside an atomic write (``deferred``) a signal waits until
+                              the file is whole, so a stop never costs the last checkpoint
     out of memory             ``fault_line``: ``MemoryError``, the CPU allocator's "can't allocate
                               memory", ``torch.OutOfMemoryError`` become one line
+    a run stopped before      ``discard_unfinished``: what it wrote is removed, so the retry is
+    its first epoch           not refused as "already holds a run"
 
 ``cli.main_guard`` prints ``fault_line(exc)`` and exits with ``FAULT_EXIT`` (1): the command was
 fine, the machine could not carry it out. Ctrl-C exits 130 and SIGTERM 143 (128 + the signal).
