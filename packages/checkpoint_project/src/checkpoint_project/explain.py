@@ -12,6 +12,7 @@ import torch
 from labs_core import LabError
 from labs_core.data.imagefolder import EXTENSIONS
 from labs_core.explain import last_feature_layer, write_explanations
+from labs_core.files import special_kind
 from labs_core.rundir import check_writable
 
 from .inference import load_trained
@@ -46,6 +47,8 @@ def image_files(args: list[str], bad: list[str]) -> list[tuple[Path, str]]:
             found += [(f, "_".join(f.relative_to(path).with_suffix("").parts)) for f in files]
         elif path.is_file():
             found.append((path, path.stem))
+        elif special_kind(path):
+            bad.append(f"{path} is {special_kind(path)}, not an image file")
         else:
             bad.append(f"image not found: {path}")
     return found

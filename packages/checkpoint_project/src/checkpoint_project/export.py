@@ -14,6 +14,7 @@ import torch
 
 from labs_core import LabError
 from labs_core.errors import one_line
+from labs_core.files import refuse_special
 from labs_core.rundir import check_writable
 
 from .evaluate import test_loader
@@ -33,6 +34,7 @@ def check_target(source: Path, target: Path) -> None:
         raise LabError(f"--out {target}: an ONNX model's file name ends in .onnx (nothing written)")
     if target.is_dir():
         raise LabError(f"--out {target} is a directory; give a file name ending in .onnx")
+    refuse_special(target, "--out")  # a FIFO would block the read below, a device swallow the model
     if target.exists():
         with target.open("rb") as f:
             head = f.read(4)

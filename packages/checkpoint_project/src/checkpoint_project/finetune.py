@@ -23,6 +23,7 @@ from torch import nn
 
 from labs_core import LabError, RunConfig, arg, load_model_state
 from labs_core.experiment import classifier_plan
+from labs_core.files import refuse_special
 from labs_core.run import Plan, execute
 from labs_core.rundir import write_json
 from labs_core.trainer import Callback
@@ -98,6 +99,7 @@ def _load_weights_file(path: Path) -> dict:
     """A state dict (name -> tensor) from ``path``: a bare one, or the ``model`` entry of a checkpoint."""
     if path.is_dir():
         raise LabError(f"--weights {path} is a directory, not a weights file")
+    refuse_special(path, "--weights")
     if not path.is_file():
         raise LabError(f"weights file not found: {path}")
     try:

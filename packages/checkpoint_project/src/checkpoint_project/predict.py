@@ -10,6 +10,7 @@ import torch
 
 from labs_core import LabError
 from labs_core.data.imagefolder import open_rgb
+from labs_core.files import refuse_special
 
 from .inference import load_trained
 
@@ -27,6 +28,7 @@ def preprocess(path: Path, shape: list[int], mean, std) -> np.ndarray:
 
 def predict(model_path: str, images: list[str], top_k: int = 3, say=print) -> list[dict]:
     path = Path(model_path)
+    refuse_special(path, "a model")
     if not path.is_file():
         raise LabError(f"model not found: {path}")
     if path.suffix == ".onnx":
@@ -52,6 +54,7 @@ def predict(model_path: str, images: list[str], top_k: int = 3, say=print) -> li
     results, bad = [], []
     for image in images:  # every readable image gets its prediction; the bad ones are listed at the end
         try:
+            refuse_special(image, "an image")
             if not Path(image).is_file():
                 raise LabError(f"{image} is a directory" if Path(image).is_dir() else f"image not found: {image}")
             x = preprocess(Path(image), shape, mean, std)[None]

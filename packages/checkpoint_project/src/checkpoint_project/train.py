@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from labs_core import Callback, LabError, RunConfig, arg
-from labs_core.checkpoint import save_checkpoint
+from labs_core.checkpoint import atomic_write_file, atomic_write_text, save_checkpoint
 from labs_core.cli import run_lab
 from labs_core.config import TuningOptions, apply_recipe
 from labs_core.experiment import classifier_plan
@@ -186,9 +186,9 @@ class Profile(Callback):
         """Called by the profiler when its window closes: trace, and the costliest operators."""
         self.done = True
         self.folder.mkdir(parents=True, exist_ok=True)
-        prof.export_chrome_trace(str(self.folder / "trace.json"))
+        atomic_write_file(self.folder / "trace.json", prof.export_chrome_trace)
         key = "self_cuda_time_total" if torch.cuda.is_available() else "self_cpu_time_total"
-        (self.folder / "top_ops.txt").write_text(prof.key_averages().table(sort_by=key, row_limit=20) + "\n")
+        atomic_write_text(self.folder / "top_ops.txt", prof.key_averages().table(sort_by=key, row_limit=20) + "\n")
         self.say(f"profile of {self.steps} steps: {self.folder / 'trace.json'} (open in ui.perfetto.dev), "
                  f"{self.folder / 'top_ops.txt'}")
 
@@ -196,7 +196,7 @@ class Profile(Callback):
 def gallery(images: torch.Tensor, probs: torch.Tensor, targets: torch.Tensor, classes: list[str], path: Path,
             count: int = 16) -> int:
     """The most confidently wrong test images, with their true and predicted classes."""
-    from labs_core.plots import pyplot
+    from labs_core.plots import pyplot, save_figure
 
     plt = pyplot()
 
@@ -214,7 +214,7 @@ def gallery(images: torch.Tensor, probs: torch.Tensor, targets: torch.Tensor, cl
         ax.set_title(f"true {classes[targets[i]]}\npred {classes[pred[i]]} {conf[i]:.0%}", fontsize=7)
     fig.suptitle("most confidently wrong test images")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    save_figure(fig, path, dpi=100)
     plt.close(fig)
     return len(worst)
 
@@ -256,7 +256,7 @@ def train_report(run, trainer, loaders, test) -> dict:
     per_class = [(pred[targets == c] == c).float().mean().item() if (targets == c).any() else 0.0
                  for c in range(data.num_classes)]
     lines = [f"{name:<12} {acc:.4f}" for name, acc in zip(data.classes, per_class, strict=True)]
-    (run_dir / "per_class_accuracy.txt").write_text("\n".join(lines) + "\n")
+    atomic_write_text(run_dir / "per_class_accuracy.txt", "\n".join(lines) + "\n")
     metrics["per_class_acc"] = dict(zip(data.classes, per_class, strict=True))
     n = gallery(data.test[0], probs, targets, data.classes, run_dir / "confidently_wrong.png")
     run.say("per-class test accuracy:\n  " + "\n  ".join(lines))

@@ -6,7 +6,11 @@ The pieces, one idea per module:
 - ``device``      pick_device, Precision (fp32 / bf16 / fp16 + grad scaler)
 - ``trainer``     Trainer (fit -> train_one_epoch / evaluate) and the Callback events
 - ``callbacks``   Checkpointing, EarlyStopping, RunLogger (TensorBoard, metrics.jsonl), ProgressBar
-- ``checkpoint``  atomic save, safe load (weights_only=True), clear architecture mismatches
+- ``checkpoint``  atomic save, safe load (weights_only=True), clear architecture mismatches; every
+                  writer's temp-file-and-rename (atomic_write_bytes / _text / _file)
+- ``faults``      what the machine can do to a run (a full disk, SIGTERM, out of memory), one line each
+- ``fits``        whether one training step fits in memory, asked before anything is written
+- ``files``       FIFOs and devices refused as data files (a read that would never end)
 - ``metrics``     accuracy, top-k, confusion matrix, precision / recall / F1, confusion PNG
 - ``summary``     per-layer shapes and parameter counts via forward hooks
 - ``explain``     saliency, SmoothGrad, integrated gradients, Grad-CAM (each equal to Captum's)

@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+from . import faults
 from .checkpoint import atomic_write_bytes, save_checkpoint
 from .trainer import Callback, Trainer
 
@@ -106,6 +107,7 @@ class RunLogger(Callback):
         self.log_every = log_every
         self.stream = stream or sys.stdout
         self._writer = None
+        self._lines: list[str] = []  # metrics.jsonl's lines so far
 
     @property
     def writer(self):
@@ -121,7 +123,11 @@ class RunLogger(Callback):
 
     def write_history(self, history: list[dict]) -> None:
         """``metrics.jsonl`` holding exactly ``history``, written atomically."""
-        data = "".join(json.dumps(logs) + "\n" for logs in history).encode()
+        self._lines = [json.dumps(logs) + "\n" for logs in history]
+        self._write_lines()
+
+    def _write_lines(self) -> None:
+        data = "".join(self._lines).encode()
         atomic_write_bytes(self.jsonl, lambda f: f.write(data))
 
     def on_fit_start(self, trainer: Trainer) -> None:
@@ -135,12 +141,18 @@ class RunLogger(Callback):
             self.writer.add_scalar("step/lr", trainer.optimizer.param_groups[0]["lr"], trainer.global_step)
 
     def on_epoch_end(self, trainer: Trainer, logs: dict) -> None:
-        for key, value in logs.items():
-            if key not in ("epoch", "step") and isinstance(value, (int, float)):
-                self.writer.add_scalar(f"epoch/{key}", value, logs["step"])
-        self.writer.flush()
-        with self.jsonl.open("a") as f:
-            f.write(json.dumps(logs) + "\n")
+        try:
+            for key, value in logs.items():
+                if key not in ("epoch", "step") and isinstance(value, (int, float)):
+                    self.writer.add_scalar(f"epoch/{key}", value, logs["step"])
+            self.writer.flush()
+        except OSError as exc:  # the writer's thread met a full disk: one line naming the folder
+            fault = faults.append_fault(exc, f"TensorBoard events in {self.run_dir / 'tb'}", self.run_dir)
+            if fault is None:
+                raise
+            raise fault from None
+        self._lines.append(json.dumps(logs) + "\n")  # the whole file rewritten atomically: a full
+        self._write_lines()  # disk never leaves half a line
         # Long runs print about 20 lines: the first epoch, every k-th, and the last.
         every = max(1, trainer.epochs // 20)
         last = logs["epoch"] == trainer.epochs or trainer.should_stop

@@ -18,26 +18,55 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from . import faults
 from .errors import LabError, one_line
+from .files import refuse_special
 
 FORMAT_VERSION = 1
+TMP_SUFFIX = ".tmp"  # atomic writes' temp files: ``.<name>.<random>.tmp`` beside the target
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """A text report (UTF-8) written atomically."""
+    data = text.encode()
+    atomic_write_bytes(path, lambda f: f.write(data))
 
 
 def atomic_write_bytes(path: str | os.PathLike, write) -> None:
-    """Call ``write(fileobj)`` on a temp file next to ``path``, fsync it, then rename it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
+    """Call ``write(fileobj)`` on a temp file next to ``path``, fsync it, then rename it into place.
+    On any failure the temp file is removed and ``path`` stays as it was; a full or read-only disk
+    is a ``faults.MachineFault`` naming ``path``."""
+
+    def write_to(tmp: str) -> None:
+        with open(tmp, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
+
+    atomic_write_file(path, write_to)
+
+
+def atomic_write_file(path: str | os.PathLike, write_to) -> None:
+    """``write_to(temp_name)`` (for writers that take a file name: a profiler's trace), then the
+    temp file, beside ``path``, renamed into place. A signal (SIGTERM, Ctrl-C) arriving meanwhile
+    waits until the file is whole; on a failure the temp file is removed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with faults.deferred():
+        tmp = None
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
+            os.close(fd)
+            write_to(tmp)
+            os.replace(tmp, path)
+        except BaseException as exc:
+            if tmp is not None:
+                Path(tmp).unlink(missing_ok=True)
+            fault = faults.write_fault(exc, path)  # a full or read-only disk: one line, not a traceback
+            if fault is not None:
+                raise fault from None
+            raise
+        _fsync_dir(path.parent)
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -81,6 +110,7 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu", require: tuple[
     path = Path(path)
     if path.is_dir():
         raise LabError(f"checkpoint {path} is a directory, not a checkpoint file")
+    refuse_special(path, "a checkpoint")
     if not path.is_file():
         raise LabError(f"checkpoint not found: {path}")
     try:

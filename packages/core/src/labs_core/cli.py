@@ -15,6 +15,7 @@ import contextlib
 import sys
 from collections.abc import Callable
 
+from . import faults
 from .errors import LabError, one_line
 
 Subcommands = dict[str, Callable[[list[str]], int]]
@@ -22,18 +23,23 @@ Subcommands = dict[str, Callable[[list[str]], int]]
 
 class Guard:
     """``with Guard(prog) as guard: ...``, then ``return guard.code``. Errors a user can act on
-    become one line on stderr and an exit code; under torchrun the processes leave together."""
+    become one line on stderr and an exit code: a ``LabError`` 2 (or its own), a fault of the
+    machine (a full disk, out of memory: ``faults.fault_line``) 1, Ctrl-C 130, SIGTERM 143. Under
+    torchrun the processes leave together."""
 
     def __init__(self, prog: str):
         self.prog, self.code = prog, 0
+        self.signals = faults.guarded()  # SIGTERM stops a run as Ctrl-C does: cleaned up, one line
 
     def __enter__(self) -> Guard:
+        self.signals.__enter__()
         return self
 
     def __exit__(self, kind, exc, tb) -> bool:
         from . import distributed
 
         try:
+            self.signals.__exit__(None, None, None)
             if exc is None:
                 with contextlib.suppress(RuntimeError):  # under torchrun, leave together: a peer
                     distributed.barrier()  # that exits early can abort the others
@@ -41,14 +47,14 @@ class Guard:
             if isinstance(exc, SystemExit):  # --help (0) or a bad flag (2, already printed)
                 self.code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
             elif isinstance(exc, LabError):
-                self.say(one_line(exc))
+                self.say(f"error: {one_line(exc)}")
                 self.code = exc.exit_code
-            elif isinstance(exc, OSError) and exc.filename is not None:  # a user's path: a folder
-                self.say(f"{exc.filename}: {exc.strerror or one_line(exc)}")  # or no permission
-                self.code = 2
-            elif isinstance(exc, KeyboardInterrupt):
-                print(f"{self.prog}: interrupted", file=sys.stderr)
-                self.code = 130
+            elif isinstance(exc, KeyboardInterrupt):  # Ctrl-C (130), SIGTERM (143)
+                line, self.code = faults.stop_line(exc)
+                self.say(line)
+            elif (answer := faults.fault_line(exc)) is not None:  # a full disk, out of memory,
+                self.say(f"error: {answer[0]}")  # a user's path that cannot be read
+                self.code = answer[1]
             else:
                 return False  # a bug: its traceback
             return True
@@ -56,7 +62,7 @@ class Guard:
             distributed.shutdown()  # leave the process group (torchrun) cleanly; no-op otherwise
 
     def say(self, message: str) -> None:
-        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        print(f"{self.prog}: {message}", file=sys.stderr)
 
 
 def run_lab(prog: str, cfg_cls: type, build_plan: Callable, argv: list[str] | None = None,

@@ -12,6 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from .callbacks import RunLogger
+from .checkpoint import atomic_write_text
 from .config import RunConfig
 from .data import DataSplits, Loaders, build_loaders, load_dataset
 from .data.datasets import TEST_FRACTION
@@ -134,7 +135,7 @@ def test_report(run: Run, trainer: Trainer, loaders: Loaders, extend: ReportExte
         top += f", top-5 {metrics['test_top5_acc']:.4f}"
     cm = confusion_matrix(preds, targets, data.num_classes)
     metrics["test_macro_f1"] = precision_recall_f1(cm)["f1"].mean().item()
-    (run_dir / "confusion_matrix.txt").write_text(format_confusion_matrix(cm, data.classes) + "\n")
+    atomic_write_text(run_dir / "confusion_matrix.txt", format_confusion_matrix(cm, data.classes) + "\n")
     fig = plot_confusion_matrix(cm, data.classes, run_dir / "confusion_matrix.png",
                                 title=f"{cfg.lab} on {data.name}: test accuracy {metrics['test_acc']:.2%}")
     logger = next((cb for cb in trainer.callbacks if isinstance(cb, RunLogger)), None)

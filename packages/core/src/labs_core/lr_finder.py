@@ -109,7 +109,7 @@ def steepest(lrs: list[float], losses: list[float]) -> float:
 
 def plot_lr_find(result: LRFindResult, path: str | Path, title: str = "") -> None:
     """Loss against learning rate (log scale): raw and smoothed, the two suggestions marked."""
-    from .plots import pyplot
+    from .plots import pyplot, save_figure
 
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.8))
@@ -128,5 +128,5 @@ def plot_lr_find(result: LRFindResult, path: str | Path, title: str = "") -> Non
     ax.legend(fontsize=8)
     ax.set_title(title or "learning-rate range test", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=80)
+    save_figure(fig, path, dpi=80)
     plt.close(fig)

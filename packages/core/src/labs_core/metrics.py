@@ -55,7 +55,7 @@ def format_confusion_matrix(cm: Tensor, class_names: list[str]) -> str:
 
 def plot_confusion_matrix(cm: Tensor, class_names: list[str], path: str | Path | None = None, title: str = ""):
     """Render the confusion matrix with class names; save a PNG if ``path`` is given. Returns the figure."""
-    from .plots import pyplot
+    from .plots import pyplot, save_figure
 
     plt = pyplot()
 
@@ -78,5 +78,5 @@ def plot_confusion_matrix(cm: Tensor, class_names: list[str], path: str | Path |
                         color="white" if v > vmax / 2 else "black")
     fig.tight_layout()
     if path is not None:
-        fig.savefig(path, dpi=100)
+        save_figure(fig, path, dpi=100)
     return fig

@@ -19,6 +19,20 @@ def pyplot():
     return plt
 
 
+def save_figure(fig, path: str | Path, dpi: int = 100) -> None:
+    """``fig.savefig`` written atomically (rendered in memory, then temp file and rename): a full
+    disk or a stop mid-write never leaves half a PNG."""
+    from io import BytesIO
+
+    from .checkpoint import atomic_write_bytes
+
+    path = Path(path)
+    buffer = BytesIO()
+    fig.savefig(buffer, dpi=dpi, format=path.suffix.lstrip(".").lower() or "png")
+    data = buffer.getvalue()
+    atomic_write_bytes(path, lambda f: f.write(data))
+
+
 def plot_curves(history: list[dict], path: str | Path, groups: dict[str, list[str]] | None = None, title: str = "") -> None:
     """One panel per group of metrics against epoch, e.g. ``{"loss": ["train_loss", "val_loss"]}``."""
     plt = pyplot()
@@ -39,7 +53,7 @@ def plot_curves(history: list[dict], path: str | Path, groups: dict[str, list[st
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    save_figure(fig, path, dpi=100)
     plt.close(fig)
 
 
@@ -68,5 +82,5 @@ def plot_explanations(images, maps: dict, row_titles: list[str], path: str | Pat
             if i == 0:
                 ax.set_title(name, fontsize=9)
         sub.supxlabel(row_titles[i], fontsize=8)
-    fig.savefig(path, dpi=80)
+    save_figure(fig, path, dpi=80)
     plt.close(fig)

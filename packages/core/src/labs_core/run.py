@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import distributed, fsdp, tuning
+from . import distributed, faults, fits, fsdp, tuning
 from .callbacks import Checkpointing, Clock, EarlyStopping, ProgressBar, RunLogger
 from .checkpoint import RESUME_KEYS, load_checkpoint, require_entries
 from .config import metric_mode
@@ -257,6 +257,9 @@ def execute(cfg, build_plan: Callable[[Run], Plan], stream=None) -> RunResult:
             else:
                 trainer.fit()
         return finish(run, trainer, plan)
+    except BaseException:  # stopped before its first epoch was saved: nothing to block a retry
+        faults.discard_unfinished(run.run_dir if run.lock else None)
+        raise
     finally:
         run.release_run_dir()
 
@@ -277,6 +280,7 @@ def build_trainer(run: Run, plan: Plan) -> Trainer:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     if run.sharded:  # before the optimizer is built: it must hold the sharded parameters
         model = fsdp.shard(model)
+    fits.check_step_fits(run, plan)  # a step that cannot fit in memory is refused here
     optimizer = (plan.make_optimizer or build_optimizer)(cfg, model)
     run.schedule = count_steps(cfg, len(plan.train_loader))
     scheduler, interval = build_scheduler(cfg, optimizer, run.schedule)

@@ -5,7 +5,8 @@
                               replaces (``--overwrite``), is refused in one line
     RunDirLock(run_dir)       for the life of a run: ``<run_dir>/.lock`` holds the owner's pid and
                               host, created with O_EXCL, so a second run into the same folder is
-                              refused; a lock whose process is gone (killed, power cut) is taken over
+                              refused; a lock whose process is gone (killed, power cut) is taken over,
+                              and the temp files its killed writes left are removed (clear_leftovers)
     clear_run(run_dir)        ``--overwrite``: the old run's files go before the new run writes, so
                               the two never mix (one metrics.jsonl, one TensorBoard file)
 
@@ -21,7 +22,7 @@ import socket
 import time
 from pathlib import Path
 
-from .checkpoint import atomic_write_bytes
+from .checkpoint import TMP_SUFFIX, atomic_write_bytes
 from .errors import LabError
 
 # What makes a folder a run's: any of these (what every run writes first).
@@ -84,6 +85,19 @@ def clear_run(run_dir: Path) -> None:
                 path.unlink()
 
 
+def clear_leftovers(run_dir: Path) -> list[Path]:
+    """Remove the temp files of atomic writes a killed process left (``.last.pt.x1y2.tmp``) in
+    ``run_dir`` and its ``checkpoints/``; called by the run that has just locked the folder, so no
+    write of another run is in progress there. Returns what it removed."""
+    removed = []
+    for folder in (run_dir, run_dir / "checkpoints"):
+        for path in folder.glob(f".*{TMP_SUFFIX}"):
+            if path.is_file():
+                path.unlink(missing_ok=True)
+                removed.append(path)
+    return removed
+
+
 class RunDirLock:
     """``<folder>/.lock`` for as long as a run writes into ``folder``: held by one process at a time."""
 
@@ -104,9 +118,14 @@ class RunDirLock:
                                    f"give another --out (if no run is using it, delete {self.path})") from None
                 self.path.unlink(missing_ok=True)  # stale: its process is gone
                 continue
-            with os.fdopen(fd, "w") as f:
-                f.write(f"{os.getpid()} {socket.gethostname()}\n")
+            try:
+                with os.fdopen(fd, "w") as f:
+                    f.write(f"{os.getpid()} {socket.gethostname()}\n")
+            except BaseException:  # a full disk: no half-written lock left behind
+                self.path.unlink(missing_ok=True)
+                raise
             self.held = True
+            clear_leftovers(self.folder)
             return self
         raise LabError(f"could not lock {self.folder} ({self.path} keeps reappearing)")
 

@@ -25,7 +25,7 @@ def first_conv(model: nn.Module) -> nn.Module:
 
 
 def plot_filters(model: nn.Module, path: Path) -> None:
-    from labs_core.plots import pyplot
+    from labs_core.plots import pyplot, save_figure
 
     plt = pyplot()
 
@@ -42,14 +42,14 @@ def plot_filters(model: nn.Module, path: Path) -> None:
             ax.imshow(k.mean(0).numpy(), cmap="RdBu_r")
     fig.suptitle("first-layer filters")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    save_figure(fig, path, dpi=100)
     plt.close(fig)
 
 
 @torch.no_grad()
 def plot_feature_maps(model: nn.Module, image: torch.Tensor, path: Path) -> None:
     """The first conv block's activations (after batch norm and ReLU) for one normalised image (C, H, W)."""
-    from labs_core.plots import pyplot
+    from labs_core.plots import pyplot, save_figure
 
     plt = pyplot()
 
@@ -68,7 +68,7 @@ def plot_feature_maps(model: nn.Module, image: torch.Tensor, path: Path) -> None
         ax.imshow(f.numpy(), cmap="viridis")
     fig.suptitle("feature maps of the first conv block")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    save_figure(fig, path, dpi=100)
     plt.close(fig)
 
 

@@ -9,13 +9,14 @@ saved in the checkpoint and the run directory, so sampling needs no data.
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from labs_core import LabError, arg
-from labs_core.checkpoint import load_checkpoint, load_model_state
+from labs_core.checkpoint import atomic_write_text, load_checkpoint, load_model_state
 from labs_core.config import ConfigPart, parse_config
 from labs_core.data.text import (
     CharData,
@@ -29,7 +30,7 @@ from labs_core.optim import build_optimizer
 from labs_core.plots import plot_curves
 from labs_core.run import Plan
 
-from .lm import LN2, lm_loss, sample_text
+from .lm import LN2, MAX_SAMPLE_TOKENS, lm_loss, sample_text, stream_text
 from .model import TinyTransformer, TransformerConfig
 
 PROG = "lab3-transformer"
@@ -57,7 +58,7 @@ def chars_plan(run) -> Plan:
 
     def report(run, trainer):
         run_dir = run.run_dir
-        (run_dir / "tokenizer.json").write_text(json.dumps(tokenizer.state_dict()))
+        atomic_write_text(run_dir / "tokenizer.json", json.dumps(tokenizer.state_dict()))
         plot_curves(trainer.history, run_dir / "loss_curve.png", {"loss (nats/char)": ["train_loss", "val_loss"]},
                     title=f"{PROG}: characters")
         last = trainer.history[-1]
@@ -71,7 +72,7 @@ def chars_plan(run) -> Plan:
             return metrics
         model = trainer.module
         text = sample_text(model, tokenizer, "\n", cfg.sample_tokens, temperature=0.8, top_k=40, seed=cfg.seed)
-        (run_dir / "sample.txt").write_text(text)
+        atomic_write_text(run_dir / "sample.txt", text)
         run.say(f"\n--- a sample (temperature 0.8, top-k 40; saved as {run_dir / 'sample.txt'}) ---{text}\n---")
         return metrics
 
@@ -120,7 +121,8 @@ class SampleConfig(ConfigPart):
     checkpoint: str = arg("", "a --task chars checkpoint (.pt), or its run directory (its best.pt); default: "
                           "the latest --task chars run under runs/lab3-transformer")
     prompt: str = arg("\n", "text to continue (default: a new line)")
-    tokens: int = arg(500, "characters to generate", low=1)
+    tokens: int = arg(500, f"characters to generate (at most {MAX_SAMPLE_TOKENS:,}); printed as they come",
+                      low=1, high=MAX_SAMPLE_TOKENS)
     temperature: float = arg(0.8, "softmax temperature (0: always the most likely character)", low=0)
     top_k: int = arg(40, "sample among the K most likely characters (0: all)", low=0)
     seed: int = arg(0, "random seed: the same seed gives the same text", low=0, high=2**32 - 1)
@@ -166,7 +168,12 @@ def sample_command(argv: list[str]) -> int:
     except SystemExit as exc:
         return int(exc.code or 0)
     model, tokenizer = load_char_model(cfg.checkpoint or latest_chars_run(), pick_device(cfg.device))
-    text = sample_text(model, tokenizer, cfg.prompt, cfg.tokens, temperature=cfg.temperature, top_k=cfg.top_k,
-                       seed=cfg.seed, cache=cfg.cache)
-    print(text)
+    tokenizer.encode(cfg.prompt)  # a character the model never saw: refused before anything is printed
+    sys.stdout.write(cfg.prompt)
+    for char in stream_text(model, tokenizer, cfg.prompt, cfg.tokens, temperature=cfg.temperature,
+                            top_k=cfg.top_k, seed=cfg.seed, cache=cfg.cache):
+        sys.stdout.write(char)  # each character as it is sampled: a long sample shows at once
+        sys.stdout.flush()
+    sys.stdout.write("\n")
+    sys.stdout.flush()
     return 0

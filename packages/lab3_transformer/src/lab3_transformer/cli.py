@@ -20,6 +20,7 @@ from labs_core.run import Plan, Run, execute
 
 from .chars import chars_plan, sample_command
 from .figures import toy_report
+from .lm import MAX_SAMPLE_TOKENS
 from .metrics import GreedyEval, sequence_loss, teacher_forced
 from .model import TinyTransformer, TransformerConfig
 from .tasks import TASKS, VOCAB, lengths, split_examples
@@ -71,7 +72,8 @@ class Lab3Config(OptimOptions, RunOptions):
     eval_every: int = arg(200, "--task chars: optimizer steps between evaluations (one epoch of random windows)")
     val_windows: int = arg(256, "--task chars: validation windows per evaluation, spread evenly "
                            "(0: the whole validation split; the report always adds the whole split)")
-    sample_tokens: int = arg(300, "--task chars: characters sampled at the end of training (0: none)")
+    sample_tokens: int = arg(300, "--task chars: characters sampled at the end of training (0: none)",
+                             high=MAX_SAMPLE_TOKENS)
 
     def resolve(self, explicit: set[str]) -> None:
         chars = self.task == "chars"

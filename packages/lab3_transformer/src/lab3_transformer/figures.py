@@ -20,7 +20,7 @@ def attention_text(weights: torch.Tensor, tokens: list[str]) -> str:
 
 def show_attention(model, seq: torch.Tensor, src_len: int, tgt_len: int, run_dir: Path, say) -> list[Path]:
     """Decode one held-out example greedily, then print and plot every layer's and head's attention."""
-    from labs_core.plots import pyplot
+    from labs_core.plots import pyplot, save_figure
 
     plt = pyplot()
 
@@ -43,7 +43,7 @@ def show_attention(model, seq: torch.Tensor, src_len: int, tgt_len: int, run_dir
             ax.set_title(f"layer {layer}, head {head}")
             fig.tight_layout()
             path = run_dir / f"attention_layer{layer}_head{head}.png"
-            fig.savefig(path, dpi=90)
+            save_figure(fig, path, dpi=90)
             plt.close(fig)
             paths.append(path)
     return paths

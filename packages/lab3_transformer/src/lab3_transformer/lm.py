@@ -42,10 +42,24 @@ def next_token(logits: Tensor, temperature: float, top_k: int, generator: torch.
     return torch.multinomial(probs.cpu(), 1, generator=generator).to(logits.device)
 
 
+MAX_SAMPLE_TOKENS = 100_000  # the most characters ``sample --tokens`` generates in one command
+
+
 @torch.no_grad()
 def generate(model: TinyTransformer, prompt: Tensor, tokens: int, *, temperature: float = 1.0, top_k: int = 0,
              generator: torch.Generator | None = None, cache: bool = True) -> Tensor:
-    """``prompt`` (T0,) ids followed by ``tokens`` sampled ids.
+    """``prompt`` (T0,) ids followed by ``tokens`` sampled ids (``generate_ids``, collected)."""
+    seq = prompt.to(next(model.parameters()).device)
+    new = list(generate_ids(model, seq, tokens, temperature=temperature, top_k=top_k, generator=generator,
+                            cache=cache))
+    return torch.cat([seq, *new]) if new else seq
+
+
+@torch.no_grad()
+def generate_ids(model: TinyTransformer, prompt: Tensor, tokens: int, *, temperature: float = 1.0, top_k: int = 0,
+                 generator: torch.Generator | None = None, cache: bool = True):
+    """Yield ``tokens`` sampled ids, (1,) each, one at a time after ``prompt`` (T0,) ids, so a
+    caller can show each as it comes.
 
     The model reads at most ``max_len`` tokens. Its context window starts at ``start``; when the
     text outgrows the window, the window jumps forward to the last ``max_len // 2`` tokens.
@@ -71,14 +85,24 @@ def generate(model: TinyTransformer, prompt: Tensor, tokens: int, *, temperature
             logits = model(seq[None, start:], caches)[0, -1]
         else:
             logits = model(seq[None, -1:], caches)[0, -1]
-        seq = torch.cat([seq, next_token(logits, temperature, top_k, generator)])
-    return seq
+        token = next_token(logits, temperature, top_k, generator)
+        seq = torch.cat([seq, token])
+        yield token
 
 
 def sample_text(model: TinyTransformer, tokenizer: CharTokenizer, prompt: str, tokens: int, *, temperature: float,
                 top_k: int, seed: int, cache: bool = True) -> str:
     """The prompt and ``tokens`` characters after it, reproducible from ``seed``."""
+    return prompt + "".join(stream_text(model, tokenizer, prompt, tokens, temperature=temperature, top_k=top_k,
+                                        seed=seed, cache=cache))
+
+
+def stream_text(model: TinyTransformer, tokenizer: CharTokenizer, prompt: str, tokens: int, *, temperature: float,
+                top_k: int, seed: int, cache: bool = True):
+    """The ``tokens`` characters after ``prompt``, yielded one at a time as they are sampled
+    (the same characters ``sample_text`` returns for the same ``seed``)."""
     ids = tokenizer.encode(prompt)
     generator = torch.Generator().manual_seed(seed)
-    out = generate(model, ids, tokens, temperature=temperature, top_k=top_k, generator=generator, cache=cache)
-    return tokenizer.decode(out.cpu())
+    for token in generate_ids(model, ids, tokens, temperature=temperature, top_k=top_k, generator=generator,
+                              cache=cache):
+        yield tokenizer.decode(token.cpu())

@@ -13,7 +13,7 @@ from .metrics import detect_all, mean_average_precision
 def plot_predictions(images: torch.Tensor, preds: list[dict], targets: list[dict], path: Path, threshold: float = 0.3) -> None:
     import matplotlib.patches as patches
 
-    from labs_core.plots import pyplot
+    from labs_core.plots import pyplot, save_figure
 
     plt = pyplot()
 
@@ -35,7 +35,7 @@ def plot_predictions(images: torch.Tensor, preds: list[dict], targets: list[dict
             ax.text(x1, y1 - 1, f"{CLASSES[int(label)]} {score:.2f}", fontsize=6, color=colours[int(label) % 3])
     fig.suptitle("green: ground truth; dashed: predictions (score >= 0.3)")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    save_figure(fig, path, dpi=100)
     plt.close(fig)
 
 

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from ..errors import LabError
+from ..files import refuse_special
 from .base import DataSplits
 from .cache import cached
 from .download import DownloadFailed, fetch, missing_data_error
@@ -45,6 +46,7 @@ class _ArrayUnpickler(pickle.Unpickler):
 
 def read_batch(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
     """One pickle batch -> (uint8 images (N, 3, 32, 32), int64 labels (N,))."""
+    refuse_special(path, "a CIFAR-10 batch")
     try:
         with open(path, "rb") as f:
             d = _ArrayUnpickler(f, encoding="bytes").load()

@@ -15,11 +15,13 @@ import numpy as np
 import torch
 
 from ..errors import LabError, one_line
+from ..files import refuse_special
 
 
 def read_idx(path: str | Path, expect_dims: int | None = None) -> torch.Tensor:
     """Read an IDX file (gzipped or not) of unsigned bytes into a uint8 tensor, validating it."""
     path = Path(path)
+    refuse_special(path, "an IDX file")
     try:
         raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
     except (OSError, EOFError, zlib.error) as exc:  # BadGzipFile is an OSError; a corrupt stream, zlib.error

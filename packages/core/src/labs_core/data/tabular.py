@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from ..errors import LabError
+from ..files import refuse_special
 from .base import DataSplits
 
 
@@ -22,6 +23,7 @@ def load_csv(path: Path, label_column: str = "label") -> DataSplits:
         if len(candidates) != 1:
             raise LabError(f"csv: {path} is a folder; give --data-dir the CSV file itself")
         path = candidates[0]
+    refuse_special(path, "csv: --data-dir")
     if not path.is_file():
         raise LabError(f"csv: file not found: {path}")
     try:

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from ..errors import LabError
+from ..files import refuse_special
 from .download import DownloadFailed, fetch, missing_data_error
 from .loader import EpochLoader, epoch_generator
 
@@ -71,6 +72,7 @@ def read_text(path: str | Path) -> str:
     path = Path(path)
     if path.is_dir():
         raise LabError(f"{path} is a folder; --data-dir for --dataset text names a UTF-8 text file")
+    refuse_special(path, "--data-dir for --dataset text")
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
