@@ -225,6 +225,8 @@ def _one_cell_notebook(source: str) -> nbformat.NotebookNode:
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_markdown_cell("# T"), *header.header_cells("t.ipynb", solutions=True),
                 nbformat.v4.new_code_cell(source)]
+    for i, cell in enumerate(nb.cells):
+        cell.setdefault("id", f"cell-{i}")  # header cells come without ids (apply() gives them theirs)
     nb.cells[-1].outputs = [nbformat.v4.new_output("stream", text="old output")]
     nb.cells[-1].execution_count = 3
     return nb

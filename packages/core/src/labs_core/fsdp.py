@@ -14,28 +14,31 @@ round. Loading hands each process its slice of the full tensors (``load_full_sta
 from __future__ import annotations
 
 import copy
+import sys
 from collections import Counter
 from contextlib import contextmanager
 
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.distributed.checkpoint.state_dict import (
-    StateDictOptions,
-    get_model_state_dict,
-    get_optimizer_state_dict,
-    set_model_state_dict,
-    set_optimizer_state_dict,
-)
-from torch.distributed.fsdp import FSDPModule, fully_shard
-from torch.distributed.tensor import DTensor
+
+# torch.distributed.fsdp and .checkpoint are imported where they are used: importing them costs
+# about 3 s of CPU, which every process that never shards (a notebook's kernel, a plain run) would
+# otherwise pay at start-up, since the trainer imports this module.
 
 # Containers that are never called themselves: their members are (a ModuleList of blocks).
 _CONTAINERS = (nn.ModuleList, nn.ModuleDict)
 
 
 def is_sharded(model: nn.Module) -> bool:
-    return isinstance(model, FSDPModule)
+    fsdp = sys.modules.get("torch.distributed.fsdp")  # not imported yet: nothing can be sharded
+    return fsdp is not None and isinstance(model, fsdp.FSDPModule)
+
+
+def _state_dict_api():
+    from torch.distributed.checkpoint import state_dict
+
+    return state_dict
 
 
 def shard_units(model: nn.Module) -> list[nn.Module]:
@@ -59,6 +62,8 @@ def shard_units(model: nn.Module) -> list[nn.Module]:
 def shard(model: nn.Module) -> nn.Module:
     """Shard ``model`` in place over the process group: each unit, then the root. Build the optimizer
     after this (its parameters are now the sharded ones)."""
+    from torch.distributed.fsdp import fully_shard
+
     for unit in shard_units(model):
         fully_shard(unit)
     fully_shard(model)
@@ -71,18 +76,20 @@ def skeleton(model: nn.Module) -> nn.Module:
     return copy.deepcopy(model).to_empty(device="meta")
 
 
-_FULL = StateDictOptions(full_state_dict=True, cpu_offload=True)  # whole tensors, on rank 0's CPU only
+def _full():
+    """Whole tensors, on rank 0's CPU only."""
+    return _state_dict_api().StateDictOptions(full_state_dict=True, cpu_offload=True)
 
 
 def full_model_state(model: nn.Module) -> dict:
     """The whole model's state dict on rank 0 (empty elsewhere), as a plain model's: a collective."""
-    return get_model_state_dict(model, options=_FULL)
+    return _state_dict_api().get_model_state_dict(model, options=_full())
 
 
 def full_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict:
     """The optimizer's whole state on rank 0 (empty elsewhere) in ``optimizer.state_dict()``'s own
     format (parameters numbered in group order), so it loads into an unsharded run: a collective."""
-    state = get_optimizer_state_dict(model, optimizer, options=_FULL)
+    state = _state_dict_api().get_optimizer_state_dict(model, optimizer, options=_full())
     if not state:
         return {}
     order = [name for group in state["param_groups"] for name in group["params"]]
@@ -99,8 +106,9 @@ def load_full_state(model: nn.Module, optimizer: torch.optim.Optimizer | None, m
                     optimizer_state: dict | None) -> None:
     """Load full (unsharded) state dicts, as every run writes them, into a sharded model and its
     optimizer: each process keeps its own slice. Every process passes the whole state."""
-    options = StateDictOptions(full_state_dict=True)
-    set_model_state_dict(model, model_state, options=options)
+    api = _state_dict_api()
+    options = api.StateDictOptions(full_state_dict=True)
+    api.set_model_state_dict(model, model_state, options=options)
     if optimizer is not None and optimizer_state is not None:
         names = {id(p): n for n, p in model.named_parameters()}
         order = [names[id(p)] for g in optimizer.param_groups for p in g["params"]]
@@ -108,13 +116,14 @@ def load_full_state(model: nn.Module, optimizer: torch.optim.Optimizer | None, m
             raise ValueError("the optimizer state holds another number of parameters than this run's optimizer")
         state = {order[i]: s for i, s in optimizer_state["state"].items()}
         groups = [{**g, "params": [order[i] for i in g["params"]]} for g in optimizer_state["param_groups"]]
-        set_optimizer_state_dict(model, optimizer, {"state": state, "param_groups": groups}, options=options)
+        api.set_optimizer_state_dict(model, optimizer, {"state": state, "param_groups": groups}, options=options)
 
 
 def unsharded(model: nn.Module, plain: nn.Module) -> nn.Module:
     """``plain`` (a ``skeleton``) holding ``model``'s whole weights, on every process, on the device
     the sharded model trained on: for what follows training in one process (reports, figures)."""
-    state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True))
+    api = _state_dict_api()
+    state = api.get_model_state_dict(model, options=api.StateDictOptions(full_state_dict=True))
     device = next((t.device for t in state.values()), torch.device("cpu"))
     plain = plain.to_empty(device=device)
     plain.load_state_dict(state)
@@ -123,7 +132,8 @@ def unsharded(model: nn.Module, plain: nn.Module) -> nn.Module:
 
 def full_norm(norm: torch.Tensor) -> torch.Tensor:
     """A gradient norm over sharded gradients is a partial DTensor: its whole value (a collective)."""
-    return norm.full_tensor() if isinstance(norm, DTensor) else norm
+    tensor = sys.modules.get("torch.distributed.tensor")  # not imported yet: no DTensor exists
+    return norm.full_tensor() if tensor is not None and isinstance(norm, tensor.DTensor) else norm
 
 
 def broadcast_buffers(model: nn.Module) -> None:
