@@ -2,7 +2,6 @@
 
 import os
 import subprocess
-import sys
 import textwrap
 import time
 
@@ -12,6 +11,7 @@ import torch
 from labs_core import Trainer, seed_everything
 from labs_core.checkpoint import load_checkpoint
 from labs_core.data import FastLoader
+from labs_core.testing import check_launch, launch
 
 from core_testutils import blob_data, tiny_mlp
 
@@ -53,9 +53,7 @@ def torchrun(tmp_path, body: str, nproc: int = 2, timeout: float = 120,
     # Leave together: a process that exits while its peer still talks to it can abort the peer.
     ending = "\ndistributed.barrier()\ndistributed.shutdown()\n"
     script.write_text(COMMON.format(tests=tests, out=str(tmp_path), timeout=pg_timeout) + textwrap.dedent(body) + ending)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc), str(script)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    return launch([str(script)], nproc=nproc, timeout=timeout)  # each rank's output kept: check_launch
 
 
 def test_two_processes_agree_and_match_one_process_with_double_batch(tmp_path):
@@ -64,7 +62,7 @@ def test_two_processes_agree_and_match_one_process_with_double_batch(tmp_path):
         logs = t.fit()[-1]
         torch.save({"model": t.module.state_dict(), "logs": logs}, f"{out}/rank{info.rank}.pt")
     ''')
-    assert r.returncode == 0, r.stderr[-2000:]
+    check_launch(r)
     a, b = (torch.load(tmp_path / f"rank{i}.pt") for i in (0, 1))
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k  # both ranks end with identical weights
@@ -103,7 +101,7 @@ def test_stopped_and_resumed_two_process_run_equals_unbroken_run(tmp_path):
                                                     resumed.module.state_dict().values()))
         open(f"{out}/same{info.rank}.txt", "w").write(str(same))
     ''')
-    assert r.returncode == 0, r.stderr[-2000:]
+    check_launch(r)
     assert (tmp_path / "same0.txt").read_text() == "True" and (tmp_path / "same1.txt").read_text() == "True"
     ckpt = load_checkpoint(tmp_path / "last.pt")
     assert not any(k.startswith("module.") for k in ckpt["model"])  # no DDP prefix leaks
@@ -169,7 +167,7 @@ def test_accumulation_under_two_processes_equals_one_process_with_the_whole_batc
         torch.save({"model": t.module.state_dict(), "no_sync": len(calls), "steps": t.global_step},
                    f"{out}/rank{info.rank}.pt")
     ''')
-    assert r.returncode == 0, r.stderr[-2000:]
+    check_launch(r)
     a = torch.load(tmp_path / "rank0.pt")
     assert a["steps"] == 8 and a["no_sync"] == 8 * 2  # 8 steps of 3 micro-batches: 2 of each skip the sync
     seed_everything(0)
@@ -211,7 +209,7 @@ def test_sharded_fsdp_training_equals_ddp_and_its_checkpoints_cross_process_coun
         else:
             sharded.state_dict()  # the gathers are collectives: every process takes part
     ''')
-    assert r.returncode == 0, r.stderr[-2000:]
+    check_launch(r)
     runs = torch.load(tmp_path / "runs.pt")
     for a, b in zip(runs["ddp"], runs["sharded"], strict=True):
         for key in ("train_loss", "train_acc", "grad_norm", "val_loss", "val_acc"):  # batch norm's statistics too

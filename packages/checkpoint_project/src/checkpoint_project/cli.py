@@ -2,9 +2,9 @@
 
     checkpoint-project train      [flags]                          (also installed as plain `train`)
     checkpoint-project evaluate   --checkpoint PATH [PATH ...] [--tta]
-    checkpoint-project export     --checkpoint PATH --format onnx [--out FILE]
+    checkpoint-project export     --checkpoint PATH --format onnx [--out FILE] [--overwrite]
     checkpoint-project predict    --checkpoint PATH(.pt|.onnx) IMAGE [IMAGE ...] [--top-k K]
-    checkpoint-project explain    --checkpoint PATH IMAGE|FOLDER [...] [--out DIR] [--top-k K]
+    checkpoint-project explain    --checkpoint PATH IMAGE|FOLDER [...] [--out DIR] [--top-k K] [--overwrite]
     checkpoint-project finetune   --from CHECKPOINT|torchvision:NAME --dataset imagefolder --data-dir DIR
 """
 
@@ -50,8 +50,9 @@ def run_export(argv: list[str]) -> int:
     p.add_argument("--checkpoint", required=True, metavar="PATH")
     p.add_argument("--format", default="onnx", help=f"one of: {', '.join(FORMATS)}")
     p.add_argument("--out", help="output file (default: the checkpoint's path with .onnx)")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier export at --out (never any other file)")
     a = p.parse_args(argv)
-    export(a.checkpoint, a.format, a.out)
+    export(a.checkpoint, a.format, a.out, overwrite=a.overwrite)
     return 0
 
 
@@ -78,10 +79,11 @@ def run_explain(argv: list[str]) -> int:
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files, or folders of them")
     p.add_argument("--out", metavar="DIR", help="folder for the PNGs (default: explain/ in the checkpoint's run)")
     p.add_argument("--top-k", type=int, default=3, help="classes named in each title (default: 3)")
+    p.add_argument("--overwrite", action="store_true", help="replace PNGs an earlier explain wrote there")
     a = p.parse_args(argv)
     if a.top_k < 1:
         p.error("--top-k must be at least 1")
-    explain_images(a.checkpoint, a.images, a.out, a.top_k)
+    explain_images(a.checkpoint, a.images, a.out, a.top_k, overwrite=a.overwrite)
     return 0
 
 

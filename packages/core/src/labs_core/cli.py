@@ -23,8 +23,11 @@ def main_guard(prog: str, fn: Callable[[], int | None]) -> int:
         with contextlib.suppress(RuntimeError):  # under torchrun, leave together: a peer
             distributed.barrier()  # that exits early can abort the others
         return code
-    except LabError as exc:
-        print(f"{prog}: error: {one_line(exc)}", file=sys.stderr)
+    except LabError as exc:  # exit code 0 (NothingToDo): said once, on stdout, not an error
+        if exc.exit_code == 0 and distributed.env_info().is_main:
+            print(f"{prog}: {one_line(exc)}", flush=True)
+        elif exc.exit_code:
+            print(f"{prog}: error: {one_line(exc)}", file=sys.stderr)
         return exc.exit_code
     except OSError as exc:  # a user's path that cannot be read or written (a folder, no permission)
         if exc.filename is None:

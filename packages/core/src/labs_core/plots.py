@@ -6,6 +6,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+# The PNG's "Software" text: marks a figure as this project's (``rundir.png_is_ours``), so a later
+# command may replace it (with --overwrite) and never a picture of the user's.
+TAG = {"Software": "PyTorch Labs"}
+
 
 def pyplot():
     """``matplotlib.pyplot``, on the file-only Agg backend, except inside a Jupyter kernel, whose
@@ -39,7 +43,7 @@ def plot_curves(history: list[dict], path: str | Path, groups: dict[str, list[st
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=100, metadata=TAG)
     plt.close(fig)
 
 
@@ -68,5 +72,5 @@ def plot_explanations(images, maps: dict, row_titles: list[str], path: str | Pat
             if i == 0:
                 ax.set_title(name, fontsize=9)
         sub.supxlabel(row_titles[i], fontsize=8)
-    fig.savefig(path, dpi=80)
+    fig.savefig(path, dpi=80, metadata=TAG)
     plt.close(fig)
