@@ -30,7 +30,7 @@ def folder(tmp_path_factory) -> Path:
     rng = np.random.default_rng(0)
     for c, name in enumerate(("red", "green", "blue")):
         (root / name).mkdir()
-        for i in range(14):
+        for i in range(30):
             pixels = np.full((16, 16, 3), 40, np.uint8)
             pixels[..., c] = 200
             noisy = np.clip(pixels + rng.normal(0, 25, pixels.shape), 0, 255).astype(np.uint8)
@@ -157,9 +157,9 @@ def test_resume_after_a_max_steps_cut_with_the_same_cut_does_nothing(tmp_path, c
 
 
 FINDER_CASES = [
-    ["--lr-find", "--lr-find-steps", "4", "--loader", "standard", "--channels-last", "--precision", "bf16"],
-    ["--lr-find", "--lr-find-steps", "4", "--loader", "fast", "--grad-accum", "2"],
-    ["--lr-find-then-train", "--lr-find-steps", "4", "--max-steps", "2", "--epochs", "1", "--ema", "0.9", "--tta"],
+    ["--lr-find", "--lr-find-steps", "10", "--loader", "standard", "--channels-last", "--precision", "bf16"],
+    ["--lr-find", "--lr-find-steps", "10", "--loader", "fast", "--grad-accum", "2"],
+    ["--lr-find-then-train", "--lr-find-steps", "10", "--max-steps", "2", "--epochs", "1", "--ema", "0.9", "--tta"],
     ["--find-batch-size", "--memory-budget", "8G", "--loader", "standard", "--channels-last"],
     ["--find-batch-size", "--memory-budget", "8G", "--precision", "bf16", "--grad-accum", "2"],
 ]
@@ -176,7 +176,7 @@ def test_finders_with_the_data_pipeline_flags(flags, folder, tmp_path):
 
 
 REFUSED = [
-    (["--fsdp", "--ema", "0.9"], "--ema with --fsdp is not supported"),
+    (["--fsdp"], "--fsdp shards the model across processes: launch the run with torchrun"),
     (["--lr-find", "--resume"], "--resume"),
     (["--find-batch-size", "--batch-size", "8"], "--batch-size"),
     (["--num-workers", "2"], "--num-workers applies to --loader standard only"),
