@@ -5,12 +5,12 @@ The in-process matrix is an all-pairs covering set (``labs_core.testing.pairwise
 product: every pair of values of any two of --loader fast|standard, --channels-last on|off,
 --precision fp32|bf16, --grad-accum 1|2, --ema, --tta, the model and the data source (synthetic
 tensors, or an image folder: the standard loader then streams files) appears in some case.
---resume, the finders, --compile and torchrun (plain and --fsdp, with the default recipe) have
-cases of their own; torchrun and --compile are marked slow.
+--resume, the finders and torchrun (plain and --fsdp, with the default recipe) have
+cases of their own (torchrun marked slow; --compile: lab0's combinations and
+test_grad_checkpoint.py).
 """
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -84,9 +84,10 @@ def test_train_combination_runs_to_its_report(case, folder, tmp_path):
 
 def test_the_gallery_shows_streamed_test_images(folder, tmp_path):
     """--loader standard gives the report file paths, not tensors: the gallery decodes the few it shows."""
+    import torch
+
     from checkpoint_project.train import gallery
     from labs_core.data.imagefolder import scan
-    import torch
 
     files, labels = scan(folder, ["red", "green", "blue"])
     probs = torch.full((len(files), 3), 0.1)
@@ -191,16 +192,6 @@ def test_combinations_refused_at_start_up_in_one_line(flags, message, tmp_path, 
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message in err, err
     assert not out.exists()
-
-
-@pytest.mark.slow
-def test_compile_with_channels_last_bf16_and_accumulation(tmp_path):
-    if shutil.which("g++") is None and shutil.which("c++") is None and shutil.which("clang++") is None:
-        pytest.skip("--compile needs a C++ compiler")
-    out = tmp_path / "compiled"
-    assert main(["train", "--dataset", "synthetic", *TINY, "--model", "cnn", "--compile", "--channels-last",
-                 "--precision", "bf16", "--grad-accum", "2", "--out", str(out)]) == 0
-    assert json.loads((out / "summary.json").read_text())["steps"] == 2
 
 
 @pytest.mark.slow

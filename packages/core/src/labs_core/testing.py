@@ -150,3 +150,34 @@ def pairwise(factors: dict[str, tuple], seed_cases: tuple[dict, ...] = ()) -> li
         cases.append(best)
         uncovered -= pairs(best)
     return cases
+
+
+def flags_for(case: dict) -> list[str]:
+    """A pairwise case as command-line flags: ``{"loader": "fast", "channels_last": True}`` ->
+    ``--loader fast --channels-last``; False gives ``--no-NAME``, None leaves the flag out."""
+    argv: list[str] = []
+    for key, value in case.items():
+        flag = "--" + key.replace("_", "-")
+        if value is None:
+            continue
+        if isinstance(value, bool):
+            argv.append(flag if value else f"--no-{key.replace('_', '-')}")
+        else:
+            argv += [flag, str(value)]
+    return argv
+
+
+def check_combination(main, argv: list[str], case: dict, out: Path, capsys) -> dict | None:
+    """Run ``main(argv)`` in process for a combination of flags: it either runs to its report
+    (exit 0, ``summary.json`` written; returned) or is refused at start-up in one line that names
+    one of the combination's flags, with nothing written (None returned)."""
+    code = main(argv)
+    err = capsys.readouterr().err
+    if code == 0:
+        assert "Traceback" not in err, err
+        return json.loads((out / "summary.json").read_text())
+    lines = [line for line in err.splitlines() if line.strip()]
+    named = {f"--{k.replace('_', '-')}" for k in case}
+    assert code == 2 and len(lines) == 1 and any(flag in lines[0] for flag in named), err
+    assert not out.exists() or not any(out.iterdir()), f"a refused combination wrote into {out}"
+    return None
