@@ -11,7 +11,7 @@ import torch
 from labs_core import Trainer, seed_everything
 from labs_core.checkpoint import load_checkpoint
 from labs_core.data import FastLoader
-from labs_core.testing import check_launch, launch
+from labs_core.testing import check_launch, failure_report, launch
 
 from core_testutils import blob_data, tiny_mlp
 
@@ -46,8 +46,12 @@ def make(batch, epochs, dropout, callbacks=(), shuffle_seed=0, sharded=False, bn
 '''
 
 
-def torchrun(tmp_path, body: str, nproc: int = 2, timeout: float = 120,
-             pg_timeout: float = 30) -> subprocess.CompletedProcess:
+def torchrun(tmp_path, body: str, nproc: int = 2, timeout: float = 600,
+             pg_timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run ``body`` in two processes. The process-group timeout is the runs' own default (300 s):
+    on a busy machine a process can wait on a starved peer, or on one still importing torch, for
+    much longer than 30 s, and a timed-out collective is an error (only the stuck-rank test, which
+    is about that error, shortens it)."""
     script = tmp_path / "job.py"
     tests = os.path.dirname(__file__)
     # Leave together: a process that exits while its peer still talks to it can abort the peer.
@@ -144,6 +148,21 @@ def test_a_stuck_rank_stops_the_whole_run_with_a_clear_message(tmp_path):
     assert r.returncode != 0
     assert time.perf_counter() - start < 60  # stopped by the process-group timeout, not hung
     assert "demo: error: rank 0: another process failed or did not answer within 4 s" in r.stderr
+
+
+def test_a_rank_that_fails_leaves_the_group_and_is_reported_in_its_own_words(tmp_path):
+    """A rank whose job raises ends with exit code 1, having left the process group at exit
+    (``distributed.init`` registers it), not with a SIGABRT in the interpreter's finalisation;
+    the report leads with a failing rank's own traceback, whatever else torchrun printed."""
+    r = torchrun(tmp_path, '''
+        work = torch.distributed.all_reduce(torch.ones(1000), async_op=True)  # in flight when it fails
+        if info.rank == 1:
+            raise ValueError("rank one's own error")
+        work.wait()
+    ''', pg_timeout=20)
+    assert r.returncode != 0 and "SIGABRT" not in r.stderr
+    report = failure_report(r)
+    assert "ValueError: rank one's own error" in report and "rank 1's own output" in report
 
 
 def test_accumulation_under_two_processes_equals_one_process_with_the_whole_batch(tmp_path):

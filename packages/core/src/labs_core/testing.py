@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 
 
-def launch(target: list[str], nproc: int = 2, timeout: float = 240, env: dict | None = None
+def launch(target: list[str], nproc: int = 2, timeout: float = 600, env: dict | None = None
            ) -> subprocess.CompletedProcess:
     """``torchrun --standalone --nproc-per-node N TARGET...`` (gloo on CPU, one thread per process).
     The result also holds ``rank_output``: {local rank: its own stdout + stderr}, read from the
@@ -35,7 +35,7 @@ def launch(target: list[str], nproc: int = 2, timeout: float = 240, env: dict | 
     return result
 
 
-def torchrun(module: str, *args: str, nproc: int = 2, timeout: float = 240) -> subprocess.CompletedProcess:
+def torchrun(module: str, *args: str, nproc: int = 2, timeout: float = 600) -> subprocess.CompletedProcess:
     """``torchrun --standalone --nproc-per-node N -m MODULE ARGS`` (see ``launch``)."""
     return launch(["-m", module, *args], nproc=nproc, timeout=timeout)
 
