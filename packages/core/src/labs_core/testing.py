@@ -12,6 +12,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -27,8 +28,22 @@ def launch(target: list[str], nproc: int = 2, timeout: float = 600, env: dict | 
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc),
            "--log-dir", str(logs), "--tee", "3", *target]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", **(env or {})}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
-        result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:  # past its time: ended whole, its workers too
+            proc.send_signal(signal.SIGTERM)  # the launcher stops its workers (each in its own session)
+            try:
+                out, err = proc.communicate(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                out, err = proc.communicate()
+            result = subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+            result.rank_output = _rank_output(logs)
+            raise AssertionError(f"torchrun did not finish within {timeout:.0f} s (ended)\n"
+                                 + failure_report(result)) from None
+        result = subprocess.CompletedProcess(cmd, proc.returncode, out, err)
         result.rank_output = _rank_output(logs)
     finally:
         shutil.rmtree(logs, ignore_errors=True)
