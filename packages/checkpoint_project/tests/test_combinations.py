@@ -161,8 +161,8 @@ FINDER_CASES = [
     ["--lr-find", "--lr-find-steps", "10", "--loader", "standard", "--channels-last", "--precision", "bf16"],
     ["--lr-find", "--lr-find-steps", "10", "--loader", "fast", "--grad-accum", "2"],
     ["--lr-find-then-train", "--lr-find-steps", "10", "--max-steps", "2", "--epochs", "1", "--ema", "0.9", "--tta"],
-    ["--find-batch-size", "--memory-budget", "8G", "--loader", "standard", "--channels-last"],
-    ["--find-batch-size", "--memory-budget", "8G", "--precision", "bf16", "--grad-accum", "2"],
+    ["--find-batch-size", "--memory-budget", "8G", "--loader", "standard", "--channels-last", "--precision",
+     "bf16", "--grad-accum", "2"],
 ]
 
 
