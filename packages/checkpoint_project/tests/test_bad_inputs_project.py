@@ -46,6 +46,8 @@ def setup_files(tmp: Path, best: Path) -> dict:
     torch.save([torch.zeros(2)], tmp / "a_list.pt")
     torch.save({"model": {"w": torch.zeros(1)}, "extra": ValueError("x")}, tmp / "objects.pt")
     bomb_png(tmp / "bomb.png")
+    (tmp / "random.onnx").write_bytes(np.random.default_rng(0).bytes(4096))  # named .onnx, not a model
+    photo(tmp / "good.explain.png")  # an explain PNG's name, a picture of the user's
     photo(tmp / "good.png")
     for name in ("cat", "dog"):
         (tmp / "imgs" / name).mkdir(parents=True)
@@ -53,7 +55,7 @@ def setup_files(tmp: Path, best: Path) -> dict:
             photo(tmp / "imgs" / name / f"{i}.png", i)
     return {"BEST": str(best), "DIR": str(tmp / "a_dir"), "FILE": str(tmp / "a_file"), "TEXT": str(tmp / "notes.txt"),
             "NO_CLASSES": str(tmp / "no_classes.pt"), "LIST": str(tmp / "a_list.pt"), "OBJECTS": str(tmp / "objects.pt"),
-            "BOMB": str(tmp / "bomb.png"), "GOOD": str(tmp / "good.png"), "TMP": str(tmp), "RUN": str(best.parent.parent)}
+            "BOMB": str(tmp / "bomb.png"), "RANDOM": str(tmp / "random.onnx"), "GOOD": str(tmp / "good.png"), "TMP": str(tmp), "RUN": str(best.parent.parent)}
 
 
 CASES = [
@@ -62,6 +64,9 @@ CASES = [
     (["export", "--checkpoint", "BEST", "--out", "DIR"], "ends in .onnx"),
     (["export", "--checkpoint", "BEST", "--out", "FILE/model.onnx"], "is a file, not a folder"),
     (["export", "--checkpoint", "DIR", "--out", "TMP/m.onnx"], "is a directory"),
+    (["export", "--checkpoint", "BEST", "--out", "RANDOM"], "is not a file this project wrote"),
+    (["export", "--checkpoint", "BEST", "--out", "RANDOM", "--overwrite"], "is not a file this project wrote"),
+    (["explain", "--checkpoint", "BEST", "GOOD", "--out", "TMP", "--overwrite"], "is not a file this project wrote"),
     (["evaluate", "--checkpoint", "DIR"], "is a directory"),
     (["evaluate", "--checkpoint", "TEXT"], "not a checkpoint of this project"),
     (["evaluate", "--checkpoint", "OBJECTS"], "not a checkpoint of this project"),
@@ -136,3 +141,25 @@ def test_export_leaves_only_its_output_on_success_and_nothing_on_failure(trained
     assert main(["export", "--checkpoint", str(best), "--out", str(out / "again.onnx")]) == 2
     assert "onnxruntime differs" in capsys.readouterr().err
     assert sorted(p.name for p in out.iterdir()) == ["model.onnx"]
+
+
+def test_an_earlier_export_or_explanation_is_replaced_only_with_overwrite(trained, tmp_path, capsys):
+    """The one rule for every file a command writes: only a file this project wrote is replaced,
+    and only when the command says so (--overwrite)."""
+    best = str(trained / "checkpoints" / "best.pt")
+    model = tmp_path / "model.onnx"
+    assert main(["export", "--checkpoint", best, "--out", str(model)]) == 0
+    first = model.read_bytes()
+    assert main(["export", "--checkpoint", best, "--out", str(model)]) == 2
+    assert "replace it with --overwrite" in capsys.readouterr().err and model.read_bytes() == first
+    assert main(["export", "--checkpoint", best, "--out", str(model), "--overwrite"]) == 0
+    assert export_module.onnx_is_ours(model)
+
+    photo(tmp_path / "cat.png")
+    maps = tmp_path / "maps"
+    argv = ["explain", "--checkpoint", best, str(tmp_path / "cat.png"), "--out", str(maps)]
+    assert main(argv) == 0
+    png = (maps / "cat.explain.png").read_bytes()
+    assert main(argv) == 2 and "replace it with --overwrite" in capsys.readouterr().err
+    assert (maps / "cat.explain.png").read_bytes() == png
+    assert main([*argv, "--overwrite"]) == 0

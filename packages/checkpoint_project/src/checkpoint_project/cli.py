@@ -2,9 +2,9 @@
 
     checkpoint-project train      [flags]                          (also installed as plain `train`)
     checkpoint-project evaluate   --checkpoint PATH [PATH ...] [--tta]
-    checkpoint-project export     --checkpoint PATH --format onnx [--out FILE]
+    checkpoint-project export     --checkpoint PATH --format onnx [--out FILE] [--overwrite]
     checkpoint-project predict    --checkpoint PATH(.pt|.onnx) IMAGE [IMAGE ...] [--top-k K]
-    checkpoint-project explain    --checkpoint PATH IMAGE|FOLDER [...] [--out DIR] [--top-k K]
+    checkpoint-project explain    --checkpoint PATH IMAGE|FOLDER [...] [--out DIR] [--top-k K] [--overwrite]
     checkpoint-project finetune   --from CHECKPOINT|torchvision:NAME --dataset imagefolder --data-dir DIR
 """
 
@@ -41,6 +41,7 @@ class ExportConfig(ConfigPart):
     checkpoint: str = arg("", "the .pt checkpoint to export", required=True, metavar="PATH")
     format: str = arg("onnx", "the export format (onnx)")
     out: str = arg("", "output file (default: the checkpoint's path with .onnx)")
+    overwrite: bool = arg(False, "replace an earlier export at --out (never any other file)")
 
 
 @dataclass
@@ -65,6 +66,7 @@ class ExplainConfig(ConfigPart):
     out: str = arg("", "folder for the PNGs (default: explain/ in the checkpoint's run)",
                    metavar="DIR")
     top_k: int = arg(3, "classes named in each title", low=1)
+    overwrite: bool = arg(False, "replace PNGs an earlier explain wrote there")
 
 
 def evaluate_command(cfg: EvaluateConfig) -> None:
@@ -76,7 +78,7 @@ def evaluate_command(cfg: EvaluateConfig) -> None:
 def export_command(cfg: ExportConfig) -> None:
     from .export import export
 
-    export(cfg.checkpoint, cfg.format, cfg.out or None)
+    export(cfg.checkpoint, cfg.format, cfg.out or None, overwrite=cfg.overwrite)
 
 
 def predict_command(cfg: PredictConfig) -> None:
@@ -88,7 +90,7 @@ def predict_command(cfg: PredictConfig) -> None:
 def explain_command(cfg: ExplainConfig) -> None:
     from .explain import explain_images
 
-    explain_images(cfg.checkpoint, cfg.images, cfg.out or None, cfg.top_k)
+    explain_images(cfg.checkpoint, cfg.images, cfg.out or None, cfg.top_k, overwrite=cfg.overwrite)
 
 
 # name -> (its config, what it does); train and finetune are training runs (``run_lab``)

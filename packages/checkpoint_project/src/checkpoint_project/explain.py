@@ -13,7 +13,7 @@ from labs_core import LabError
 from labs_core.data.imagefolder import EXTENSIONS
 from labs_core.explain import last_feature_layer, write_explanations
 from labs_core.files import special_kind
-from labs_core.rundir import check_writable
+from labs_core.rundir import check_replace, check_writable, png_is_ours
 
 from .inference import load_trained
 from .predict import preprocess
@@ -54,10 +54,25 @@ def image_files(args: list[str], bad: list[str]) -> list[tuple[Path, str]]:
     return found
 
 
+def png_names(files: list[tuple[Path, str]], folder: Path) -> list[Path]:
+    """Each image's PNG in ``folder``: ``<name>.explain.png``, ``<name>-2.explain.png`` for the
+    second image of that name (two folders' cat/1.png and dog/1.png must not overwrite each other)."""
+    names, out = set(), []
+    for _, name in files:
+        stem, n = name, 1
+        while stem in names:
+            n += 1
+            stem = f"{name}-{n}"
+        names.add(stem)
+        out.append(folder / f"{stem}.explain.png")
+    return out
+
+
 def explain_images(checkpoint: str, images: list[str], out: str | None = None, top_k: int = 3,
-                   say=print) -> list[Path]:
+                   say=print, overwrite: bool = False) -> list[Path]:
     """One PNG per readable image in ``out`` (default: ``default_out``); returns their paths. The
-    folder is created with the first PNG, so a command that reads no image writes nothing."""
+    folder is created with the first PNG, so a command that reads no image writes nothing. A PNG
+    already there is replaced only when an earlier explain wrote it and ``overwrite`` says to."""
     path = Path(checkpoint)
     if path.suffix.lower() == ".onnx":
         raise LabError(f"{path} is an ONNX model; explain needs the .pt checkpoint (the maps are gradients, "
@@ -69,8 +84,11 @@ def explain_images(checkpoint: str, images: list[str], out: str | None = None, t
     bad: list[str] = []
     files = image_files(images, bad)
     total = len(files) + len(bad)
-    written, names, layer = [], set(), None
-    for file, name in files:
+    dests = png_names(files, folder)
+    for dest in dests:  # before anything is written: never a file of the user's, ours only if told
+        check_replace(dest, overwrite=overwrite, ours=png_is_ours)
+    written, layer = [], None
+    for (file, _), dest in zip(files, dests, strict=True):
         try:
             x = torch.from_numpy(preprocess(file, shape, mean, std))[None]
         except LabError as exc:
@@ -78,13 +96,7 @@ def explain_images(checkpoint: str, images: list[str], out: str | None = None, t
             continue
         if layer is None:  # the last conv stage: the same for every image
             layer = last_feature_layer(model, x)
-        stem, n = name, 1
-        while stem in names:  # two folders' cat/1.png and dog/1.png must not overwrite each other
-            n += 1
-            stem = f"{name}-{n}"
-        names.add(stem)
         folder.mkdir(parents=True, exist_ok=True)
-        dest = folder / f"{stem}.explain.png"
         probs = write_explanations(model, x, mean, std, classes, dest, top_k, layer=layer)[0]
         values, idx = probs.topk(min(top_k, len(classes)))
         say(f"{file}: " + ", ".join(f"{classes[i]} {v:.3f}" for v, i in zip(values.tolist(), idx.tolist(), strict=True))

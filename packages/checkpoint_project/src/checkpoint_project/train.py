@@ -193,30 +193,47 @@ class Profile(Callback):
                  f"{self.folder / 'top_ops.txt'}")
 
 
-def gallery(images: torch.Tensor, probs: torch.Tensor, targets: torch.Tensor, classes: list[str], path: Path,
-            count: int = 16) -> int:
-    """The most confidently wrong test images, with their true and predicted classes."""
+def gallery_image(images: torch.Tensor | list[Path], i: int, size: int) -> torch.Tensor | None:
+    """Test image ``i`` as uint8 (C, H, W): a row of the decoded split, or (``--loader standard``
+    streams from files) decoded from its file as the loader reads it; None if it no longer decodes."""
+    if not isinstance(images, list):
+        return images[i]
+    import numpy as np
+
+    from labs_core.data.imagefolder import open_rgb
+
+    try:
+        return torch.from_numpy(np.asarray(open_rgb(images[i], size), dtype=np.uint8).copy()).permute(2, 0, 1)
+    except LabError:
+        return None
+
+
+def gallery(images: torch.Tensor | list[Path], probs: torch.Tensor, targets: torch.Tensor, classes: list[str],
+            path: Path, count: int = 16, image_size: int = 32) -> int:
+    """The most confidently wrong test images, with their true and predicted classes. ``images``
+    is the test split as the loader holds it: a uint8 tensor, or the image files it streams."""
     from labs_core.plots import pyplot, save_figure
 
     plt = pyplot()
 
     conf, pred = probs.max(1)
     wrong = (pred != targets).nonzero().flatten()
-    worst = wrong[conf[wrong].argsort(descending=True)][:count]
+    ranked = wrong[conf[wrong].argsort(descending=True)].tolist()
+    shown = [(i, img) for i, img in ((i, gallery_image(images, i, image_size)) for i in ranked[:2 * count])
+             if img is not None][:count]
     cols = 4
-    rows = max(1, -(-len(worst) // cols))
+    rows = max(1, -(-len(shown) // cols))
     fig, axes = plt.subplots(rows, cols, figsize=(cols * 2.2, rows * 2.5), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
-    for ax, i in zip(axes.flat, worst.tolist(), strict=False):
-        img = images[i]
+    for ax, (i, img) in zip(axes.flat, shown, strict=False):
         ax.imshow(img[0].numpy() if img.shape[0] == 1 else img.permute(1, 2, 0).numpy(), cmap="gray")
         ax.set_title(f"true {classes[targets[i]]}\npred {classes[pred[i]]} {conf[i]:.0%}", fontsize=7)
     fig.suptitle("most confidently wrong test images")
     fig.tight_layout()
     save_figure(fig, path, dpi=100)
     plt.close(fig)
-    return len(worst)
+    return len(shown)
 
 
 def build_train_model(cfg: TrainConfig, data) -> torch.nn.Module:
@@ -258,7 +275,8 @@ def train_report(run, trainer, loaders, test) -> dict:
     lines = [f"{name:<12} {acc:.4f}" for name, acc in zip(data.classes, per_class, strict=True)]
     atomic_write_text(run_dir / "per_class_accuracy.txt", "\n".join(lines) + "\n")
     metrics["per_class_acc"] = dict(zip(data.classes, per_class, strict=True))
-    n = gallery(data.test[0], probs, targets, data.classes, run_dir / "confidently_wrong.png")
+    n = gallery(data.test[0], probs, targets, data.classes, run_dir / "confidently_wrong.png",
+                image_size=data.image_size or data.input_shape[-1])
     run.say("per-class test accuracy:\n  " + "\n  ".join(lines))
     run.say(f"confusion matrix:\n{(run_dir / 'confusion_matrix.txt').read_text().rstrip()}")
     run.say(f"gallery of the {n} most confidently wrong test images: "

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from . import faults
-from .errors import LabError, one_line
+from .errors import LabError, NothingToDo, one_line
 from .files import refuse_special
 
 FORMAT_VERSION = 1
@@ -101,6 +101,25 @@ def save_checkpoint(path: str | os.PathLike, state: dict) -> None:
 
 # What a checkpoint must hold to be resumed (``Trainer.load_state_dict`` reads these).
 RESUME_KEYS = ("model", "optimizer", "epoch", "global_step", "best", "rng")
+
+
+def refuse_finished(state: dict, cfg) -> None:
+    """Stop a resume that would add nothing to the checkpoint's run, before anything is written
+    (``NothingToDo``: one line, exit code 0, the finished run's files untouched): its epochs reach
+    ``--epochs``, its steps reach ``--max-steps``, or it stopped early and the same ``--patience``
+    would stop it again at once. A plan that goes further continues."""
+    epochs, steps = int(state.get("epoch", 0)), int(state.get("global_step", 0))
+    mid_epoch = bool(state.get("batch_in_epoch", 0))
+    wait = (state.get("callbacks") or {}).get("EarlyStopping", {}).get("wait", 0)
+    if epochs >= cfg.epochs:
+        raise NothingToDo(f"already finished {epochs} epoch{'s' * (epochs != 1)}; nothing to do "
+                          f"(give --epochs more than {epochs} to continue)")
+    if cfg.max_steps and steps >= cfg.max_steps:
+        raise NothingToDo(f"already took {steps} steps (--max-steps {cfg.max_steps}); nothing to do "
+                          "(give a larger --max-steps, or none, to continue)")
+    if getattr(cfg, "patience", 0) and wait >= cfg.patience and not mid_epoch:
+        raise NothingToDo(f"already stopped early after {epochs} epochs (no improvement for {wait}); "
+                          "nothing to do (give a larger --patience, or 0, to continue)")
 
 
 def load_checkpoint(path: str | os.PathLike, map_location="cpu", require: tuple[str, ...] = ("model",)) -> dict:

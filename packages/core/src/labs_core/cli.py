@@ -46,6 +46,9 @@ class Guard:
                 return False
             if isinstance(exc, SystemExit):  # --help (0) or a bad flag (2, already printed)
                 self.code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+            elif isinstance(exc, LabError) and exc.exit_code == 0:  # NothingToDo: said once,
+                if distributed.env_info().is_main:  # on stdout, not an error
+                    print(f"{self.prog}: {one_line(exc)}", flush=True)
             elif isinstance(exc, LabError):
                 self.say(f"error: {one_line(exc)}")
                 self.code = exc.exit_code

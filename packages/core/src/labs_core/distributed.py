@@ -8,6 +8,7 @@ and only rank 0 prints, logs and writes files. Without those variables everythin
 
 from __future__ import annotations
 
+import atexit
 import datetime
 import os
 from dataclasses import dataclass
@@ -56,6 +57,11 @@ def init(device: torch.device, timeout_s: float = 300.0) -> tuple[DistInfo, torc
 
     ``timeout_s`` bounds every collective: a process whose peer died stops with a clear error after
     at most that long instead of waiting forever. (A process group that already exists keeps its own.)
+
+    The group is left at exit whatever the way out (``atexit``): a process that ends on an exception
+    without ``destroy_process_group`` can abort with SIGABRT during the interpreter's finalisation,
+    when gloo's worker threads still hold a collective's tensors (a timed-out one, say) and free
+    them after Python is gone; the abort then hides the error that ended the process.
     """
     info = env_info()
     if not info.enabled:
@@ -67,6 +73,7 @@ def init(device: torch.device, timeout_s: float = 300.0) -> tuple[DistInfo, torc
         backend = "nccl" if device.type == "cuda" else "gloo"
         dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s),
                                 **({"device_id": device} if device.type == "cuda" else {}))
+        atexit.register(shutdown)  # a no-op when cli.Guard (or the caller) already left the group
     return info, device
 
 

@@ -11,6 +11,13 @@ class LabError(Exception):
     exit_code = 2
 
 
+class NothingToDo(LabError):
+    """The command would add nothing (a resume of a run that already went as far as asked): it
+    says so in one line and ends with exit code 0, having written nothing."""
+
+    exit_code = 0
+
+
 class NonFiniteLossError(LabError):
     """The loss became NaN or infinite; training stopped before anything good was overwritten."""
 

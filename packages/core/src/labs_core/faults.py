@@ -13,7 +13,7 @@
     a run stopped before      ``discard_unfinished``: what it wrote is removed, so the retry is
     its first epoch           not refused as "already holds a run"
 
-``cli.main_guard`` prints ``fault_line(exc)`` and exits with ``FAULT_EXIT`` (1): the command was
+``cli.Guard`` prints ``fault_line(exc)`` and exits with ``FAULT_EXIT`` (1): the command was
 fine, the machine could not carry it out. Ctrl-C exits 130 and SIGTERM 143 (128 + the signal).
 """
 
@@ -105,7 +105,7 @@ def deferred():
 
 @contextlib.contextmanager
 def guarded():
-    """What ``cli.main_guard`` wraps a command in: ``signals_raise``, and a writer thread's full
+    """What ``cli.Guard`` wraps a command in: ``signals_raise``, and a writer thread's full
     disk (TensorBoard writes from a thread of its own) kept from printing a traceback; the main
     thread meets the same error at its next write and ends in one line."""
     before = threading.excepthook

@@ -61,9 +61,17 @@ def shard_units(model: nn.Module) -> list[nn.Module]:
 
 def shard(model: nn.Module) -> nn.Module:
     """Shard ``model`` in place over the process group: each unit, then the root. Build the optimizer
-    after this (its parameters are now the sharded ones)."""
+    after this (its parameters are now the sharded ones).
+
+    FSDP shards a parameter by rows of its contiguous storage, so a channels-last weight
+    (``--channels-last``) is made contiguous first; the activations stay channels-last (a conv's
+    output follows its input's memory format), and the values, hence the training, are the same."""
     from torch.distributed.fsdp import fully_shard
 
+    with torch.no_grad():
+        for param in model.parameters():
+            if not param.is_contiguous():
+                param.data = param.data.contiguous()
     for unit in shard_units(model):
         fully_shard(unit)
     fully_shard(model)

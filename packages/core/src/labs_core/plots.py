@@ -6,6 +6,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+# The PNG's "Software" text: marks a figure as this project's (``rundir.png_is_ours``), so a later
+# command may replace it (with --overwrite) and never a picture of the user's.
+TAG = {"Software": "PyTorch Labs"}
+
 
 def pyplot():
     """``matplotlib.pyplot``, on the file-only Agg backend, except inside a Jupyter kernel, whose
@@ -21,14 +25,16 @@ def pyplot():
 
 def save_figure(fig, path: str | Path, dpi: int = 100) -> None:
     """``fig.savefig`` written atomically (rendered in memory, then temp file and rename): a full
-    disk or a stop mid-write never leaves half a PNG."""
+    disk or a stop mid-write never leaves half a PNG. A PNG carries ``TAG``, so a later command
+    knows the file is one of ours (``rundir.check_replace``)."""
     from io import BytesIO
 
     from .checkpoint import atomic_write_bytes
 
     path = Path(path)
     buffer = BytesIO()
-    fig.savefig(buffer, dpi=dpi, format=path.suffix.lstrip(".").lower() or "png")
+    fmt = path.suffix.lstrip(".").lower() or "png"
+    fig.savefig(buffer, dpi=dpi, format=fmt, metadata=TAG if fmt == "png" else None)
     data = buffer.getvalue()
     atomic_write_bytes(path, lambda f: f.write(data))
 

@@ -33,7 +33,7 @@ from torch import nn
 
 from . import distributed, faults, fits, fsdp, tuning
 from .callbacks import Checkpointing, Clock, EarlyStopping, ProgressBar, RunLogger
-from .checkpoint import RESUME_KEYS, load_checkpoint, require_entries
+from .checkpoint import RESUME_KEYS, load_checkpoint, refuse_finished, require_entries
 from .config import metric_mode
 from .device import Precision, pick_device
 from .errors import LabError, NonFiniteLossError
@@ -93,6 +93,7 @@ class Run:
             if state.get("lab") not in (None, cfg.lab):
                 raise LabError(f"{run.resume_path} is a {state['lab']} checkpoint; {cfg.lab} cannot resume it")
             require_entries(state, RESUME_KEYS, run.resume_path)
+            refuse_finished(state, cfg)  # a resume that adds nothing ends here, exit 0, nothing written
             run.resume_state = state
         in_run = run.resume_path is not None and run.resume_path.parent.name == "checkpoints"
         folder = Path(cfg.out) if cfg.out else run.resume_path.parent.parent if in_run else new_run_dir(cfg.lab)

@@ -20,6 +20,7 @@ import os
 import shutil
 import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from .checkpoint import TMP_SUFFIX, atomic_write_bytes
@@ -56,6 +57,38 @@ def check_writable(out: Path, folders) -> None:
             if not os.access(folder, os.W_OK | os.X_OK):
                 raise LabError(f"--out {out}: cannot write in {folder} (permission denied)")
             return
+
+
+# The tag the files our commands write carry (an ONNX model's metadata, a PNG's "Software" text):
+# how a later command knows a file is one this project wrote.
+WRITER = "PyTorch Labs"
+
+
+def check_replace(path: Path, *, overwrite: bool, ours: Callable[[Path], bool], flag: str = "--out") -> None:
+    """The one rule for a file a command is about to write: a new name is fine; an existing file
+    is replaced only when this project wrote it (``ours(path)``) and the command says to
+    (``--overwrite``). Anything else is refused in one line, before anything is written."""
+    if not path.exists() and not path.is_symlink():
+        return
+    if path.is_dir():
+        raise LabError(f"{flag} {path} is a folder; give a file name")
+    if path.is_symlink() or not ours(path):
+        raise LabError(f"{flag} {path} exists and is not a file this project wrote; it is never written over "
+                       "(give another name)")
+    if not overwrite:
+        raise LabError(f"{flag} {path} exists (an earlier output of this command); replace it with --overwrite, "
+                       "or give another name")
+
+
+def png_is_ours(path: Path) -> bool:
+    """A PNG this project wrote: its "Software" text chunk holds ``WRITER``."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return im.format == "PNG" and im.info.get("Software") == WRITER
+    except Exception:  # noqa: BLE001 -- any file that does not open as our PNG is not ours
+        return False
 
 
 def check_out(run_dir: Path, *, resume_path: Path | None, overwrite: bool) -> None:

@@ -116,7 +116,8 @@ def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride=1, padd
     w_out = conv_output_size(w, kw, stride[1], padding[1], dilation[1])
     cols = Im2Col.apply(x, (kh, kw), stride, padding, dilation)  # (K, N*L)
     cols = cols.view(groups, c_per_group * kh * kw, n * h_out * w_out)  # (G, K/G, N*L)
-    wg = weight.view(groups, c_out // groups, c_per_group * kh * kw)  # (G, C_out/G, K/G)
+    # reshape, not view: a channels-last weight (--channels-last) is not contiguous in this order
+    wg = weight.reshape(groups, c_out // groups, c_per_group * kh * kw)  # (G, C_out/G, K/G)
     if bias is not None:  # out = bias + W @ cols, the bias added inside the product
         out = torch.baddbmm(bias.view(groups, c_out // groups, 1), wg, cols)  # (G, C_out/G, N*L)
     else:
