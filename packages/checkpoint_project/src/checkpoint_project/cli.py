@@ -105,10 +105,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
     prog = f"{PROG} {command}"
-    if command == "train":
-        from .train import TrainConfig, build_plan
+    if command == "train":  # the same command as the plain ``train`` entry point
+        from .train import main as train_main
 
-        return run_lab(prog, TrainConfig, build_plan, rest, TrainConfig.__doc__ or "")
+        return train_main(rest)
     if command == "finetune":
         from .finetune import FinetuneConfig, build_plan
 
