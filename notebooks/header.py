@@ -17,7 +17,7 @@ from pathlib import Path
 
 import nbformat
 
-from labs_course.links import colab_url, pip_requirements
+from labs_course.links import BRANCH, PACKAGES, REPOSITORY, colab_url
 
 HERE = Path(__file__).parent
 TAG = "labs-header"
@@ -49,17 +49,20 @@ def header_cells(name: str, solutions: bool = False) -> list:
         "(a minute or two), and *Runtime > Change runtime type > GPU* lights up the GPU cells.\n\n"
         "Run the cells top to bottom (*Run > Run All Cells* works). " + exercises
     )
-    reqs = ",\n        ".join(repr(r) for r in pip_requirements())
+    folders = "".join(f'\n        "{name}": "{folder}",' for name, folder in PACKAGES)
     setup = (
         "# Setup: on Colab, install PyTorch Labs; in the repository's environment this does nothing.\n"
         "import importlib.util, os, subprocess, sys\n"
-        "if importlib.util.find_spec(\"labs_core\") is None:\n"
-        "    subprocess.run([sys.executable, \"-m\", \"pip\", \"install\", \"-q\",\n"
-        f"        {reqs}], check=True)\n"
+        "\n"
+        'if importlib.util.find_spec("labs_core") is None:\n'
+        f'    repo = "git+{REPOSITORY}@{BRANCH}#subdirectory=packages/"\n'
+        f"    folders = {{{folders}\n    }}\n"
+        '    packages = [f"{name} @ {repo}{folder}" for name, folder in folders.items()]\n'
+        '    subprocess.run([sys.executable, "-m", "pip", "install", "-q", *packages], check=True)\n'
         "\n"
         "from labs_course import check, data_dir  # check(N, test, hint): one exercise's verdict\n"
         "\n"
-        "QUICK = os.environ.get(\"LABS_QUICK\") == \"1\"  # CI's short-run mode: fewer steps, same code\n"
+        'QUICK = os.environ.get("LABS_QUICK") == "1"  # CI\'s short-run mode: fewer steps, same code\n'
         "DATA = data_dir()  # real MNIST / Fashion-MNIST / CIFAR-10 are read from here when present"
     )
     md = nbformat.v4.new_markdown_cell(run)
