@@ -19,8 +19,3 @@ def github_path() -> str:
 def colab_url(notebook: str) -> str:
     """The link that opens ``notebooks/<notebook>`` on Colab, straight from the repository."""
     return f"https://colab.research.google.com/github/{github_path()}/blob/{BRANCH}/notebooks/{notebook}"
-
-
-def pip_requirements() -> list[str]:
-    """What ``pip install`` needs on a machine without the repository (Colab)."""
-    return [f"{name} @ git+{REPOSITORY}@{BRANCH}#subdirectory=packages/{folder}" for name, folder in PACKAGES]
