@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .checkpoint import atomic_write_bytes
-from .errors import LabError, one_line
+from .errors import LabError, one_line, out_of_memory
 
 
 def main_guard(prog: str, fn: Callable[[], int | None]) -> int:
@@ -30,6 +30,11 @@ def main_guard(prog: str, fn: Callable[[], int | None]) -> int:
         if exc.filename is None:
             raise
         print(f"{prog}: error: {exc.filename}: {exc.strerror or one_line(exc)}", file=sys.stderr)
+        return 2
+    except (MemoryError, RuntimeError) as exc:  # an allocation a flag made too large: one line
+        if (message := out_of_memory(exc)) is None:
+            raise
+        print(f"{prog}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)

@@ -34,7 +34,8 @@ class Lab0Config(LoopOptions, TuningOptions, RunConfig):
     lr: float = arg(3e-3, "learning rate")
     optimizer: str = arg("adam", "optimizer", choices=("sgd", "adam", "adamw"))
     augment: bool = arg(False, "random translation augmentation (off: an MLP sees pixels, not shapes)")
-    hidden: list[int] = arg(help="hidden layer sizes, e.g. --hidden 256 128", default_factory=lambda: [256, 128])
+    hidden: list[int] = arg(help="hidden layer sizes, e.g. --hidden 256 128", default_factory=lambda: [256, 128],
+                            high=65536)
     activation: str = arg("relu", "activation between layers", choices=ACTIVATIONS)
     dropout: float = arg(0.1, "dropout probability after each hidden layer (0: none)")
     batch_norm: bool = arg(False, "batch norm after each hidden linear layer")

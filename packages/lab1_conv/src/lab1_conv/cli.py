@@ -22,6 +22,7 @@ from labs_core.experiment import run_classifier
 from labs_core.explain import write_explanations
 from labs_core.loop import run_manual
 from labs_core.summary import format_summary, model_summary
+from labs_core.validate import When
 
 from .figures import plot_feature_maps, plot_filters
 from .model import CNN, LogisticRegression
@@ -38,10 +39,14 @@ FAST_RECIPE = dict(epochs=3, batch_size=64, optimizer="sgd", lr=0.1, momentum=0.
                    head="flatten", channels_last=True, precision="bf16", pad=1)
 
 
+CNN_ONLY = When("model", "cnn")
+
+
 @dataclass
 class Lab1Config(LoopOptions, TuningOptions, RunConfig):
     lab = "lab1-conv"
     overfit_epochs = 60
+    data_kinds = ("image",)  # a convolution needs pixels
 
     recipe: str = arg("auto", "fast: lab1's fast recipe (3 epochs, see the README); standard: the defaults "
                       "below; auto: fast for mnist and fashion-mnist, else standard", choices=("auto", "fast", "standard"))
@@ -50,11 +55,13 @@ class Lab1Config(LoopOptions, TuningOptions, RunConfig):
     scheduler: str = arg("onecycle", "learning-rate schedule", choices=("none", "cosine", "onecycle", "step"))
     weight_decay: float = arg(5e-4, "weight decay")
     model: str = arg("cnn", "cnn, or logreg (the baseline)", choices=("cnn", "logreg"))
-    conv: str = arg("scratch", "convolution: ours (unfold + matmul) or torch.nn.Conv2d", choices=("scratch", "torch"))
+    conv: str = arg("scratch", "convolution: ours (unfold + matmul) or torch.nn.Conv2d", choices=("scratch", "torch"),
+                    applies=CNN_ONLY)
     widths: list[int] = arg(help="channels of each conv block, e.g. --widths 32 64 128",
-                            default_factory=lambda: [32, 64, 128])
-    dropout: float = arg(0.25, "dropout before the classifier")
-    head: str = arg("avg", "global average pooling or flatten before the classifier", choices=("avg", "flatten"))
+                            default_factory=lambda: [32, 64, 128], high=4096, applies=CNN_ONLY)
+    dropout: float = arg(0.25, "dropout before the classifier", applies=CNN_ONLY)
+    head: str = arg("avg", "global average pooling or flatten before the classifier", choices=("avg", "flatten"),
+                    applies=CNN_ONLY)
     shapes: bool = arg(False, "print the per-layer shape table (with the formula's predictions) and exit")
     explain: int = arg(0, "at the end of the run, why the model predicted what it did for the first N test images: "
                        "saliency, SmoothGrad, integrated gradients and Grad-CAM maps in explain.png (0: off)",

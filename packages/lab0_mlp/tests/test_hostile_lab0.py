@@ -1,0 +1,34 @@
+"""Every flag of lab0-mlp at every hostile value (generated from Lab0Config's declarations, so a
+new flag is covered without a new case): a tiny run, or one line on stderr and exit code 2."""
+
+import pytest
+
+from labs_core.testing import check_outcome, hostile_cases, hostile_ids, run_main, write_dataset
+from lab0_mlp.cli import Lab0Config, main
+
+TINY = ["--hidden", "8", "--epochs", "1", "--max-steps", "1", "--batch-size", "8", "--quiet"]
+BASES = {
+    "digits": TINY,
+    "files": [*TINY, "--dataset", "imagefolder", "--data-dir", "{data}/imagefolder/images", "--loader", "standard",
+              "--augment", "--optimizer", "sgd", "--scheduler", "cosine"],
+    "csv": [*TINY, "--dataset", "csv", "--data-dir", "{data}/csv/table.csv"],
+}
+CASES = hostile_cases(Lab0Config, BASES, "lab0-mlp")
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    write_dataset("imagefolder", root / "imagefolder")
+    write_dataset("csv", root / "csv")
+    return root
+
+
+@pytest.mark.parametrize("case, argv, runs", CASES, ids=hostile_ids(CASES))
+def test_every_flag_at_every_hostile_value(case, argv, runs, data, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # --out '' writes runs/ here
+    argv = [a.replace("{data}", str(data)) for a in argv]
+    code, err = run_main(main, [*argv, *([] if any(a.startswith("--out") for a in argv) else
+                                         ["--out", str(tmp_path / "run")])], capsys)
+    check_outcome(code, err)
+    assert (code == 0) == runs or code == 2 and runs, err  # a value parsing refuses never trains
