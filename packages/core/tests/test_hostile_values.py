@@ -17,7 +17,14 @@ from labs_core.config import parse_config
 from labs_core.data import load_dataset
 from labs_core.data.text import CharData
 from labs_core.errors import out_of_memory
-from labs_core.testing import check_outcome, hostile_cases, hostile_ids, run_main, write_dataset
+from labs_core.testing import (
+    check_outcome,
+    hostile_cases,
+    hostile_ids,
+    run_hostile_case,
+    run_main,
+    write_dataset,
+)
 from labs_core.validate import rules
 
 TINY = ["--epochs", "1", "--max-steps", "1", "--batch-size", "8", "--quiet"]
@@ -55,13 +62,8 @@ def test_the_table_covers_every_numeric_and_free_text_field():
 
 
 @pytest.mark.parametrize("case, argv, runs", CASES, ids=hostile_ids(CASES))
-def test_every_flag_at_every_hostile_value(case, argv, runs, data, tmp_path, monkeypatch, capsys, offline):
-    monkeypatch.chdir(tmp_path)
-    argv = [a.replace("{data}", str(data)) for a in argv]
-    out = [] if any(a.startswith("--out") for a in argv) else ["--out", str(tmp_path / "run")]
-    code, err = run_main(main, [*argv, *out], capsys)
-    check_outcome(code, err)
-    assert runs or code == 2, "a value the config refuses must not train"
+def test_every_flag_at_every_hostile_value(case, argv, runs, data, tmp_path, monkeypatch, capsys):
+    run_hostile_case(main, argv, runs, data, tmp_path, monkeypatch, capsys)
 
 
 # --- flags that change nothing: one declarative rule ----------------------------------------------

@@ -183,7 +183,7 @@ class DataOptions(ConfigPart):
                               applies=IMAGE_DATA)
     class_weights: bool = arg(False, "weight the loss by inverse class frequency (imbalanced data)")
     balanced_sampler: bool = arg(False, "sample training batches with class-balancing weights")
-    image_size: int = arg(0, "resize images to this size (imagefolder; 0: the lab's default)", high=1024,
+    image_size: int = arg(0, "resize images to this size (imagefolder; 0: the lab's default)", high=512,
                           applies=When("dataset", "imagefolder", "synthetic"))
     label_column: str = arg("label", "csv: name of the label column", applies=When("dataset", "csv"))
     skip_bad_files: bool = arg(False, "imagefolder: skip unreadable images (and report them) instead of stopping",
@@ -403,6 +403,7 @@ def build_parser(cls: type, prog: str, description: str = "") -> argparse.Argume
 def config_from_namespace(cls: type, ns: argparse.Namespace, explicit: set[str] = frozenset()):
     values = {f.name: getattr(ns, f.name) for f in dataclasses.fields(cls) if f.init and hasattr(ns, f.name)}
     cfg = cls(**values)
+    ConfigPart.validate(cfg)  # each field within its own bounds first: a resolve may divide by one
     cfg.resolve(set(explicit))
     check_applies(cfg, set(explicit))  # a flag that would change nothing for this run is refused
     cfg.validate()

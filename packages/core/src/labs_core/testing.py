@@ -93,15 +93,16 @@ def numeric_values(kind: type, low=None, high=None) -> list:
     return list({repr(v): v for v in values}.values())
 
 
-def hostile_cases(cls, bases: dict[str, list[str]], prog: str = "lab",
-                  skip: tuple[str, ...] = ()) -> list[tuple[str, list[str], bool]]:
+def hostile_cases(cls, bases: dict[str, list[str]], prog: str = "lab", skip: tuple[str, ...] = (),
+                  command: tuple[str, ...] = ()) -> list[tuple[str, list[str], bool]]:
     """``(case id, argv, runs)`` for every init field of config class ``cls``: each number at
     ``numeric_values``, each free-text field empty, on the first of ``bases`` (named argv lists)
     under which the field applies (its ``applies`` rules hold), so a flag of one dataset or task
     is tried where it does something. ``runs``: whether the config accepts the value (then the
     test trains on it); the values accepted are thinned to the smallest and the largest of each
     field, the values between them taking the same path. Fields in ``skip`` are left out (the
-    test says why: a flag that names a path has its own table of files)."""
+    test says why: a flag that names a path has its own table of files). ``command``: words put
+    before the flags in each argv (a subcommand: ``("sample",)``), not part of what ``cls`` parses."""
     import contextlib
     import dataclasses
     import io
@@ -138,11 +139,14 @@ def hostile_cases(cls, bases: dict[str, list[str]], prog: str = "lab",
                 accepted.append((value, argv))
             except (LabError, SystemExit):
                 refused.append((value, argv))
-        accepted = [(v, a) for v, a in accepted if v != default or kind is str]
-        if len(accepted) > 2:
-            accepted = [min(accepted, key=lambda va: va[0]), max(accepted, key=lambda va: va[0])]
+            except Exception:  # a bug the test is to show: run it, and its traceback fails the test
+                accepted.append((value, argv))
+        accepted = sorted(((v, a) for v, a in accepted if v != default or kind is str), key=lambda va: va[0])
+        if len(accepted) > 1:  # the largest; the smallest too where it is of another order (1 and 2**32 - 1)
+            low_end, high_end = accepted[0], accepted[-1]
+            accepted = [low_end, high_end] if low_end[0] * 4 < high_end[0] else [high_end]
         for value, argv in refused + accepted:
-            cases.append((f"{base_name} {flag}={value!r}", argv, (value, argv) in accepted))
+            cases.append((f"{base_name} {flag}={value!r}", [*command, *argv], (value, argv) in accepted))
     return cases
 
 
@@ -155,7 +159,7 @@ def _parse_or_none(cls, argv, prog):
     try:
         with contextlib.redirect_stderr(io.StringIO()):
             return parse_config(cls, argv, prog)
-    except Exception:  # a base that does not parse is never chosen
+    except (Exception, SystemExit):  # a base that does not parse is never chosen
         return None
 
 
@@ -238,3 +242,40 @@ def run_main(main, argv: list[str], capsys) -> tuple[int, str]:
 
 def hostile_ids(cases) -> list[str]:
     return [case[0] for case in cases]
+
+
+def fast_figures(monkeypatch) -> None:
+    """Figures are built as in a real run but not rasterised (``savefig`` leaves an empty file):
+    the hostile-value tables run hundreds of tiny runs, and drawing is half of each one's time."""
+    import matplotlib.backends.backend_agg as agg
+    import matplotlib.figure
+
+    def savefig(self, fname, *args, **kwargs):
+        Path(fname).write_bytes(b"")
+
+    def draw(self):  # what TensorBoard's add_figure reads back: a blank canvas of the right size
+        self.renderer = self.get_renderer()
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", savefig)
+    monkeypatch.setattr(agg.FigureCanvasAgg, "draw", draw)
+
+
+def run_hostile_case(main, argv: list[str], runs: bool, data: Path, tmp_path: Path, monkeypatch, capsys) -> int:
+    """One row of a hostile-value table: ``{data}`` in ``argv`` becomes ``data``, the run goes into
+    ``tmp_path`` (``--out ''`` too: the working directory is ``tmp_path``), and the outcome must be
+    a finished run or one line and exit code 2; a value the config refuses never trains."""
+    import urllib.error
+    import urllib.request
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("no network in the tests")
+
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    monkeypatch.chdir(tmp_path)
+    fast_figures(monkeypatch)
+    argv = [a.replace("{data}", str(data)) for a in argv]
+    out = [] if any(a.startswith("--out") for a in argv) else ["--out", str(tmp_path / "run")]
+    code, err = run_main(main, [*argv, *out], capsys)
+    check_outcome(code, err)
+    assert runs or code == 2, f"a value the config refuses must not train: {argv}"
+    return code
