@@ -151,9 +151,6 @@ class OptimOptions(ConfigPart):
         if not self.lr > 0 or self.lr == float("inf"):
             raise LabError(f"--lr must be a positive number (got {self.lr})")
 
-    def resolve(self, explicit: set[str]) -> None:
-        super().resolve(explicit)
-
 
 NO_OVERFIT = When("overfit", 0, text="a run without --overfit (which trains on fixed, unaugmented samples)")
 
