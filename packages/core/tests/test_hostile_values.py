@@ -238,3 +238,13 @@ def test_every_checkpoint_damage_for_resume(how, tmp_path, capsys):
     check_outcome(code, err)
     assert code == 2, err
     assert sorted(p.name for p in out.rglob("*")) == before
+
+
+def test_a_model_too_large_for_the_memory_free_is_refused_before_it_is_built(monkeypatch):
+    from labs_core import memory
+    from labs_core.validate import check_model_fits
+
+    monkeypatch.setattr(memory, "available_mib", lambda: 1024.0)
+    check_model_fits(10_000_000, "--dim 8")  # 150 MiB to train: fits
+    with pytest.raises(LabError, match=r"--dim 9999: a model of 100,000,000 parameters needs about 1.5 GiB"):
+        check_model_fits(100_000_000, "--dim 9999")

@@ -15,7 +15,8 @@ CHARS = [*TINY, "--task", "chars", "--dataset", "text", "--data-dir", "{data}/co
          "--eval-every", "1", "--val-windows", "2", "--sample-tokens", "4"]
 BASES = {"toy": TOY, "chars": CHARS, "toy sgd cosine": [*TOY, "--optimizer", "sgd", "--scheduler", "cosine"]}
 CASES = hostile_cases(Lab3Config, BASES, "lab3-transformer")
-SAMPLE = hostile_cases(SampleConfig, {"sample": ["--checkpoint", "{data}/run/checkpoints/best.pt", "--tokens", "4"]},
+SAMPLE = hostile_cases(SampleConfig, {"sample": ["--checkpoint", "{data}/run/checkpoints/best.pt", "--tokens", "4",
+                                                 "--prompt", "to be"]},
                        "lab3-transformer sample", command=("sample",))
 
 
@@ -23,6 +24,7 @@ SAMPLE = hostile_cases(SampleConfig, {"sample": ["--checkpoint", "{data}/run/che
 def data(tmp_path_factory):
     root = tmp_path_factory.mktemp("data")
     write_text(root)
+    # its training split has no line break: the end-of-run sample starts from its first character
     assert main([*[a.replace("{data}", str(root)) for a in CHARS], "--out", str(root / "run")]) == 0
     return root
 

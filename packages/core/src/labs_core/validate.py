@@ -113,3 +113,18 @@ def check_float_range(flag: str, value: float) -> None:
 
 def _flag(name: str) -> str:
     return name.replace("_", "-")
+
+
+BYTES_PER_PARAMETER = 16  # training: the fp32 weight, its gradient and Adam's two moments
+
+
+def check_model_fits(parameters: int, flags: str) -> None:
+    """A model whose training state could not fit this machine's memory is refused before it is
+    built: building it would not fail cleanly (the system kills the process once pages run out)."""
+    from .memory import available_mib
+
+    free = available_mib()
+    need = parameters * BYTES_PER_PARAMETER / 2**20
+    if free is not None and need > free:
+        raise LabError(f"{flags}: a model of {parameters:,} parameters needs about {need / 1024:,.1f} GiB to train, "
+                       f"more than the {free / 1024:,.1f} GiB of memory free here; a smaller model would fit")

@@ -18,6 +18,7 @@ from labs_core.config import LoopOptions, TuningOptions
 from labs_core.experiment import build_optimizer, run_classifier
 from labs_core.loop import run_manual
 from labs_core.plots import plot_curves
+from labs_core.validate import check_model_fits
 
 from . import optim
 from .model import ACTIVATIONS, MLP
@@ -47,6 +48,8 @@ class Lab0Config(LoopOptions, TuningOptions, RunConfig):
         super().validate()
         if not self.hidden or min(self.hidden) < 1:
             raise LabError("--hidden needs one or more positive sizes")
+        check_model_fits(sum(a * b for a, b in zip(self.hidden, self.hidden[1:], strict=False)),
+                         "--hidden " + " ".join(map(str, self.hidden)))
         if not 0 <= self.dropout < 1:
             raise LabError(f"--dropout must be in [0, 1) (got {self.dropout})")
         if self.sync_bn and not self.batch_norm:

@@ -21,7 +21,7 @@ from labs_core.data import FastLoader
 from labs_core.data.text import TEXT_DATASETS
 from labs_core.plots import plot_curves
 from labs_core.run import Plan, execute
-from labs_core.validate import When
+from labs_core.validate import When, check_model_fits
 
 from .model import TinyTransformer, TransformerConfig
 from .tasks import TASKS, VOCAB, lengths, split_examples, token_name
@@ -57,7 +57,7 @@ class Lab3Config(OptimOptions, RunOptions):
     lr: float = arg(2e-3, "peak learning rate (one-cycle schedule)")
     scheduler: str = arg("onecycle", "learning-rate schedule", choices=("none", "cosine", "onecycle", "step"))
     weight_decay: float = arg(0.01, "weight decay (AdamW)")
-    dim: int = arg(64, "model width", low=1, high=16384)
+    dim: int = arg(64, "model width", low=1, high=2048)
     heads: int = arg(4, "attention heads", low=1, high=1024)
     layers: int = arg(2, "transformer blocks", low=1, high=1024)
     dropout: float = arg(0.0, "dropout in the residual branches")
@@ -105,6 +105,7 @@ class Lab3Config(OptimOptions, RunOptions):
             raise LabError(f"--dropout must be in [0, 1) (got {self.dropout})")
         if self.dim % self.heads:
             raise LabError(f"--dim {self.dim} must be divisible by --heads {self.heads}")
+        check_model_fits(12 * self.dim**2 * self.layers, f"--dim {self.dim} --layers {self.layers}")
         if self.show_attention and self.attention != "scratch":
             raise LabError("--show-attention needs --attention scratch (the fused kernel returns no weights)")
 
