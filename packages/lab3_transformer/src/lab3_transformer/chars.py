@@ -117,7 +117,7 @@ class SampleConfig(ConfigPart):
     checkpoint: str = arg("", "a --task chars checkpoint (.pt), or its run directory (its best.pt); default: "
                           "the latest --task chars run under runs/lab3-transformer")
     prompt: str = arg("\n", "text to continue (default: a new line)")
-    tokens: int = arg(500, "characters to generate", low=1, high=1_000_000)
+    tokens: int = arg(500, "characters to generate", low=1, high=10_000)
     temperature: float = arg(0.8, "softmax temperature (0: always the most likely character)", low=0)
     top_k: int = arg(40, "sample among the K most likely characters (0: all)", low=0)
     seed: int = arg(0, "random seed: the same seed gives the same text", low=0, high=2**32 - 1)

@@ -80,7 +80,7 @@ class Lab3Config(OptimOptions, RunOptions):
                            "(0: the whole validation split; the report always adds the whole split)",
                            low=0, applies=CHARS_ONLY)
     sample_tokens: int = arg(300, "--task chars: characters sampled at the end of training (0: none)",
-                             low=0, high=1_000_000, applies=CHARS_ONLY)
+                             low=0, high=10_000, applies=CHARS_ONLY)
 
     def resolve(self, explicit: set[str]) -> None:
         chars = self.task == "chars"
