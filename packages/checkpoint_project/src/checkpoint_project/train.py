@@ -195,9 +195,19 @@ class Profile(Callback):
                  f"{self.folder / 'top_ops.txt'}")
 
 
-def gallery(images: torch.Tensor, probs: torch.Tensor, targets: torch.Tensor, classes: list[str], path: Path,
-            count: int = 16) -> int:
-    """The most confidently wrong test images, with their true and predicted classes."""
+def _decoded(file: Path, size: int) -> torch.Tensor | None:
+    from labs_core.data.imagefolder import decode_all
+
+    try:
+        return decode_all([file], [0], size, skip_bad=False)[0][0]
+    except LabError:
+        return None
+
+
+def gallery(images: torch.Tensor | list[Path], probs: torch.Tensor, targets: torch.Tensor, classes: list[str],
+            path: Path, count: int = 16, image_size: int = 32) -> int:
+    """The most confidently wrong test images, with their true and predicted classes; ``images``
+    may be the files of a streamed split (``--loader standard``), decoded here at ``image_size``."""
     from labs_core.plots import pyplot
 
     plt = pyplot()
@@ -211,7 +221,9 @@ def gallery(images: torch.Tensor, probs: torch.Tensor, targets: torch.Tensor, cl
     for ax in axes.flat:
         ax.axis("off")
     for ax, i in zip(axes.flat, worst.tolist(), strict=False):
-        img = images[i]
+        img = _decoded(images[i], image_size) if isinstance(images, list) else images[i]
+        if img is None:  # a file that no longer decodes: its panel stays empty
+            continue
         ax.imshow(img[0].numpy() if img.shape[0] == 1 else img.permute(1, 2, 0).numpy(), cmap="gray")
         ax.set_title(f"true {classes[targets[i]]}\npred {classes[pred[i]]} {conf[i]:.0%}", fontsize=7)
     fig.suptitle("most confidently wrong test images")
@@ -258,7 +270,8 @@ def train(cfg: TrainConfig) -> dict:
         lines = [f"{name:<12} {acc:.4f}" for name, acc in zip(data.classes, per_class, strict=True)]
         (run_dir / "per_class_accuracy.txt").write_text("\n".join(lines) + "\n")
         metrics["per_class_acc"] = dict(zip(data.classes, per_class, strict=True))
-        n = gallery(data.test[0], probs, targets, data.classes, run_dir / "confidently_wrong.png")
+        n = gallery(data.test[0], probs, targets, data.classes, run_dir / "confidently_wrong.png",
+                    image_size=data.image_size or 32)
         run.say("per-class test accuracy:\n  " + "\n  ".join(lines))
         run.say(f"confusion matrix:\n{(run_dir / 'confusion_matrix.txt').read_text().rstrip()}")
         run.say(f"gallery of the {n} most confidently wrong test images: {run_dir / 'confidently_wrong.png'}")

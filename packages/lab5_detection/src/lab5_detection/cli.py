@@ -32,8 +32,8 @@ class Lab5Config(BatchNormOptions, OptimOptions, RunOptions):
     overfit_epochs = 150
 
     flavor: str = arg("anchor", "detector flavour", choices=("anchor", "anchor-free"))
-    num_images: int = arg(2000, "generated training images (held-out: --num-test more)", low=1, high=20_000)
-    num_test: int = arg(200, "generated held-out images", low=1, high=5_000)
+    num_images: int = arg(2000, "generated training images (held-out: --num-test more)", low=1, high=10_000)
+    num_test: int = arg(200, "generated held-out images", low=1, high=1_000)
     image_size: int = arg(64, "image side in pixels (a multiple of 8)", low=32, high=1024)
     max_objects: int = arg(4, "largest number of objects per image", low=1, high=64)
     epochs: int = arg(30, "number of training epochs")
