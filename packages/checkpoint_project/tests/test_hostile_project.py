@@ -24,10 +24,10 @@ from labs_core.testing import (
 )
 
 TINY = ["--width", "4", "--epochs", "1", "--max-steps", "1", "--batch-size", "8", "--quiet"]
-BASES = {
-    "synthetic": [*TINY, "--dataset", "synthetic"],
+BASES = {  # the image folder first: --image-size 512 of 2,500 synthetic images takes minutes on 2 cores
     "files": [*TINY, "--dataset", "imagefolder", "--data-dir", "{data}/imagefolder/images", "--loader", "standard",
               "--optimizer", "sgd", "--scheduler", "cosine"],
+    "synthetic": [*TINY, "--dataset", "synthetic"],
 }
 TRAIN = hostile_cases(TrainConfig, BASES, "train", command=("train",))
 FINETUNE = hostile_cases(FinetuneConfig, {"finetune": [
@@ -42,7 +42,7 @@ def data(tmp_path_factory):
     root = tmp_path_factory.mktemp("data")
     for name in DATASETS:
         write_dataset(name, root / name)
-    assert main(["train", *BASES["synthetic"], "--image-size", "12", "--out", str(root / "run")]) == 0
+    assert main(["train", *TINY, "--dataset", "synthetic", "--image-size", "12", "--out", str(root / "run")]) == 0
     assert main(["export", "--checkpoint", str(root / "run" / "checkpoints" / "best.pt"), "--out",
                  str(root / "model.onnx")]) == 0
     return root
@@ -106,7 +106,6 @@ def _edit_onnx(src, dst, *, shape=None, meta=None, drop=None):
 
 @pytest.mark.parametrize("edit, message", [
     (dict(meta={"input_shape": json.dumps([3, 20, 20])}), "but its metadata says images of (3, 20, 20)"),
-    (dict(shape=[3, 16, 16], meta={"input_shape": json.dumps([3, 16, 16])}), "onnxruntime could not run"),
     (dict(meta={"classes": json.dumps(["a", "b"])}), "gives 10 logits per image but its metadata names 2"),
     (dict(meta={"mean": "not json"}), "not the JSON export writes"),
     (dict(meta={"std": json.dumps([1.0])}), "does not describe an image classifier"),
