@@ -178,7 +178,7 @@ def write(tmp_path, name, content: bytes):
     (lambda t, c: ["--task", "chars", "--dataset", "text", "--data-dir", str(t)], "is a folder"),
     (lambda t, c: ["--task", "chars", "--num-train", "100"], "--num-train applies to the toy tasks"),
     (lambda t, c: ["--task", "reverse", "--block-size", "32"], "--block-size applies to --task chars only"),
-    (lambda t, c: ["--task", "chars", "--block-size", "0"], "--block-size and --eval-every must be at least 1"),
+    (lambda t, c: ["--task", "chars", "--block-size", "0"], "--block-size must be at least 1"),
     (lambda t, c: ["sample"], "no --task chars run under runs/lab3-transformer"),
     (lambda t, c: ["sample", "--checkpoint", str(t / "none.pt")], "not found"),
     (lambda t, c: ["sample", "--checkpoint", str(c), "--tokens", "0"], "--tokens must be at least 1"),

@@ -30,6 +30,9 @@ def evaluate(paths: list[str], tta: bool = False, dataset: str | None = None, da
     dev = pick_device(device)
     results, probs_sum, targets, first = {}, None, None, None
     for path in paths:
+        if str(path).lower().endswith(".onnx"):
+            raise LabError(f"{path} is an ONNX model; evaluate needs the .pt checkpoint (its config names the "
+                           "test split to measure on; predict takes .onnx)")
         model, ckpt = load_trained(path, dev)
         if first is None:
             first = ckpt

@@ -36,15 +36,16 @@ from .models import replace_head
 @dataclass
 class FinetuneConfig(RunConfig):
     lab = PROJECT
+    data_kinds = ("image",)  # the backbones are convolutional nets
 
     source: str = arg("", "backbone: one of our checkpoints, or torchvision:NAME, any torchvision classification "
                       "model (resnet18, vgg16, mobilenet_v3_small, efficientnet_b0, ...) with its published weights",
                       flag="--from")
     weights: str = arg("", "a local weights file for a torchvision:... backbone (no download)")
     dataset: str = arg("imagefolder", "the new dataset (usually imagefolder with --data-dir)")
-    head_epochs: int = arg(3, "epochs of phase 0: the new head only, backbone frozen")
-    stage_epochs: int = arg(2, "epochs of each later phase (one more stage unfrozen each time)")
-    unfreeze: int = arg(2, "how many stages to unfreeze, from the top, one per phase")
+    head_epochs: int = arg(3, "epochs of phase 0: the new head only, backbone frozen", high=100_000)
+    stage_epochs: int = arg(2, "epochs of each later phase (one more stage unfrozen each time)", high=100_000)
+    unfreeze: int = arg(2, "how many stages to unfreeze, from the top, one per phase", high=1000)
     lr_decay: float = arg(0.3, "learning-rate factor per stage of depth below the head (discriminative rates)")
     lr: float = arg(3e-3, "learning rate of the head (stages get lr * lr_decay^depth)")
     monitor: str = arg("val_acc", "metric that decides the best checkpoint and early stopping")

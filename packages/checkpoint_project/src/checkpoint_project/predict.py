@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -31,18 +30,11 @@ def predict(model_path: str, images: list[str], top_k: int = 3, say=print) -> li
     refuse_special(path, "a model")
     if not path.is_file():
         raise LabError(f"model not found: {path}")
-    if path.suffix == ".onnx":
-        import onnxruntime as ort
+    if path.suffix.lower() == ".onnx":
+        from .onnx_model import open_onnx
 
-        try:
-            session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        except Exception as exc:
-            raise LabError(f"{path} is not a readable ONNX model ({str(exc).splitlines()[0][:150]})") from None
-        meta = session.get_modelmeta().custom_metadata_map
-        if "classes" not in meta:
-            raise LabError(f"{path} has no class names in its metadata (export it with checkpoint-project export)")
-        classes, mean, std, shape = (json.loads(meta[k]) for k in ("classes", "mean", "std", "input_shape"))
-        run = lambda x: session.run(None, {"images": x})[0]  # noqa: E731
+        run, meta = open_onnx(path)
+        classes, mean, std, shape = (meta[k] for k in ("classes", "mean", "std", "input_shape"))
     else:
         model, ckpt = load_trained(path)
         classes, mean, std, shape = ckpt["classes"], ckpt["mean"], ckpt["std"], ckpt["input_shape"]

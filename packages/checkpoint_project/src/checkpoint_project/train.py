@@ -57,6 +57,7 @@ def bf16_runs_fast(device: str) -> bool:
 @dataclass
 class TrainConfig(TuningOptions, RunConfig):
     lab = PROJECT
+    data_kinds = ("image",)  # every model here is a convolutional net
 
     dataset: str = arg("cifar10", "dataset name: cifar10 (default), synthetic, digits, imagefolder, mnist, ...")
     recipe: str = arg("auto", "a model with its training flags: cpu (the compact net, ~10 min to 85%% on a 2-core "

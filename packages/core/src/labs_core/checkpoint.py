@@ -156,7 +156,24 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu", require: tuple[
     if not isinstance(state, dict):
         raise LabError(f"{path} is not a checkpoint of this project (it holds a {type(state).__name__}, not a dict)")
     require_entries(state, require, path)
+    check_values(state, path)
     return state
+
+
+def check_values(state: dict, path: str | os.PathLike) -> None:
+    """A checkpoint whose numbers could only give nonsense is refused in one line: a weight that is
+    NaN or infinite (every prediction would be "nan"), a negative epoch or step count."""
+    for key in ("epoch", "global_step"):
+        value = state.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and not value >= 0:
+            raise LabError(f"{path} is damaged: its {key!r} is {value} (a count of training done is never "
+                           "negative)")
+    model = state.get("model")
+    for name, tensor in (model.items() if isinstance(model, dict) else ()):
+        if isinstance(tensor, torch.Tensor) and tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise LabError(f"{path} is damaged: weight {name!r} holds {bad} NaN or infinite value(s), so every "
+                           "prediction would be nan")
 
 
 def require_entries(state: dict, keys: tuple[str, ...], path: str | os.PathLike) -> None:

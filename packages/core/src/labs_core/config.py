@@ -21,21 +21,24 @@ from typing import Any, ClassVar
 
 from .errors import LabError
 from .memory import parse_size
+from .validate import DATA_FILES, IMAGE_DATA, When, check_applies, check_float_range
 
 
 def arg(default: Any = dataclasses.MISSING, help: str = "", *, choices=None,
         default_factory=dataclasses.MISSING, nargs_optional_const: str | None = None,
         flag: str | None = None, low: float | None = None, high: float | None = None,
         below: float | None = None, required: bool = False, positional: bool = False,
-        metavar: str | None = None):
+        metavar: str | None = None, applies=None):
     """A config field with the help text (and choices) its flag shows; ``flag`` overrides the
     flag's name (for a field that cannot be named like its flag, e.g. ``--from``). ``low`` and
     ``high`` bound a number (each item of a list) and ``below`` bounds it strictly from above,
     all checked at parse time with every other field. ``required``: the flag must be given;
-    ``positional``: an argument without a flag (``predict IMAGE ...``)."""
+    ``positional``: an argument without a flag (``predict IMAGE ...``). ``applies``: when the
+    flag changes the run (``validate.When``, or a tuple of them); given when it would change
+    nothing, it is refused."""
     meta = {"help": help, "choices": choices, "const": nargs_optional_const, "flag": flag,
             "low": low, "high": high, "below": below, "required": required,
-            "positional": positional, "metavar": metavar}
+            "positional": positional, "metavar": metavar, "applies": applies}
     if default_factory is not dataclasses.MISSING:
         return field(default_factory=default_factory, metadata=meta)
     return field(default=default, metadata=meta)
@@ -157,10 +160,11 @@ class OptimOptions(ConfigPart):
 
     lr: float = arg(1e-3, "learning rate (peak learning rate with a schedule)")
     optimizer: str = arg("adamw", "optimizer", choices=("sgd", "adam", "adamw"))
-    momentum: float = arg(0.9, "momentum for SGD (Nesterov)")
+    momentum: float = arg(0.9, "momentum for SGD (Nesterov)", applies=When("optimizer", "sgd"))
     weight_decay: float = arg(0.0, "weight decay")
     scheduler: str = arg("none", "learning-rate schedule", choices=("none", "cosine", "onecycle", "step"))
-    warmup_epochs: float = arg(0.0, "linear warm-up length in epochs (cosine schedule)")
+    warmup_epochs: float = arg(0.0, "linear warm-up length in epochs (cosine schedule)",
+                               applies=When("scheduler", "cosine"))
     grad_accum: int = arg(1, "micro-batches accumulated per optimizer step")
     grad_clip: float = arg(0.0, "clip the global gradient norm to this value (0: off)")
     patience: int = arg(0, "early stopping: epochs without improvement of --monitor before stopping (0: off)")
@@ -176,38 +180,42 @@ class OptimOptions(ConfigPart):
         if not self.lr > 0 or self.lr == float("inf"):
             raise LabError(f"--lr must be a positive number (got {self.lr})")
 
-    def resolve(self, explicit: set[str]) -> None:
-        super().resolve(explicit)
-        if "momentum" in explicit and self.optimizer != "sgd":
-            raise LabError(f"--momentum applies to --optimizer sgd only (this run uses {self.optimizer})")
-        if "warmup_epochs" in explicit and self.scheduler != "cosine":
-            raise LabError(f"--warmup-epochs applies to --scheduler cosine only (this run uses {self.scheduler})")
+
+NO_OVERFIT = When("overfit", 0, text="a run without --overfit (which trains on fixed, unaugmented samples)")
 
 
 @dataclass
 class DataOptions(ConfigPart):
     """The classification data pipeline: which dataset, how it is split, augmented and loaded."""
 
+    data_kinds: ClassVar[tuple[str, ...]] = ("image", "tabular")  # what the lab's models take
+
     dataset: str = arg("digits", "dataset name: digits, mnist, fashion-mnist, cifar10, imagefolder, csv, synthetic")
-    data_dir: str = arg("data", "folder for downloaded data, or the image folder / CSV file for imagefolder / csv")
+    data_dir: str = arg("data", "folder for downloaded data, or the image folder / CSV file for "
+                        "imagefolder / csv", applies=DATA_FILES)
     val_fraction: float = arg(0.1, "fraction of the training split held out for validation",
-                              low=0, below=1)
+                              low=0, below=1, applies=NO_OVERFIT)
     test_fraction: float = arg(0.2, "a source without a test split (an image folder without test/, a CSV): the "
                                "fraction held out as one, the same for every run; 0: none, more images "
                                "train", low=0, below=1)
     stratify: bool = arg(True, "keep class proportions in the validation split")
-    augment: bool = arg(True, "random training augmentation (crop/translate, and flips where they make sense)")
-    pad: int = arg(0, "augmentation: random shifts of up to this many pixels (0: 1/8 of the image side)")
+    augment: bool = arg(True, "random training augmentation (crop/translate, and flips where they "
+                        "make sense)", applies=(IMAGE_DATA, NO_OVERFIT))
+    pad: int = arg(0, "augmentation: random shifts of up to this many pixels (0: 1/8 of the image "
+                   "side)", applies=(IMAGE_DATA, When("augment", True), NO_OVERFIT))
     label_smoothing: float = arg(0.0, "label smoothing for the cross-entropy loss", low=0, below=1)
     loader: str = arg("fast", "fast: whole split on the device, batched augmentation; standard: DataLoader from disk",
                       choices=("fast", "standard"))
-    num_workers: int = arg(0, "DataLoader workers (--loader standard)")
-    channels_last: bool = arg(False, "images and model in channels-last memory format (faster convs under autocast on GPUs)")
+    num_workers: int = arg(0, "DataLoader workers (--loader standard)", high=64, applies=When("loader", "standard"))
+    channels_last: bool = arg(False, "images and model in channels-last memory format (faster convs under autocast on GPUs)",
+                              applies=IMAGE_DATA)
     class_weights: bool = arg(False, "weight the loss by inverse class frequency (imbalanced data)")
     balanced_sampler: bool = arg(False, "sample training batches with class-balancing weights")
-    image_size: int = arg(0, "resize images to this size (imagefolder; 0: the lab's default)")
-    label_column: str = arg("label", "csv: name of the label column")
-    skip_bad_files: bool = arg(False, "imagefolder: skip unreadable images (and report them) instead of stopping")
+    image_size: int = arg(0, "resize images to this size (imagefolder; 0: the lab's default)", high=512,
+                          applies=When("dataset", "imagefolder", "synthetic"))
+    label_column: str = arg("label", "csv: name of the label column", applies=When("dataset", "csv"))
+    skip_bad_files: bool = arg(False, "imagefolder: skip unreadable images (and report them) instead of stopping",
+                               applies=When("dataset", "imagefolder"))
 
     def validate(self) -> None:
         super().validate()
@@ -215,11 +223,7 @@ class DataOptions(ConfigPart):
 
     def resolve(self, explicit: set[str]) -> None:
         super().resolve(explicit)
-        if "pad" in explicit and not self.augment:
-            raise LabError("--pad sets the augmentation's shifts; it does nothing with --no-augment")
         self.test_fraction_given = "test_fraction" in explicit  # refused where the data has its own test split
-        if "num_workers" in explicit and self.loader != "standard":
-            raise LabError("--num-workers applies to --loader standard only (the fast loader needs no workers)")
 
 
 @dataclass
@@ -271,7 +275,7 @@ class TuningOptions(ConfigPart):
     lr_find_then_train: bool = arg(False, "the range test, then train from the same weights with the suggested "
                                    "rate as --lr")
     lr_find_steps: int = arg(100, "range test: at most this many steps (it stops early when the loss diverges)",
-                             low=10)
+                             low=10, high=100_000)
     lr_find_start: float = arg(1e-7, "range test: the first learning rate", low=0)
     lr_find_end: float = arg(10.0, "range test: the last learning rate (rates grow geometrically)", low=0)
     find_batch_size: bool = arg(False, "find the largest batch whose training step fits (CUDA: no out-of-memory; "
@@ -330,6 +334,8 @@ def check_number(f: dataclasses.Field, value) -> None:
     flag = f.metadata.get("flag") or f"--{_flag(f.name)}"
     if isinstance(value, float) and not math.isfinite(value):
         raise LabError(f"{flag} must be a finite number (got {value})")
+    if isinstance(value, float):
+        check_float_range(flag, value)
     low, high, below = f.metadata.get("low"), f.metadata.get("high"), f.metadata.get("below")
     if high is None and isinstance(value, int):
         high = MAX_INT
@@ -439,7 +445,9 @@ def build_parser(cls: type, prog: str, description: str = "") -> argparse.Argume
 def config_from_namespace(cls: type, ns: argparse.Namespace, explicit: set[str] = frozenset()):
     values = {f.name: getattr(ns, f.name) for f in dataclasses.fields(cls) if f.init and hasattr(ns, f.name)}
     cfg = cls(**values)
+    ConfigPart.validate(cfg)  # each field within its own bounds first: a resolve may divide by one
     cfg.resolve(set(explicit))
+    check_applies(cfg, set(explicit))  # a flag that would change nothing for this run is refused
     cfg.validate()
     return cfg
 

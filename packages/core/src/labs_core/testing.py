@@ -250,3 +250,221 @@ def check_combination(main, argv: list[str], case: dict, out: Path, capsys) -> d
     assert code == 2 and len(lines) == 1 and any(flag in lines[0] for flag in named), err
     assert not out.exists() or not any(out.iterdir()), f"a refused combination wrote into {out}"
     return None
+
+
+# --- Hostile inputs, generated from the declarations (issue 24) ---------------------------------
+#
+# A lab's test asks ``hostile_cases(ConfigClass)`` for every flag at every value a user could
+# type that is not an ordinary one (0, -1, each bound and one past it, NaN, inf, the largest int,
+# the empty string), runs each through the lab's whole ``main`` in-process, and asserts the
+# outcome with ``check_outcome``: a finished run, or one line on stderr with exit code 2. A field
+# a lab adds is covered without anyone writing a case for it.
+
+HUGE_FLOAT = 1e300
+
+
+def numeric_values(kind: type, low=None, high=None) -> list:
+    """The hostile values for one numeric field of type ``kind``: 0, -1, its bounds and one step
+    past each, NaN, inf and -inf (floats), the largest int and beyond torch's range (ints)."""
+    from .config import MAX_INT
+
+    if kind is int:
+        values = [0, -1, MAX_INT, MAX_INT + 1, 2**70]
+        for bound in (low, high):
+            if bound is not None:
+                values += [int(bound), int(bound) - 1, int(bound) + 1]
+        return sorted(set(values))
+    values = [0.0, -1.0, HUGE_FLOAT, -HUGE_FLOAT, float("nan"), float("inf"), float("-inf"), 1e-300]
+    for bound in (low, high):
+        if bound is not None:
+            values += [float(bound), float(bound) - max(1e-9, abs(bound) * 1e-6),
+                       float(bound) + max(1e-9, abs(bound) * 1e-6)]
+    return list({repr(v): v for v in values}.values())
+
+
+def hostile_cases(cls, bases: dict[str, list[str]], prog: str = "lab", skip: tuple[str, ...] = (),
+                  command: tuple[str, ...] = ()) -> list[tuple[str, list[str], bool]]:
+    """``(case id, argv, runs)`` for every init field of config class ``cls``: each number at
+    ``numeric_values``, each free-text field empty, on the first of ``bases`` (named argv lists)
+    under which the field applies (its ``applies`` rules hold), so a flag of one dataset or task
+    is tried where it does something. ``runs``: whether the config accepts the value (then the
+    test trains on it); the values accepted are thinned to the smallest and the largest of each
+    field, the values between them taking the same path. Fields in ``skip`` are left out (the
+    test says why: a flag that names a path has its own table of files). ``command``: words put
+    before the flags in each argv (a subcommand: ``("sample",)``), not part of what ``cls`` parses."""
+    import contextlib
+    import dataclasses
+    import io
+    import typing
+
+    from .config import _base_type, _flag, parse_config
+    from .errors import LabError
+    from .validate import rules
+
+    parsed = {name: _parse_or_none(cls, argv, prog) for name, argv in bases.items()}
+    hints = typing.get_type_hints(cls)
+    cases = []
+    for f in dataclasses.fields(cls):
+        if not f.init or f.name in skip:
+            continue
+        tp, _, item = _base_type(hints[f.name])
+        kind = item if tp is list else tp
+        flag = f.metadata.get("flag") or f"--{_flag(f.name)}"
+        if kind in (int, float):
+            values = numeric_values(kind, f.metadata.get("low"), f.metadata.get("high"))
+        elif tp is str and not f.metadata.get("choices"):
+            values = [""]
+        else:
+            continue
+        base_name = next((name for name, cfg in parsed.items() if cfg is not None and all(
+            not hasattr(cfg, r.field) or r.holds(cfg) for r in rules(cls, f.name))), next(iter(bases)))
+        default = f.default if f.default is not dataclasses.MISSING else None
+        accepted, refused = [], []
+        for value in values:
+            argv = [*bases[base_name], f"{flag}={value!r}" if kind is not str else f"{flag}={value}"]
+            try:
+                with contextlib.redirect_stderr(io.StringIO()):  # argparse's refusals: the test sees them
+                    parse_config(cls, argv, prog)
+                accepted.append((value, argv))
+            except (LabError, SystemExit):
+                refused.append((value, argv))
+            except Exception:  # a bug the test is to show: run it, and its traceback fails the test
+                accepted.append((value, argv))
+        accepted = sorted(((v, a) for v, a in accepted if v != default or kind is str), key=lambda va: va[0])
+        if len(accepted) > 1:  # the largest; the smallest too where it is of another order (1 and 2**32 - 1)
+            low_end, high_end = accepted[0], accepted[-1]
+            accepted = [low_end, high_end] if low_end[0] * 4 < high_end[0] else [high_end]
+        for value, argv in refused + accepted:
+            cases.append((f"{base_name} {flag}={value!r}", [*command, *argv], (value, argv) in accepted))
+    return cases
+
+
+def _parse_or_none(cls, argv, prog):
+    import contextlib
+    import io
+
+    from .config import parse_config
+
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):
+            return parse_config(cls, argv, prog)
+    except (Exception, SystemExit):  # a base that does not parse is never chosen
+        return None
+
+
+def check_outcome(code: int, err: str) -> None:
+    """What the README promises for any input: the run finished (0), or it stopped in one line on
+    stderr with exit code 2; never a traceback."""
+    assert "Traceback" not in err, err[-3000:]
+    assert code in (0, 2), (code, err[-3000:])
+    if code == 2:
+        lines = [line for line in err.splitlines() if line.strip()]
+        assert lines and ": error: " in lines[-1], err[-3000:]
+        assert err.count("error:") == 1, err[-3000:]
+
+
+def write_dataset(name: str, root: Path, n: int = 24, classes: int = 3) -> list[str]:
+    """Tiny data of dataset ``name`` in its real file format under ``root``, and the flags that
+    point a classifier at it (``--dataset NAME [--data-dir ...]``)."""
+    import pickle
+
+    import numpy as np
+    from PIL import Image
+
+    from .data.idx import write_idx
+
+    rng = np.random.default_rng(0)
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    if name in ("digits", "synthetic"):
+        return ["--dataset", name]
+    if name in ("mnist", "fashion-mnist"):
+        folder = root / name
+        folder.mkdir(parents=True, exist_ok=True)
+        for split, count in (("train", n), ("t10k", n // 2)):
+            write_idx(folder / f"{split}-images-idx3-ubyte", rng.integers(0, 256, (count, 28, 28), dtype=np.uint8))
+            write_idx(folder / f"{split}-labels-idx1-ubyte", (np.arange(count) % classes).astype(np.uint8))
+        return ["--dataset", name, "--data-dir", str(root)]
+    if name == "cifar10":
+        folder = root / "cifar-10-batches-py"
+        folder.mkdir(parents=True, exist_ok=True)
+        for batch in [*(f"data_batch_{i}" for i in range(1, 6)), "test_batch"]:
+            count = max(2, n // 5)
+            data = rng.integers(0, 256, (count, 3072), dtype=np.uint8)
+            with open(folder / batch, "wb") as f:
+                pickle.dump({b"data": data, b"labels": [i % classes for i in range(count)]}, f)
+        return ["--dataset", "cifar10", "--data-dir", str(root)]
+    if name == "imagefolder":
+        for c in range(classes):
+            (root / "images" / f"c{c}").mkdir(parents=True, exist_ok=True)
+            for i in range(n // classes):
+                pixels = rng.integers(0, 256, (12, 12, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(root / "images" / f"c{c}" / f"{i}.png")
+        return ["--dataset", "imagefolder", "--data-dir", str(root / "images")]
+    if name == "csv":
+        rows = ["a,b,label"] + [f"{rng.random():.3f},{rng.random():.3f},k{i % classes}" for i in range(n)]
+        (root / "table.csv").write_text("\n".join(rows) + "\n")
+        return ["--dataset", "csv", "--data-dir", str(root / "table.csv")]
+    raise ValueError(f"no writer for dataset {name!r}")
+
+
+def write_text(root: Path, chars: int = 600) -> list[str]:
+    """A small UTF-8 text file, and the lab3 flags that train a character model on it."""
+    import numpy as np
+
+    words = ["to be", "or not", "that is", "the question", "whether", "tis nobler"]
+    rng = np.random.default_rng(0)
+    text = " ".join(words[i] for i in rng.integers(0, len(words), chars))[:chars] + "\n"
+    path = Path(root) / "corpus.txt"
+    path.write_text(text)
+    return ["--task", "chars", "--dataset", "text", "--data-dir", str(path)]
+
+
+def run_main(main, argv: list[str], capsys) -> tuple[int, str]:
+    """``main(argv)`` in-process, as the console script would run it: (exit code, stderr)."""
+    try:
+        code = main(argv)
+    except SystemExit as exc:  # a main that exits instead of returning
+        code = int(exc.code or 0)
+    return code, capsys.readouterr().err
+
+
+def hostile_ids(cases) -> list[str]:
+    return [case[0] for case in cases]
+
+
+def fast_figures(monkeypatch) -> None:
+    """Figures are built as in a real run but not rasterised (``savefig`` leaves an empty file):
+    the hostile-value tables run hundreds of tiny runs, and drawing is half of each one's time."""
+    import matplotlib.backends.backend_agg as agg
+    import matplotlib.figure
+
+    def savefig(self, fname, *args, **kwargs):
+        Path(fname).write_bytes(b"")
+
+    def draw(self):  # what TensorBoard's add_figure reads back: a blank canvas of the right size
+        self.renderer = self.get_renderer()
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", savefig)
+    monkeypatch.setattr(agg.FigureCanvasAgg, "draw", draw)
+
+
+def run_hostile_case(main, argv: list[str], runs: bool, data: Path, tmp_path: Path, monkeypatch, capsys) -> int:
+    """One row of a hostile-value table: ``{data}`` in ``argv`` becomes ``data``, the run goes into
+    ``tmp_path`` (``--out ''`` too: the working directory is ``tmp_path``), and the outcome must be
+    a finished run or one line and exit code 2; a value the config refuses never trains."""
+    import urllib.error
+    import urllib.request
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("no network in the tests")
+
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    monkeypatch.chdir(tmp_path)
+    fast_figures(monkeypatch)
+    argv = [a.replace("{data}", str(data)) for a in argv]
+    out = [] if any(a.startswith("--out") for a in argv) else ["--out", str(tmp_path / "run")]
+    code, err = run_main(main, [*argv, *out], capsys)
+    check_outcome(code, err)
+    assert runs or code == 2, f"a value the config refuses must not train: {argv}"
+    return code

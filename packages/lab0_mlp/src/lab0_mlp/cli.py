@@ -20,6 +20,7 @@ from labs_core.experiment import classifier_plan
 from labs_core.optim import build_optimizer
 from labs_core.plots import plot_curves
 from labs_core.run import Plan, Run, execute
+from labs_core.validate import check_model_fits
 
 from . import optim
 from .model import ACTIVATIONS, MLP
@@ -36,7 +37,8 @@ class Lab0Config(LoopOptions, TuningOptions, RunConfig):
     lr: float = override("lr", 3e-3, "learning rate")
     optimizer: str = override("optimizer", "adam")
     augment: bool = arg(False, "random translation augmentation (off: an MLP sees pixels, not shapes)")
-    hidden: list[int] = arg(help="hidden layer sizes, e.g. --hidden 256 128", default_factory=lambda: [256, 128])
+    hidden: list[int] = arg(help="hidden layer sizes, e.g. --hidden 256 128", default_factory=lambda: [256, 128],
+                            high=65536)
     activation: str = arg("relu", "activation between layers", choices=ACTIVATIONS)
     dropout: float = arg(0.1, "dropout probability after each hidden layer (0: none)", low=0, below=1)
     batch_norm: bool = arg(False, "batch norm after each hidden linear layer")
@@ -48,6 +50,8 @@ class Lab0Config(LoopOptions, TuningOptions, RunConfig):
         super().validate()
         if not self.hidden or min(self.hidden) < 1:
             raise LabError("--hidden needs one or more positive sizes")
+        check_model_fits(sum(a * b for a, b in zip(self.hidden, self.hidden[1:], strict=False)),
+                         "--hidden " + " ".join(map(str, self.hidden)))
         if self.sync_bn and not self.batch_norm:
             raise LabError("--sync-bn needs --batch-norm (the MLP has no batch norm without it)")
 

@@ -22,6 +22,7 @@ from labs_core.data import load_dataset
 from labs_core.experiment import classifier_plan
 from labs_core.run import Plan, Run, execute
 from labs_core.rundir import write_json
+from labs_core.validate import When
 
 from .figures import explain_test_images, plot_feature_maps, plot_filters, shape_table
 from .model import CNN, LogisticRegression
@@ -37,10 +38,14 @@ FAST_RECIPE = dict(epochs=3, batch_size=64, optimizer="sgd", lr=0.1, momentum=0.
                    head="flatten", channels_last=True, precision="bf16", pad=1)
 
 
+CNN_ONLY = When("model", "cnn")
+
+
 @dataclass
 class Lab1Config(LoopOptions, TuningOptions, RunConfig):
     lab = "lab1-conv"
     overfit_epochs = 60
+    data_kinds = ("image",)  # a convolution needs pixels
 
     recipe: str = arg("auto", "fast: lab1's fast recipe (3 epochs, see the README); standard: the defaults "
                       "below; auto: fast for mnist and fashion-mnist, else standard", choices=("auto", "fast", "standard"))
@@ -49,11 +54,13 @@ class Lab1Config(LoopOptions, TuningOptions, RunConfig):
     scheduler: str = override("scheduler", "onecycle")
     weight_decay: float = override("weight_decay", 5e-4)
     model: str = arg("cnn", "cnn, or logreg (the baseline)", choices=("cnn", "logreg"))
-    conv: str = arg("scratch", "convolution: ours (unfold + matmul) or torch.nn.Conv2d", choices=("scratch", "torch"))
+    conv: str = arg("scratch", "convolution: ours (unfold + matmul) or torch.nn.Conv2d", choices=("scratch", "torch"),
+                    applies=CNN_ONLY)
     widths: list[int] = arg(help="channels of each conv block, e.g. --widths 32 64 128",
-                            default_factory=lambda: [32, 64, 128])
-    dropout: float = arg(0.25, "dropout before the classifier", low=0, below=1)
-    head: str = arg("avg", "global average pooling or flatten before the classifier", choices=("avg", "flatten"))
+                            default_factory=lambda: [32, 64, 128], high=4096, applies=CNN_ONLY)
+    dropout: float = arg(0.25, "dropout before the classifier", low=0, below=1, applies=CNN_ONLY)
+    head: str = arg("avg", "global average pooling or flatten before the classifier",
+                    choices=("avg", "flatten"), applies=CNN_ONLY)
     shapes: bool = arg(False, "print the per-layer shape table (with the formula's predictions) and exit")
     explain: int = arg(0, "at the end of the run, why the model predicted what it did for the first N test images: "
                        "saliency, SmoothGrad, integrated gradients and Grad-CAM maps in explain.png (0: off)",

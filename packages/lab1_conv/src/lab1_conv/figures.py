@@ -14,6 +14,8 @@ from labs_core.summary import format_summary, model_summary
 
 from .ops import conv_output_size
 
+MAX_SHOWN = 64  # channels drawn at most: a grid of thousands of axes takes minutes and shows nothing
+
 
 def _grid(n: int) -> tuple[int, int]:
     cols = math.ceil(math.sqrt(n))
@@ -29,7 +31,7 @@ def plot_filters(model: nn.Module, path: Path) -> None:
 
     plt = pyplot()
 
-    w = first_conv(model).weight.detach().float().cpu()  # (C_out, C_in, kH, kW)
+    w = first_conv(model).weight.detach().float().cpu()[:MAX_SHOWN]  # (C_out, C_in, kH, kW)
     rows, cols = _grid(len(w))
     fig, axes = plt.subplots(rows, cols, figsize=(cols * 0.9, rows * 0.9), squeeze=False)
     for ax in axes.flat:
@@ -40,7 +42,7 @@ def plot_filters(model: nn.Module, path: Path) -> None:
             ax.imshow(img.permute(1, 2, 0).numpy())
         else:
             ax.imshow(k.mean(0).numpy(), cmap="RdBu_r")
-    fig.suptitle("first-layer filters")
+    fig.suptitle("first-layer filters" + (f" (the first {MAX_SHOWN})" if len(w) == MAX_SHOWN else ""))
     fig.tight_layout()
     save_figure(fig, path, dpi=100)
     plt.close(fig)
@@ -55,7 +57,7 @@ def plot_feature_maps(model: nn.Module, image: torch.Tensor, path: Path) -> None
 
     was_training = model.training
     model.eval()
-    feats = model.features[:3](image[None])[0].float().cpu()  # conv -> bn -> relu: (C_out, H, W)
+    feats = model.features[:3](image[None])[0].float().cpu()[:MAX_SHOWN]  # conv -> bn -> relu: (C_out, H, W)
     model.train(was_training)
     rows, cols = _grid(len(feats) + 1)
     fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.0, rows * 1.0), squeeze=False)

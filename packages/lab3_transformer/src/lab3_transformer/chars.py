@@ -71,7 +71,9 @@ def chars_plan(run) -> Plan:
         if not cfg.sample_tokens:
             return metrics
         model = trainer.module
-        text = sample_text(model, tokenizer, "\n", cfg.sample_tokens, temperature=0.8, top_k=40, seed=cfg.seed)
+        start = "\n" if "\n" in tokenizer.index else tokenizer.decode(data.train[:1])  # no line breaks
+        text = sample_text(model, tokenizer, start, cfg.sample_tokens, temperature=0.8, top_k=40,
+                           seed=cfg.seed)
         atomic_write_text(run_dir / "sample.txt", text)
         run.say(f"\n--- a sample (temperature 0.8, top-k 40; saved as {run_dir / 'sample.txt'}) ---{text}\n---")
         return metrics

@@ -17,6 +17,7 @@ from labs_core.config import OptimOptions, RunOptions, apply_recipe, override
 from labs_core.data import FastLoader
 from labs_core.data.text import TEXT_DATASETS
 from labs_core.run import Plan, Run, execute
+from labs_core.validate import When, check_model_fits
 
 from .chars import chars_plan, sample_command
 from .figures import toy_report
@@ -27,8 +28,8 @@ from .tasks import TASKS, VOCAB, lengths, split_examples
 
 PROG = "lab3-transformer"
 ALL_TASKS = (*TASKS, "chars")
-TOY_FIELDS = ("length", "num_train", "num_test", "show_attention")
-CHARS_FIELDS = ("dataset", "data_dir", "block_size", "eval_every", "val_windows", "sample_tokens")
+CHARS_ONLY = When("task", "chars")  # a flag of one kind of task changes nothing for the other
+TOY_ONLY = When("task", *TASKS, text="the toy tasks (--task " + ", ".join(TASKS) + ")")
 # --task chars: what the flags mean when not given (measured by benchmarks/char_lm.py). Training
 # is counted in optimizer steps; an "epoch" is --eval-every steps of random windows.
 CHARS_WARMUP_STEPS = 100  # --warmup-epochs counts epochs of --eval-every steps; the recipe means steps
@@ -46,43 +47,43 @@ class Lab3Config(OptimOptions, RunOptions):
                     "defaults differ where not given: " + ", ".join(f"--{k.replace('_', '-')} {v}"
                                                                    for k, v in CHARS_RECIPE.items()),
                     choices=ALL_TASKS)
-    length: int = arg(8, "source length for reverse and sort; digits per number for add (default 4 there)")
-    num_train: int = arg(20000, "training sequences")
-    num_test: int = arg(1000, "held-out sequences (whole-sequence accuracy is measured on these)")
+    length: int = arg(8, "source length for reverse and sort; digits per number for add (default 4 "
+                      "there)", low=2, high=256, applies=TOY_ONLY)
+    num_train: int = arg(20000, "training sequences", low=1, high=1_000_000, applies=TOY_ONLY)
+    num_test: int = arg(1000, "held-out sequences (whole-sequence accuracy is measured on these)",
+                        low=1, high=100_000, applies=TOY_ONLY)
     epochs: int = override("epochs", 8)
     batch_size: int = override("batch_size", 128)
     lr: float = arg(2e-3, "peak learning rate (one-cycle schedule)")
     scheduler: str = override("scheduler", "onecycle")
     weight_decay: float = arg(0.01, "weight decay (AdamW)")
-    dim: int = arg(64, "model width")
-    heads: int = arg(4, "attention heads")
-    layers: int = arg(2, "transformer blocks")
+    dim: int = arg(64, "model width", low=1, high=2048)
+    heads: int = arg(4, "attention heads", low=1, high=1024)
+    layers: int = arg(2, "transformer blocks", low=1, high=1024)
     dropout: float = arg(0.0, "dropout in the residual branches", low=0, below=1)
     positions: str = arg("sinusoidal", "positional encoding", choices=("sinusoidal", "learned"))
     attention: str = arg("scratch", "our attention or F.scaled_dot_product_attention", choices=("scratch", "torch"))
-    show_attention: bool = arg(False, "print one held-out example's attention per layer and head; save heatmaps")
+    show_attention: bool = arg(False, "print one held-out example's attention per layer and head; save heatmaps",
+                               applies=TOY_ONLY)
     grad_checkpoint: bool = arg(False, "activation checkpointing: keep only each block's input in the forward pass "
                                 "and recompute the block in the backward pass (less memory, more time)")
     monitor: str = arg("val_greedy_seq_acc", "metric that decides the best checkpoint and early "
                        "stopping (--task chars: val_loss)")
     dataset: str = arg("tinyshakespeare", "--task chars: tinyshakespeare (downloaded into --data-dir) or text "
-                       "(the UTF-8 file --data-dir names)", choices=TEXT_DATASETS)
-    data_dir: str = arg("data", "--task chars: folder for the downloaded corpus, or the text file (--dataset text)")
-    block_size: int = arg(64, "--task chars: context length in characters")
-    eval_every: int = arg(200, "--task chars: optimizer steps between evaluations (one epoch of random windows)")
+                       "(the UTF-8 file --data-dir names)", choices=TEXT_DATASETS, applies=CHARS_ONLY)
+    data_dir: str = arg("data", "--task chars: folder for the downloaded corpus, or the text file (--dataset text)",
+                        applies=CHARS_ONLY)
+    block_size: int = arg(64, "--task chars: context length in characters", low=1, high=65536, applies=CHARS_ONLY)
+    eval_every: int = arg(200, "--task chars: optimizer steps between evaluations (one epoch of random windows)",
+                          low=1, applies=CHARS_ONLY)
     val_windows: int = arg(256, "--task chars: validation windows per evaluation, spread evenly "
-                           "(0: the whole validation split; the report always adds the whole split)")
+                           "(0: the whole validation split; the report always adds the whole split)",
+                           low=0, applies=CHARS_ONLY)
     sample_tokens: int = arg(300, "--task chars: characters sampled at the end of training (0: none)",
-                             high=MAX_SAMPLE_TOKENS)
+                             low=0, high=MAX_SAMPLE_TOKENS, applies=CHARS_ONLY)
 
     def resolve(self, explicit: set[str]) -> None:
         chars = self.task == "chars"
-        own = CHARS_FIELDS if not chars else TOY_FIELDS
-        given = [f for f in own if f in explicit]
-        if given:
-            flag = "--" + given[0].replace("_", "-")
-            raise LabError(f"{flag} applies to --task chars only" if not chars else f"{flag} applies to the toy tasks "
-                           "(reverse, sort, add), not --task chars")
         if chars:
             apply_recipe(self, CHARS_RECIPE, explicit)
         super().resolve(explicit)
@@ -95,18 +96,12 @@ class Lab3Config(OptimOptions, RunOptions):
 
     def validate(self) -> None:
         super().validate()
-        if self.length < 2 or self.num_train < 1 or self.num_test < 1:
-            raise LabError("--length must be at least 2, --num-train and --num-test at least 1")
-        if self.dim < 1 or self.heads < 1 or self.layers < 1:
-            raise LabError("--dim, --heads and --layers must be at least 1")
         if self.overfit > self.num_train:
             raise LabError(f"--overfit {self.overfit}: the run generates only {self.num_train} training sequences "
                            "(see --num-train)")
         if self.dim % self.heads:
             raise LabError(f"--dim {self.dim} must be divisible by --heads {self.heads}")
-        if self.block_size < 1 or self.eval_every < 1 or self.val_windows < 0 or self.sample_tokens < 0:
-            raise LabError("--block-size and --eval-every must be at least 1, --val-windows and --sample-tokens "
-                           "not negative")
+        check_model_fits(12 * self.dim**2 * self.layers, f"--dim {self.dim} --layers {self.layers}")
         if self.show_attention and self.attention != "scratch":
             raise LabError("--show-attention needs --attention scratch (the fused kernel returns no weights)")
 

@@ -42,7 +42,7 @@ def next_token(logits: Tensor, temperature: float, top_k: int, generator: torch.
     return torch.multinomial(probs.cpu(), 1, generator=generator).to(logits.device)
 
 
-MAX_SAMPLE_TOKENS = 100_000  # the most characters ``sample --tokens`` generates in one command
+MAX_SAMPLE_TOKENS = 10_000  # the most characters ``sample --tokens`` generates in one command
 
 
 @torch.no_grad()

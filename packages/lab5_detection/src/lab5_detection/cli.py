@@ -32,24 +32,23 @@ class Lab5Config(BatchNormOptions, OptimOptions, RunOptions):
     overfit_epochs = 150
 
     flavor: str = arg("anchor", "detector flavour", choices=("anchor", "anchor-free"))
-    num_images: int = arg(2000, "generated training images (held-out: --num-test more)")
-    num_test: int = arg(200, "generated held-out images")
-    image_size: int = arg(64, "image side in pixels (a multiple of 8)")
-    max_objects: int = arg(4, "largest number of objects per image")
+    num_images: int = arg(2000, "generated training images (held-out: --num-test more)", low=1,
+                          high=10_000)
+    num_test: int = arg(200, "generated held-out images", low=1, high=1_000)
+    image_size: int = arg(64, "image side in pixels (a multiple of 8)", low=32, high=1024)
+    max_objects: int = arg(4, "largest number of objects per image", low=1, high=64)
     epochs: int = override("epochs", 30)
     batch_size: int = override("batch_size", 32)
     lr: float = arg(3e-3, "peak learning rate (one-cycle schedule)")
     scheduler: str = override("scheduler", "onecycle")
     weight_decay: float = arg(1e-4, "weight decay (AdamW)")
-    eval_every: int = arg(5, "measure held-out mAP@0.5 every N epochs (and at the end)")
+    eval_every: int = arg(5, "measure held-out mAP@0.5 every N epochs (and at the end)", low=1)
     monitor: str = arg("val_map_50", "metric that decides the best checkpoint and early stopping")
 
     def validate(self) -> None:
         super().validate()
         if self.image_size < 32 or self.image_size % 8:
             raise LabError(f"--image-size must be a multiple of 8, at least 32 (got {self.image_size})")
-        if self.num_images < 1 or self.num_test < 1 or self.max_objects < 1 or self.eval_every < 1:
-            raise LabError("--num-images, --num-test, --max-objects and --eval-every must be at least 1")
         if self.overfit > self.num_images:
             raise LabError(f"--overfit {self.overfit}: the run generates only {self.num_images} training images "
                            "(see --num-images)")

@@ -129,6 +129,9 @@ def build_loaders(data: DataSplits, *, batch_size: int, device="cpu", seed: int 
     if pad is None:  # random-crop padding: 1/8 of the image side (4 px for 32x32, 2 for 28x28)
         side = data.input_shape[-1] if data.kind == "image" else 0
         pad = max(1, side // 8) if side >= 16 else 1
+    elif augment and data.kind == "image" and pad >= min(data.input_shape[1:]):
+        raise LabError(f"--pad {pad}: shifts as large as the image ({'x'.join(map(str, data.input_shape[1:]))} px) "
+                       "can move it out of the frame entirely; give a --pad below its side")
 
     if loader == "fast":
         if isinstance(x_train, list):

@@ -201,6 +201,9 @@ class StandardLoader:
         self.seed, self.epoch = seed, 0
         self.sampler = EpochSampler(len(dataset), seed, shuffle, sample_weights, rank, world)
         self.generator = torch.Generator()
+        # a worker per batch at most: batch i goes to worker i % workers, so the ones beyond the
+        # batch count would never get work (and each costs a process); results are unchanged
+        num_workers = min(num_workers, max(1, -(-len(self.sampler) // batch_size)))
         self.loader = torch.utils.data.DataLoader(
             dataset, batch_size=batch_size, sampler=self.sampler, num_workers=num_workers,
             worker_init_fn=seed_worker, generator=self.generator, drop_last=drop_last,

@@ -51,6 +51,8 @@ def load_csv(path: Path, label_column: str = "label") -> DataSplits:
         except ValueError:
             bad = next(header[i] for i, c in enumerate(row) if i != li and not _is_float(c))
             raise LabError(f"csv: {path} line {n}: column {bad!r} is not a number") from None
+        if not row[li].strip():  # an empty cell would become a class of its own, named ""
+            raise LabError(f"csv: {path} line {n}: the {label_column!r} cell is empty (every row needs a label)")
         labels.append(row[li].strip())
     if not labels:
         raise LabError(f"csv: {path} has no data rows (only a header and blank lines)")

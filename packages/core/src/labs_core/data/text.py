@@ -128,6 +128,9 @@ class CharData:
         cut = int(len(text) * train_fraction)
         train_text, val_text = text[:cut], text[cut:]
         tokenizer = CharTokenizer.from_text(train_text)
+        if len(tokenizer) < 2:  # one symbol: every next character is certain, the loss is 0 from the start
+            raise LabError(f"{source}: its training split uses {len(tokenizer)} distinct character(s) "
+                           f"({''.join(tokenizer.chars)!r}); a language model needs at least two to learn anything")
         notes = []
         unseen = [c for c in val_text if c not in tokenizer.index]
         if unseen:

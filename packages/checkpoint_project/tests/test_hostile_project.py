@@ -1,0 +1,129 @@
+"""Every flag of the checkpoint project's commands at every hostile value (train and finetune
+generated from their config declarations, predict's and explain's --top-k from the same value
+list), every --dataset value, and ONNX models that disagree with their own metadata: a run, or
+one line on stderr and exit code 2, never a traceback."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from checkpoint_project.cli import main
+from checkpoint_project.finetune import FinetuneConfig
+from checkpoint_project.train import TrainConfig
+from labs_core.data.datasets import DATASETS
+from labs_core.testing import (
+    check_outcome,
+    hostile_cases,
+    hostile_ids,
+    numeric_values,
+    run_hostile_case,
+    run_main,
+    write_dataset,
+)
+
+TINY = ["--width", "4", "--epochs", "1", "--max-steps", "1", "--batch-size", "8", "--quiet"]
+BASES = {  # the image folder first: --image-size 512 of 2,500 synthetic images takes minutes on 2 cores
+    "files": [*TINY, "--dataset", "imagefolder", "--data-dir", "{data}/imagefolder/images", "--loader", "standard",
+              "--optimizer", "sgd", "--scheduler", "cosine"],
+    "synthetic": [*TINY, "--dataset", "synthetic"],
+}
+TRAIN = hostile_cases(TrainConfig, BASES, "train", command=("train",))
+FINETUNE = hostile_cases(FinetuneConfig, {"finetune": [
+    "--from", "{data}/run/checkpoints/best.pt", "--data-dir", "{data}/imagefolder/images", "--head-epochs", "1",
+    "--stage-epochs", "1", "--unfreeze", "0", "--max-steps", "1", "--batch-size", "8", "--quiet"]},
+    "checkpoint-project finetune", skip=("source", "weights"), command=("finetune",))
+TOP_K = [(command, value) for command in ("predict", "explain") for value in numeric_values(int)]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    for name in DATASETS:
+        write_dataset(name, root / name)
+    assert main(["train", *TINY, "--dataset", "synthetic", "--image-size", "12", "--out", str(root / "run")]) == 0
+    assert main(["export", "--checkpoint", str(root / "run" / "checkpoints" / "best.pt"), "--out",
+                 str(root / "model.onnx")]) == 0
+    return root
+
+
+@pytest.mark.parametrize("case, argv, runs", TRAIN, ids=hostile_ids(TRAIN))
+def test_every_train_flag_at_every_hostile_value(case, argv, runs, data, tmp_path, monkeypatch, capsys):
+    run_hostile_case(main, argv, runs, data, tmp_path, monkeypatch, capsys)
+
+
+@pytest.mark.parametrize("case, argv, runs", FINETUNE, ids=hostile_ids(FINETUNE))
+def test_every_finetune_flag_at_every_hostile_value(case, argv, runs, data, tmp_path, monkeypatch, capsys):
+    run_hostile_case(main, argv, runs, data, tmp_path, monkeypatch, capsys)
+
+
+@pytest.mark.parametrize("command, value", TOP_K, ids=[f"{c} --top-k={v}" for c, v in TOP_K])
+def test_top_k_at_every_hostile_value(command, value, data, tmp_path, monkeypatch, capsys):
+    image = data / "imagefolder" / "images" / "c0" / "0.png"
+    argv = [command, "--checkpoint", "{data}/run/checkpoints/best.pt", str(image), f"--top-k={value}"]
+    if command == "explain":
+        argv += ["--out", str(tmp_path / "maps")]
+    run_hostile_case(main, argv, True, data, tmp_path, monkeypatch, capsys)
+
+
+@pytest.mark.parametrize("name", DATASETS)
+def test_every_dataset(name, data, tmp_path, monkeypatch, capsys):
+    """train on every --dataset value: images train, a CSV's rows are refused in one line."""
+    flags = [a.replace(str(data / name), "{data}/" + name) for a in write_dataset(name, data / name)]
+    code = run_hostile_case(main, ["train", *TINY, *flags], True, data, tmp_path, monkeypatch, capsys)
+    assert code == (2 if name == "csv" else 0)
+
+
+@pytest.mark.parametrize("name", ["csv", "mnist"])
+def test_evaluate_on_another_dataset_is_one_line(name, data, tmp_path, monkeypatch, capsys):
+    """The synthetic model on rows of numbers, or on 10 classes of digits: refused in one line."""
+    flags = write_dataset(name, data / name)
+    code, err = run_main(main, ["evaluate", "--checkpoint", str(data / "run" / "checkpoints" / "best.pt"),
+                                *flags], capsys)
+    check_outcome(code, err)
+    assert code == 2
+
+
+def _edit_onnx(src, dst, *, shape=None, meta=None, drop=None):
+    import onnx
+
+    proto = onnx.load(str(src))
+    if shape is not None:
+        dims = proto.graph.input[0].type.tensor_type.shape.dim
+        for dim, value in zip(dims[1:], shape, strict=True):
+            dim.dim_value = value
+    props = {p.key: p.value for p in proto.metadata_props}
+    props.update(meta or {})
+    for key in drop or ():
+        props.pop(key)
+    del proto.metadata_props[:]
+    for key, value in props.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(proto, str(dst))
+
+
+@pytest.mark.parametrize("edit, message", [
+    (dict(meta={"input_shape": json.dumps([3, 20, 20])}), "but its metadata says images of (3, 20, 20)"),
+    (dict(meta={"classes": json.dumps(["a", "b"])}), "gives 10 logits per image but its metadata names 2"),
+    (dict(meta={"mean": "not json"}), "not the JSON export writes"),
+    (dict(meta={"std": json.dumps([1.0])}), "does not describe an image classifier"),
+    (dict(drop=["input_shape"]), "has no input_shape in its metadata"),
+])
+def test_an_onnx_model_that_disagrees_with_its_metadata_is_one_line(edit, message, data, tmp_path, capsys):
+    model = tmp_path / "edited.onnx"
+    _edit_onnx(data / "model.onnx", model, **edit)
+    image = tmp_path / "x.png"
+    Image.fromarray((np.random.default_rng(0).random((12, 12, 3)) * 255).astype("uint8")).save(image)
+    code, err = run_main(main, ["predict", "--checkpoint", str(model), str(image)], capsys)
+    check_outcome(code, err)
+    assert code == 2 and message in err, err
+
+
+@pytest.mark.parametrize("command", ["evaluate", "explain"])
+def test_an_onnx_model_where_a_checkpoint_belongs_is_one_line(command, data, capsys):
+    argv = [command, "--checkpoint", str(data / "model.onnx")]
+    argv += [str(data / "imagefolder" / "images" / "c0" / "0.png")] if command == "explain" else []
+    code, err = run_main(main, argv, capsys)
+    assert code == 2 and "needs the .pt checkpoint" in err and err.count("\n") == 1, err
