@@ -16,7 +16,7 @@ from labs_core.checkpoint import load_checkpoint, save_checkpoint
 from labs_core.config import parse_config
 from labs_core.data import load_dataset
 from labs_core.data.text import CharData
-from labs_core.errors import out_of_memory
+from labs_core.faults import fault_line
 from labs_core.testing import (
     check_outcome,
     hostile_cases,
@@ -162,10 +162,10 @@ def test_an_allocation_too_large_is_one_line_naming_the_size():
     try:
         torch.empty(2**62, dtype=torch.uint8)
     except RuntimeError as exc:
-        message = out_of_memory(exc)
-    assert message is not None and message.startswith("out of memory") and "\n" not in message
-    assert out_of_memory(RuntimeError("mat1 and mat2 shapes cannot be multiplied")) is None
-    assert out_of_memory(MemoryError()) is not None
+        message, code = fault_line(exc)
+    assert message.startswith("out of memory") and "\n" not in message and code == 1
+    assert fault_line(RuntimeError("mat1 and mat2 shapes cannot be multiplied")) is None
+    assert fault_line(MemoryError())[0].startswith("out of memory")
 
 
 # --- every file a classifier reads: missing, empty, truncated, the wrong kind, another lab's --------

@@ -22,18 +22,6 @@ class NonFiniteLossError(LabError):
     """The loss became NaN or infinite; training stopped before anything good was overwritten."""
 
 
-def out_of_memory(exc: BaseException) -> str | None:
-    """The one line for an allocation that does not fit (a flag asking for a model or batch larger
-    than the machine holds), or None when ``exc`` is not one."""
-    text = one_line(exc)
-    markers = ("can't allocate memory", "out of memory", "Storage size calculation overflowed",
-               "not enough memory")
-    if isinstance(exc, MemoryError) or any(m in text for m in markers):
-        detail = text.split("DefaultCPUAllocator: ")[-1].split(". Error code")[0]
-        return f"out of memory ({detail}); a smaller model, batch or image size would fit"
-    return None
-
-
 def one_line(exc: BaseException) -> str:
     """An exception's message as the one line the promise allows (its first non-empty line)."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]

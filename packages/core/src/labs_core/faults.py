@@ -34,7 +34,8 @@ DISK_ERRNOS = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quot
                errno.EROFS: "read-only file system", errno.EFBIG: "file too large for this file system"}
 # What torch.save (its zip writer) says when a write of the file under it fails part-way.
 PARTIAL_WRITE = re.compile(r"unexpected pos|file write failed|PytorchStreamWriter failed", re.IGNORECASE)
-OOM = re.compile(r"can't allocate memory|out of memory|not enough memory|std::bad_alloc", re.IGNORECASE)
+OOM = re.compile(r"can't allocate memory|out of memory|not enough memory|std::bad_alloc|"
+                 r"Storage size calculation overflowed", re.IGNORECASE)
 
 
 class MachineFault(LabError):
