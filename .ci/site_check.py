@@ -73,16 +73,21 @@ def main_colour(data_uri: str) -> tuple[tuple[int, int, int], int]:
 
 
 def browser() -> str:
-    found = next(filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))),
-                 None)
+    found = next(
+        filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))), None
+    )
     if found is None:
         raise SystemExit("site check: no chromium on PATH (apt-get install chromium)")
     return found
 
 
 def chromium(*args: str) -> str:
-    done = subprocess.run([browser(), "--headless", "--no-sandbox", "--disable-gpu",
-                           "--hide-scrollbars", *args], capture_output=True, text=True, timeout=180)
+    done = subprocess.run(
+        [browser(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", *args],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     if done.returncode != 0:
         raise SystemExit(f"site check: chromium failed ({done.returncode}): {done.stderr[-300:]}")
     return done.stdout
@@ -105,8 +110,10 @@ def main(argv: list[str]) -> int:
     if not lessons:
         problems.append("no lesson pages")
     elif not with_figures:
-        problems.append("no lesson page shows a figure (run notebooks with matplotlib's inline "
-                        "backend: not MPLBACKEND=Agg)")
+        problems.append(
+            "no lesson page shows a figure (run notebooks with matplotlib's inline "
+            "backend: not MPLBACKEND=Agg)"
+        )
     else:
         dom = parse(chromium("--dump-dom", (site / "index.html").as_uri()))
         shown = {link for link in dom.links if link.startswith("lessons/")}
@@ -116,8 +123,9 @@ def main(argv: list[str]) -> int:
         page, expected = min(with_figures, key=lambda pf: pf[1][0][1])
         dom = parse(chromium("--dump-dom", page.as_uri()))
         if len(figures(dom)) != len(expected):
-            problems.append(f"the browser's {page.name} holds {len(figures(dom))} of "
-                            f"{len(expected)} figures")
+            problems.append(
+                f"the browser's {page.name} holds {len(figures(dom))} of {len(expected)} figures"
+            )
         colour, in_figure = main_colour(expected[0][0])
         with tempfile.TemporaryDirectory() as tmp:
             shot = Path(tmp) / "lesson.png"  # a tall window: a fragment's scroll shoots blank
@@ -125,11 +133,15 @@ def main(argv: list[str]) -> int:
             screen = {c: n for n, c in Image.open(shot).convert("RGB").getcolors(1 << 24)}
         drawn, needed = screen.get(colour, 0), min(100, max(1, in_figure // 4))
         if len(screen) < 16 or drawn < needed:
-            problems.append(f"the screenshot of {page.name} does not show its first figure "
-                            f"({drawn} pixels of its colour {colour}; {len(screen)} colours)")
-        print(f"site check: {len(lessons)} lesson pages, {sum(len(f) for _, f in with_figures)} "
-              f"figures in {len(with_figures)} of them; in the browser, {page.name}'s first "
-              f"figure: {drawn} pixels of its colour {colour} on screen")
+            problems.append(
+                f"the screenshot of {page.name} does not show its first figure "
+                f"({drawn} pixels of its colour {colour}; {len(screen)} colours)"
+            )
+        print(
+            f"site check: {len(lessons)} lesson pages, {sum(len(f) for _, f in with_figures)} "
+            f"figures in {len(with_figures)} of them; in the browser, {page.name}'s first "
+            f"figure: {drawn} pixels of its colour {colour} on screen"
+        )
     for line in problems:
         print(f"site check: {line}", file=sys.stderr)
     return 1 if problems else 0

@@ -41,9 +41,22 @@ SHARED_ARCHIVE = ROOT.parent / "shared" / "data" / "cifar10-jpg" / "train.tar.gz
 TARGETS = (0.85, 0.90, 0.94)
 STRETCH = ["--epochs", "24"]  # the stretch goal: 90% within 15 minutes
 ABLATIONS = {  # label: flags that undo one ingredient of the cpu recipe
-    "plain SGD settings (lr 0.2, momentum 0.9, wd 5e-4, one learning rate for all)":
-        ["--lr", "0.2", "--momentum", "0.9", "--weight-decay", "5e-4", "--norm-bias-lr", "1"],
-    "the custom CNN (no whitening, ReLU, dropout) instead of the compact net": ["--model", "cnn", "--width", "32"],
+    "plain SGD settings (lr 0.2, momentum 0.9, wd 5e-4, one learning rate for all)": [
+        "--lr",
+        "0.2",
+        "--momentum",
+        "0.9",
+        "--weight-decay",
+        "5e-4",
+        "--norm-bias-lr",
+        "1",
+    ],
+    "the custom CNN (no whitening, ReLU, dropout) instead of the compact net": [
+        "--model",
+        "cnn",
+        "--width",
+        "32",
+    ],
 }
 
 
@@ -67,8 +80,24 @@ def image_folder(path: Path) -> Path:
 def run_train(data: Path, recipe: str, seed: int, extra: list[str]) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "run"
-        cmd = [sys.executable, "-m", "checkpoint_project.train", "--dataset", "imagefolder", "--data-dir", str(data),
-               "--test-fraction", "0", "--recipe", recipe, "--seed", str(seed), "--out", str(out), *extra]
+        cmd = [
+            sys.executable,
+            "-m",
+            "checkpoint_project.train",
+            "--dataset",
+            "imagefolder",
+            "--data-dir",
+            str(data),
+            "--test-fraction",
+            "0",
+            "--recipe",
+            recipe,
+            "--seed",
+            str(seed),
+            "--out",
+            str(out),
+            *extra,
+        ]
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, capture_output=True, text=True)
         wall = time.perf_counter() - t0
@@ -89,8 +118,14 @@ def flip_tta_val_accuracy(checkpoint: Path, data: Path) -> float:
 
     model, ckpt = load_trained(checkpoint)
     cfg = ckpt["config"]
-    loaders = build_loaders(load_dataset("imagefolder", data), batch_size=500, seed=cfg["seed"],
-                            val_fraction=cfg["val_fraction"], stratify=cfg["stratify"], test_fraction=0)
+    loaders = build_loaders(
+        load_dataset("imagefolder", data),
+        batch_size=500,
+        seed=cfg["seed"],
+        val_fraction=cfg["val_fraction"],
+        stratify=cfg["stratify"],
+        test_fraction=0,
+    )
     with torch.autocast("cpu", torch.bfloat16, enabled=cfg["precision"] == "bf16"):
         probs, targets = predict_probs(model, loaders.val, "cpu", tta=True)
     return (probs.argmax(1) == targets).float().mean().item()
@@ -106,8 +141,11 @@ def show_run(label: str, seed: int, result: dict) -> None:
     for h in result["history"]:
         print(f"| {h['epoch']} | {h['elapsed_s']:.1f} s | {h['val_acc']:.4f} |")
     last = result["history"][-1]
-    print(f"final: {last['val_acc']:.4f} after {last['elapsed_s']:.1f} s of training "
-          f"({result['process_s']:.1f} s for the whole command); with flip TTA {result['tta']:.4f}", flush=True)
+    print(
+        f"final: {last['val_acc']:.4f} after {last['elapsed_s']:.1f} s of training "
+        f"({result['process_s']:.1f} s for the whole command); with flip TTA {result['tta']:.4f}",
+        flush=True,
+    )
 
 
 def summary_row(label: str, results: list[dict]) -> str:
@@ -116,23 +154,41 @@ def summary_row(label: str, results: list[dict]) -> str:
         times = [time_to(r["history"], target) for r in results]
         reached = [t for t in times if t is not None]
         spread = f" ± {statistics.stdev(reached):.1f}" if len(reached) > 1 else ""
-        cells.append(f"{statistics.mean(reached):.1f} s{spread} ({len(reached)}/{len(results)})" if reached
-                     else f"not reached (0/{len(results)})")
+        cells.append(
+            f"{statistics.mean(reached):.1f} s{spread} ({len(reached)}/{len(results)})"
+            if reached
+            else f"not reached (0/{len(results)})"
+        )
     finals = [r["history"][-1]["val_acc"] for r in results]
     ttas = [r["tta"] for r in results]
     spread = f" ± {statistics.stdev(finals):.4f}" if len(finals) > 1 else ""
     train_s = statistics.mean(r["history"][-1]["elapsed_s"] for r in results)
-    return (f"| {label} | {' | '.join(cells)} | {statistics.mean(finals):.4f}{spread} | "
-            f"{statistics.mean(ttas):.4f} | {train_s:.1f} s |")
+    return (
+        f"| {label} | {' | '.join(cells)} | {statistics.mean(finals):.4f}{spread} | "
+        f"{statistics.mean(ttas):.4f} | {train_s:.1f} s |"
+    )
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data-dir", type=Path, default=SHARED_ARCHIVE, help="image folder with train/, or the .tar.gz")
+    p.add_argument(
+        "--data-dir",
+        type=Path,
+        default=SHARED_ARCHIVE,
+        help="image folder with train/, or the .tar.gz",
+    )
     p.add_argument("--recipe", default="cpu", choices=("cpu", "fast", "cnn", "resnet"))
     p.add_argument("--seeds", type=int, default=1, help="runs with seeds 0..N-1 (mean and spread)")
-    p.add_argument("--ablate", action="store_true", help="also run the cpu recipe with one ingredient undone at a time")
-    p.add_argument("--stretch", action="store_true", help=f"also run the cpu recipe for {' '.join(STRETCH)} (90%% in 15 min?)")
+    p.add_argument(
+        "--ablate",
+        action="store_true",
+        help="also run the cpu recipe with one ingredient undone at a time",
+    )
+    p.add_argument(
+        "--stretch",
+        action="store_true",
+        help=f"also run the cpu recipe for {' '.join(STRETCH)} (90%% in 15 min?)",
+    )
     p.add_argument("extra", nargs="*", help="more train flags, after --")
     args = p.parse_args()
     data = image_folder(args.data_dir)
@@ -154,7 +210,10 @@ def main() -> None:
         result = run_train(data, "cpu", 0, [*STRETCH, *args.extra])
         show_run(f"stretch, cpu recipe {' '.join(STRETCH)}", 0, result)
         rows.append(summary_row(f"cpu recipe {' '.join(STRETCH)}", [result]))
-    print("\n| run | time to 85% | time to 90% | time to 94% | final val accuracy | with flip TTA | training |")
+    print(
+        "\n| run | time to 85% | time to 90% | time to 94% | final val accuracy | with flip TTA |"
+        " training |"
+    )
     print("|---|---|---|---|---|---|---|")
     print("\n".join(rows))
 

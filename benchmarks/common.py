@@ -23,8 +23,10 @@ def machine() -> str:
     except OSError:
         pass
     gpu = f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
-    return (f"{cpu}, {os.cpu_count()} cores{gpu}; torch {torch.__version__} with {torch.get_num_threads()} "
-            f"thread(s); Python {sys.version.split()[0]}")
+    return (
+        f"{cpu}, {os.cpu_count()} cores{gpu}; torch {torch.__version__} with"
+        f" {torch.get_num_threads()} thread(s); Python {sys.version.split()[0]}"
+    )
 
 
 def median_ms(fn, repeats: int, warmup: int = 3) -> float:
@@ -44,8 +46,22 @@ def mnist_test_set(data_dir: str | None = None) -> tuple[torch.Tensor, torch.Ten
     from labs_core.data import read_idx
 
     folder = Path(data_dir) if data_dir else SHARED_MNIST
-    images = next((folder / n for n in ("t10k-images-idx3-ubyte.gz", "t10k-images-idx3-ubyte") if (folder / n).exists()), None)
-    labels = next((folder / n for n in ("t10k-labels-idx1-ubyte.gz", "t10k-labels-idx1-ubyte") if (folder / n).exists()), None)
+    images = next(
+        (
+            folder / n
+            for n in ("t10k-images-idx3-ubyte.gz", "t10k-images-idx3-ubyte")
+            if (folder / n).exists()
+        ),
+        None,
+    )
+    labels = next(
+        (
+            folder / n
+            for n in ("t10k-labels-idx1-ubyte.gz", "t10k-labels-idx1-ubyte")
+            if (folder / n).exists()
+        ),
+        None,
+    )
     if images is None or labels is None:
         sys.exit(f"benchmark: MNIST t10k IDX files not found in {folder} (pass --data-dir)")
     return read_idx(images, expect_dims=3).unsqueeze(1), read_idx(labels, expect_dims=1).long()

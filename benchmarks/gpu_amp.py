@@ -35,8 +35,17 @@ SETTINGS = [  # (name, precision, channels_last, compile)
 ]
 
 
-def throughput(model_name: str, precision: str, channels_last: bool, compile_: bool, x, y, device, batch: int,
-               epochs: int) -> float:
+def throughput(
+    model_name: str,
+    precision: str,
+    channels_last: bool,
+    compile_: bool,
+    x,
+    y,
+    device,
+    batch: int,
+    epochs: int,
+) -> float:
     seed_everything(0)
     torch.backends.cudnn.benchmark = True
     # PyTorch lets cuDNN convolutions use TF32 tensor cores by default ("fp32"); "fp32 strict" turns
@@ -48,11 +57,32 @@ def throughput(model_name: str, precision: str, channels_last: bool, compile_: b
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     train_model = torch.compile(model) if compile_ else model
-    loader = FastLoader(x, y, batch, device=device, seed=0, augment=True, pad=4, flip=True, drop_last=True,
-                        mean=(0.5,) * 3, std=(0.25,) * 3, channels_last=channels_last)
-    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4)
-    trainer = Trainer(train_model, opt, loader, loss_fn=ClassificationLoss(0.2), device=device,
-                      precision=Precision(precision, torch.device(device)), epochs=1)
+    loader = FastLoader(
+        x,
+        y,
+        batch,
+        device=device,
+        seed=0,
+        augment=True,
+        pad=4,
+        flip=True,
+        drop_last=True,
+        mean=(0.5,) * 3,
+        std=(0.25,) * 3,
+        channels_last=channels_last,
+    )
+    opt = torch.optim.SGD(
+        model.parameters(), lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4
+    )
+    trainer = Trainer(
+        train_model,
+        opt,
+        loader,
+        loss_fn=ClassificationLoss(0.2),
+        device=device,
+        precision=Precision(precision, torch.device(device)),
+        epochs=1,
+    )
     trainer.fit()  # warm-up
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -70,7 +100,9 @@ def main() -> None:
     p.add_argument("--images", type=int, default=20000)
     p.add_argument("--batch-size", type=int, default=512)
     p.add_argument("--epochs", type=int, default=2)
-    p.add_argument("--compile", action="store_true", help="also time torch.compile with the best eager setting")
+    p.add_argument(
+        "--compile", action="store_true", help="also time torch.compile with the best eager setting"
+    )
     args = p.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     g = torch.Generator().manual_seed(0)
@@ -78,18 +110,37 @@ def main() -> None:
     y = torch.randint(0, 10, (args.images,), generator=g)
     settings = list(SETTINGS)
     if device.type == "cpu":
-        settings = [s for s in settings if s[1] not in ("fp16", "fp32-strict")]  # no TF32 / fast fp16 on a CPU
+        settings = [
+            s for s in settings if s[1] not in ("fp16", "fp32-strict")
+        ]  # no TF32 / fast fp16 on a CPU
     print(f"machine: {machine()}")
-    print(f"model {args.model}, {args.images:,} CIFAR-shaped images, batch {args.batch_size}, {args.epochs} timed epochs")
+    print(
+        f"model {args.model}, {args.images:,} CIFAR-shaped images, batch {args.batch_size},"
+        f" {args.epochs} timed epochs"
+    )
     results = {}
     for name, prec, cl, comp in settings:
-        results[name] = throughput(args.model, prec, cl, comp, x, y, device, args.batch_size, args.epochs)
-        print(f"  {name:<26} {results[name]:>10,.0f} images/s   {results[name] / results['fp32']:.2f}x", flush=True)
+        results[name] = throughput(
+            args.model, prec, cl, comp, x, y, device, args.batch_size, args.epochs
+        )
+        print(
+            f"  {name:<26} {results[name]:>10,.0f} images/s  "
+            f" {results[name] / results['fp32']:.2f}x",
+            flush=True,
+        )
     if args.compile:
-        best = max((s for s in settings if not s[0].startswith("fp32")), key=lambda s: results[s[0]])
+        best = max(
+            (s for s in settings if not s[0].startswith("fp32")), key=lambda s: results[s[0]]
+        )
         name = f"{best[0]} + torch.compile"
-        results[name] = throughput(args.model, best[1], best[2], True, x, y, device, args.batch_size, args.epochs)
-        print(f"  {name:<26} {results[name]:>10,.0f} images/s   {results[name] / results['fp32']:.2f}x", flush=True)
+        results[name] = throughput(
+            args.model, best[1], best[2], True, x, y, device, args.batch_size, args.epochs
+        )
+        print(
+            f"  {name:<26} {results[name]:>10,.0f} images/s  "
+            f" {results[name] / results['fp32']:.2f}x",
+            flush=True,
+        )
     best = max(results, key=results.get)
     line = f"best: {best}, {results[best] / results['fp32']:.2f}x over fp32 (TF32 convs)"
     if "fp32 strict (TF32 off)" in results:

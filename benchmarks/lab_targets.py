@@ -43,8 +43,11 @@ def mirror_attention(ckpt_path: Path, s: int) -> float:
     with torch.no_grad():
         model(x[:, :-1])
     queries, expected = torch.arange(s, 2 * s), s - 1 - torch.arange(s)
-    return max((w[:, h, queries].argmax(-1) == expected).float().mean().item()
-               for w in model.attention_maps() for h in range(w.shape[1]))
+    return max(
+        (w[:, h, queries].argmax(-1) == expected).float().mean().item()
+        for w in model.attention_maps()
+        for h in range(w.shape[1])
+    )
 
 
 def main() -> None:
@@ -55,20 +58,69 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         if args.only in (None, "lab3"):
-            s, secs = timed(lab3, ["--task", "sort", "--length", "4", "--overfit", "32", "--dim", "32", "--heads", "2",
-                                   "--epochs", "120", "--lr", "3e-3"], tmp / "l3o")
-            print(f"lab3 --overfit 32 (sort): held-out=train seq acc {s['metrics']['val_greedy_seq_acc']:.3f} "
-                  f"(goal 1.0), {secs:.1f} s")
-            s, secs = timed(lab3, ["--task", "reverse", "--length", "5", "--num-train", "4000", "--num-test", "200",
-                                   "--epochs", "8", "--dim", "32", "--heads", "2", "--batch-size", "64", "--lr", "3e-3"],
-                            tmp / "l3r")
+            s, secs = timed(
+                lab3,
+                [
+                    "--task",
+                    "sort",
+                    "--length",
+                    "4",
+                    "--overfit",
+                    "32",
+                    "--dim",
+                    "32",
+                    "--heads",
+                    "2",
+                    "--epochs",
+                    "120",
+                    "--lr",
+                    "3e-3",
+                ],
+                tmp / "l3o",
+            )
+            print(
+                "lab3 --overfit 32 (sort): held-out=train seq acc"
+                f" {s['metrics']['val_greedy_seq_acc']:.3f} (goal 1.0), {secs:.1f} s"
+            )
+            s, secs = timed(
+                lab3,
+                [
+                    "--task",
+                    "reverse",
+                    "--length",
+                    "5",
+                    "--num-train",
+                    "4000",
+                    "--num-test",
+                    "200",
+                    "--epochs",
+                    "8",
+                    "--dim",
+                    "32",
+                    "--heads",
+                    "2",
+                    "--batch-size",
+                    "64",
+                    "--lr",
+                    "3e-3",
+                ],
+                tmp / "l3r",
+            )
             share = mirror_attention(tmp / "l3r" / "checkpoints" / "last.pt", 5)
-            print(f"lab3 reverse (4k examples, 8 epochs): held-out seq acc {s['metrics']['val_greedy_seq_acc']:.3f} "
-                  f"(goal >= 0.95), mirror-attention share {share:.2f} (goal >= 0.8), {secs:.1f} s")
+            print(
+                "lab3 reverse (4k examples, 8 epochs): held-out seq acc"
+                f" {s['metrics']['val_greedy_seq_acc']:.3f} (goal >= 0.95), mirror-attention share"
+                f" {share:.2f} (goal >= 0.8), {secs:.1f} s"
+            )
         if args.only in (None, "lab5"):
             for flavor in ("anchor", "anchor-free"):
-                s, secs = timed(lab5, ["--flavor", flavor, "--overfit", "8", "--epochs", "60"], tmp / flavor)
-                print(f"lab5 --overfit 8 ({flavor}): mAP@0.5 {s['metrics']['val_map_50']:.3f} (goal >= 0.9), {secs:.1f} s")
+                s, secs = timed(
+                    lab5, ["--flavor", flavor, "--overfit", "8", "--epochs", "60"], tmp / flavor
+                )
+                print(
+                    f"lab5 --overfit 8 ({flavor}): mAP@0.5 {s['metrics']['val_map_50']:.3f} (goal"
+                    f" >= 0.9), {secs:.1f} s"
+                )
 
 
 if __name__ == "__main__":

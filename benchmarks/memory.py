@@ -76,8 +76,11 @@ def step_peak_mib(step, device: torch.device) -> float:
 
 # ---------------------------------------------------------------- the models, as each lab builds them
 def classifier(model, shape, classes, batch):
-    return model, (torch.randn(batch, *shape), torch.randint(0, classes, (batch,))), \
-        lambda out, target: F.cross_entropy(out, target)
+    return (
+        model,
+        (torch.randn(batch, *shape), torch.randint(0, classes, (batch,))),
+        lambda out, target: F.cross_entropy(out, target),
+    )
 
 
 def checkpoint_project(name):
@@ -98,12 +101,25 @@ def char_lm(batch, grad_checkpoint=False):
     from lab3_transformer.model import TinyTransformer, TransformerConfig
 
     r = CHARS_RECIPE
-    model = TinyTransformer(TransformerConfig(65, 64, r["dim"], r["heads"], r["layers"], positions=r["positions"],
-                                              attention=r["attention"], tie_weights=True))
+    model = TinyTransformer(
+        TransformerConfig(
+            65,
+            64,
+            r["dim"],
+            r["heads"],
+            r["layers"],
+            positions=r["positions"],
+            attention=r["attention"],
+            tie_weights=True,
+        )
+    )
     model.grad_checkpoint = grad_checkpoint
     x = torch.randint(0, 65, (batch, 64))
-    return model, (x, torch.randint(0, 65, (batch, 64))), \
-        lambda out, target: F.cross_entropy(out.reshape(-1, 65), target.reshape(-1))
+    return (
+        model,
+        (x, torch.randint(0, 65, (batch, 64))),
+        lambda out, target: F.cross_entropy(out.reshape(-1, 65), target.reshape(-1)),
+    )
 
 
 def lab0(batch):
@@ -111,7 +127,12 @@ def lab0(batch):
     from labs_core.config import parse_config
 
     cfg = parse_config(Lab0Config, [], "lab0-mlp")  # its defaults, on digits (1x8x8, 10 classes)
-    return classifier(build_model(cfg, SimpleNamespace(input_shape=(1, 8, 8), num_classes=10)), (1, 8, 8), 10, batch)
+    return classifier(
+        build_model(cfg, SimpleNamespace(input_shape=(1, 8, 8), num_classes=10)),
+        (1, 8, 8),
+        10,
+        batch,
+    )
 
 
 def lab1(batch):
@@ -119,7 +140,12 @@ def lab1(batch):
     from labs_core.config import parse_config
 
     cfg = parse_config(Lab1Config, [], "lab1-conv")  # its default CNN, on MNIST-sized images
-    return classifier(build_model(cfg, SimpleNamespace(input_shape=(1, 28, 28), num_classes=10)), (1, 28, 28), 10, batch)
+    return classifier(
+        build_model(cfg, SimpleNamespace(input_shape=(1, 28, 28), num_classes=10)),
+        (1, 28, 28),
+        10,
+        batch,
+    )
 
 
 def lab5(batch):
@@ -127,9 +153,15 @@ def lab5(batch):
     from lab5_detection.data import make_detection_set
     from labs_core.config import parse_config
 
-    model = build_model(parse_config(Lab5Config, [], "lab5-detection"))  # the anchor detector, 64 px
+    model = build_model(
+        parse_config(Lab5Config, [], "lab5-detection")
+    )  # the anchor detector, 64 px
     images, targets = make_detection_set(batch, seed=0)
-    return model, (images.float() / 255, targets), lambda out, target: model.loss(out, target)["loss"]
+    return (
+        model,
+        (images.float() / 255, targets),
+        lambda out, target: model.loss(out, target)["loss"],
+    )
 
 
 MEMORY_MODELS = {  # name -> (builder, batch sizes)
@@ -161,10 +193,14 @@ def training_step(model, train_model, batch, loss_fn, device):
 
 
 def memory_table(device, steps: int, only: str = "") -> None:
-    print(f"\npeak step memory (MiB above weights and optimizer state) and step time (ms), "
-          f"{'CUDA allocator' if device.type == 'cuda' else 'CPU: LiveBytes dispatch mode'}")
-    print(f"{'model':<28}{'batch':>6}{'plain MiB':>11}{'ckpt MiB':>10}{'memory':>8}{'plain ms':>10}{'ckpt ms':>9}"
-          f"{'time':>7}")
+    print(
+        "\npeak step memory (MiB above weights and optimizer state) and step time (ms), "
+        f"{'CUDA allocator' if device.type == 'cuda' else 'CPU: LiveBytes dispatch mode'}"
+    )
+    print(
+        f"{'model':<28}{'batch':>6}{'plain MiB':>11}{'ckpt MiB':>10}{'memory':>8}{'plain ms':>10}{'ckpt ms':>9}"
+        f"{'time':>7}"
+    )
     for name, (build, batches) in MEMORY_MODELS.items():
         if only not in name:
             continue
@@ -178,14 +214,20 @@ def memory_table(device, steps: int, only: str = "") -> None:
                 peak = step_peak_mib(step, device)
                 row[checkpointed] = (peak, median_ms(step, steps, warmup=1))
             (pm, pt), (cm, ct) = row[False], row[True]
-            print(f"{name:<28}{batch:>6}{pm:>11.1f}{cm:>10.1f}{cm / pm:>7.0%}{pt:>10.1f}{ct:>9.1f}{ct / pt:>6.2f}x",
-                  flush=True)
+            print(
+                f"{name:<28}{batch:>6}{pm:>11.1f}{cm:>10.1f}{cm / pm:>7.0%}{pt:>10.1f}{ct:>9.1f}{ct / pt:>6.2f}x",
+                flush=True,
+            )
 
 
 def compile_table(device, steps: int, only: str = "") -> None:
-    print("\neager vs torch.compile training step (ms; median after warm-up), and the time the first "
-          "compiled steps took")
-    print(f"{'model':<28}{'batch':>6}{'eager ms':>10}{'compiled':>10}{'speed-up':>10}{'compile s':>11}")
+    print(
+        "\neager vs torch.compile training step (ms; median after warm-up), and the time the first "
+        "compiled steps took"
+    )
+    print(
+        f"{'model':<28}{'batch':>6}{'eager ms':>10}{'compiled':>10}{'speed-up':>10}{'compile s':>11}"
+    )
     for name, (build, batch) in COMPILE_MODELS.items():
         if only not in name:
             continue
@@ -203,16 +245,28 @@ def compile_table(device, steps: int, only: str = "") -> None:
             torch.cuda.synchronize()
         compile_s = time.perf_counter() - t0
         fast = median_ms(step, steps, warmup=1)
-        print(f"{name:<28}{batch:>6}{eager:>10.1f}{fast:>10.1f}{eager / fast:>9.2f}x{compile_s:>11.1f}", flush=True)
+        print(
+            f"{name:<28}{batch:>6}{eager:>10.1f}{fast:>10.1f}{eager / fast:>9.2f}x{compile_s:>11.1f}",
+            flush=True,
+        )
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--part", default="all", choices=("memory", "compile", "all"))
     p.add_argument("--steps", type=int, default=5, help="timed steps per setting")
-    p.add_argument("--only", default="", help="only the models whose name contains this (e.g. lab3)")
-    p.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default); 1 steadies the "
-                   "figures on a machine other processes share")
+    p.add_argument(
+        "--only", default="", help="only the models whose name contains this (e.g. lab3)"
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help=(
+            "CPU threads (0: torch's default); 1 steadies the "
+            "figures on a machine other processes share"
+        ),
+    )
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)

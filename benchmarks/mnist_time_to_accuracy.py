@@ -42,10 +42,10 @@ def accuracy(model, x, y, batch=1000, channels_last=False) -> float:
     model.eval()
     correct = 0
     for i in range(0, len(x), batch):
-        xb = x[i:i + batch]
+        xb = x[i : i + batch]
         if channels_last:
             xb = xb.contiguous(memory_format=torch.channels_last)
-        correct += (model(xb).argmax(1) == y[i:i + batch]).sum().item()
+        correct += (model(xb).argmax(1) == y[i : i + batch]).sum().item()
     model.train()
     return correct / len(x)
 
@@ -53,7 +53,9 @@ def accuracy(model, x, y, batch=1000, channels_last=False) -> float:
 def reference(train_x, train_y, test_x, test_y, epochs: int) -> list[tuple[float, float]]:
     from torchvision import transforms as T
 
-    class Images(torch.utils.data.Dataset):  # as torchvision.datasets.MNIST: tensor -> PIL -> transform
+    class Images(
+        torch.utils.data.Dataset
+    ):  # as torchvision.datasets.MNIST: tensor -> PIL -> transform
         def __init__(self, x, y):
             self.x, self.y = x[:, 0], y
             self.tf = T.Compose([T.ToTensor(), T.Normalize(MEAN, STD)])
@@ -63,6 +65,7 @@ def reference(train_x, train_y, test_x, test_y, epochs: int) -> list[tuple[float
 
         def __getitem__(self, i):
             from PIL import Image
+
             return self.tf(Image.fromarray(self.x[i].numpy(), mode="L")), int(self.y[i])
 
     seed_everything(1)
@@ -82,7 +85,10 @@ def reference(train_x, train_y, test_x, test_y, epochs: int) -> list[tuple[float
         sched.step()
         trained += time.perf_counter() - t0
         points.append((trained, accuracy(model, test, test_y)))
-        print(f"  reference epoch {len(points)}: {trained:6.1f} s  test acc {points[-1][1]:.4f}", flush=True)
+        print(
+            f"  reference epoch {len(points)}: {trained:6.1f} s  test acc {points[-1][1]:.4f}",
+            flush=True,
+        )
     return points
 
 
@@ -96,10 +102,17 @@ class Timer(Callback):
         self.t0 = time.perf_counter()
 
     def on_epoch_end(self, trainer, logs):
-        self.trained += time.perf_counter() - self.t0  # includes nothing but training (no val split)
-        acc = accuracy(trainer.module, self.test, self.test_y, channels_last=True)  # evaluated in fp32
+        self.trained += (
+            time.perf_counter() - self.t0
+        )  # includes nothing but training (no val split)
+        acc = accuracy(
+            trainer.module, self.test, self.test_y, channels_last=True
+        )  # evaluated in fp32
         self.points.append((self.trained, acc))
-        print(f"  lab1 epoch {len(self.points)}: {self.trained:6.1f} s  test acc {acc:.4f}", flush=True)
+        print(
+            f"  lab1 epoch {len(self.points)}: {self.trained:6.1f} s  test acc {acc:.4f}",
+            flush=True,
+        )
 
 
 def fast_recipe(train_x, train_y, test_x, test_y, epochs: int) -> list[tuple[float, float]]:
@@ -111,15 +124,39 @@ def fast_recipe(train_x, train_y, test_x, test_y, epochs: int) -> list[tuple[flo
     from labs_core.config import parse_config
     from labs_core.data.base import DataSplits
 
-    data = DataSplits(name="mnist (8k/2k)", classes=[str(i) for i in range(10)], train=(train_x, train_y),
-                      test=(test_x, test_y), mean=MEAN, std=STD)
-    test = ((test_x.float() / 255 - MEAN[0]) / STD[0])
+    data = DataSplits(
+        name="mnist (8k/2k)",
+        classes=[str(i) for i in range(10)],
+        train=(train_x, train_y),
+        test=(test_x, test_y),
+        mean=MEAN,
+        std=STD,
+    )
+    test = (test_x.float() / 255 - MEAN[0]) / STD[0]
     timer = Timer(test, test_y)
     with tempfile.TemporaryDirectory() as out:
-        cfg = parse_config(Lab1Config, ["--dataset", "mnist", "--val-fraction", "0", "--epochs", str(epochs),
-                                        "--out", out, "--quiet"], "lab1-conv")
-        print(f"  lab1 recipe: {cfg.recipe}; " + ", ".join(f"{k}={getattr(cfg, k)}" for k in
-                                                          ("epochs", "lr", "precision", "conv", "widths", "pad")))
+        cfg = parse_config(
+            Lab1Config,
+            [
+                "--dataset",
+                "mnist",
+                "--val-fraction",
+                "0",
+                "--epochs",
+                str(epochs),
+                "--out",
+                out,
+                "--quiet",
+            ],
+            "lab1-conv",
+        )
+        print(
+            f"  lab1 recipe: {cfg.recipe}; "
+            + ", ".join(
+                f"{k}={getattr(cfg, k)}"
+                for k in ("epochs", "lr", "precision", "conv", "widths", "pad")
+            )
+        )
         train(cfg, data=data, callbacks=[timer])
     return timer.points
 
@@ -128,7 +165,9 @@ def report(name: str, points: list[tuple[float, float]]) -> tuple[float | None, 
     hit = next((t for t, a in points if a >= TARGET), None)
     best = max(a for _, a in points)
     hit_s = f"{hit:.1f} s" if hit is not None else "not reached"
-    print(f"{name:<26} time to {TARGET:.1%}: {hit_s:>12}   best {best:.2%}   ({len(points)} epochs)")
+    print(
+        f"{name:<26} time to {TARGET:.1%}: {hit_s:>12}   best {best:.2%}   ({len(points)} epochs)"
+    )
     return hit, best
 
 
@@ -144,13 +183,20 @@ def main() -> None:
     print(f"machine: {machine()}")
     print("data: real MNIST IDX, first 8,000 train / last 2,000 test")
     fast = fast_recipe(train_x, train_y, test_x, test_y, args.fast_epochs)
-    ref = None if args.skip_reference else reference(train_x, train_y, test_x, test_y, args.ref_epochs)
+    ref = (
+        None
+        if args.skip_reference
+        else reference(train_x, train_y, test_x, test_y, args.ref_epochs)
+    )
     print()
     fast_hit, fast_best = report("(b) lab1 fast recipe", fast)
     if ref is not None:
         ref_hit, _ = report("(a) reference recipe", ref)
         if ref_hit and fast_hit:
-            print(f"speed-up to {TARGET:.1%}: {ref_hit / fast_hit:.1f}x  (goal >= 4x, with best >= 98.5%)")
+            print(
+                f"speed-up to {TARGET:.1%}: {ref_hit / fast_hit:.1f}x  (goal >= 4x, with best >="
+                " 98.5%)"
+            )
 
 
 if __name__ == "__main__":

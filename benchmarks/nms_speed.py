@@ -1,6 +1,6 @@
 """lab5's NMS against torchvision.ops.nms on 1,000 and 10,000 random boxes (CPU), same output.
 
-    uv run python benchmarks/nms_speed.py
+uv run python benchmarks/nms_speed.py
 """
 
 from __future__ import annotations
@@ -28,8 +28,10 @@ def main() -> None:
         assert torch.equal(ours, ref), "outputs differ"
         a = median_ms(lambda b=boxes, s=scores: nms(b, s, 0.5), repeats)
         b = median_ms(lambda b=boxes, s=scores: tv_nms(b, s, 0.5), repeats)
-        print(f"{n:>6} boxes: scratch {a:8.2f} ms   torchvision {b:7.2f} ms   ratio {a / b:5.1f}x   "
-              f"(identical {len(ref)} kept)" + ("   goal <= 10x" if n == 1000 else ""))
+        print(
+            f"{n:>6} boxes: scratch {a:8.2f} ms   torchvision {b:7.2f} ms   ratio {a / b:5.1f}x   "
+            f"(identical {len(ref)} kept)" + ("   goal <= 10x" if n == 1000 else "")
+        )
 
 
 if __name__ == "__main__":

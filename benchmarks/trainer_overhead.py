@@ -61,7 +61,11 @@ def main() -> None:
         x, y, source = x[:8000], y[:8000], "real MNIST (first 8,000 t10k images)"
     else:
         g = torch.Generator().manual_seed(0)
-        x, y, source = torch.randint(0, 256, (8000, 1, 28, 28), generator=g, dtype=torch.uint8), torch.arange(8000) % 10, "random bytes"
+        x, y, source = (
+            torch.randint(0, 256, (8000, 1, 28, 28), generator=g, dtype=torch.uint8),
+            torch.arange(8000) % 10,
+            "random bytes",
+        )
 
     hand_model, hand_opt, hand_loader = make(x, y)
     core_model, core_opt, core_loader = make(x, y)
@@ -80,8 +84,10 @@ def main() -> None:
         core_times.append(time.perf_counter() - t0)
     hand, core = statistics.median(hand_times), statistics.median(core_times)
     print(f"machine: {machine()}")
-    print(f"data: {source}; 784-128-10 MLP, batch 64, SGD momentum, {len(hand_loader)} steps/epoch; "
-          f"median of {args.epochs} epochs")
+    print(
+        f"data: {source}; 784-128-10 MLP, batch 64, SGD momentum, {len(hand_loader)} steps/epoch; "
+        f"median of {args.epochs} epochs"
+    )
     print(f"hand-written loop: {hand:.3f} s/epoch")
     print(f"core Trainer:      {core:.3f} s/epoch")
     print(f"ratio core/hand:   {core / hand:.3f}  (goal <= 1.05)")

@@ -25,44 +25,50 @@ TAG = "labs-header"
 
 def header_cells(name: str, solutions: bool = False) -> list:
     """The two header cells of notebook ``name`` (``"2-1-1-tensors.ipynb"``): the learner's
-    rendition by default, the worked-answers source (``notebooks/solutions/``) with ``solutions``."""
+    rendition by default, the worked-answers source (``notebooks/solutions/``) with ``solutions``.
+    """
     where = f"solutions/{name}" if solutions else name
     if solutions:
         exercises = (
-            f"**This is the worked-answers copy** of `notebooks/{name}`: every exercise is solved "
-            "and every check says `done`. It is the one source of both copies: answers sit between "
-            "`# BEGIN SOLUTION` and `# END SOLUTION`, and `uv run python notebooks/render.py` writes "
-            "the learner's copy from it. Try the exercises there first."
+            f"**This is the worked-answers copy** of `notebooks/{name}`: every exercise is solved"
+            " and every check says `done`. It is the one source of both copies: answers sit"
+            " between `# BEGIN SOLUTION` and `# END SOLUTION`, and `uv run python"
+            " notebooks/render.py` writes the learner's copy from it. Try the exercises there"
+            " first."
         )
     else:
         exercises = (
-            "**Exercises** come unsolved: write your answer where a cell says `# YOUR CODE HERE` "
-            "(or replace the `None`), then run the check below it. It prints `exercise N: done`, or "
-            "`exercise N: not yet - ` and a hint, and never stops the notebook, so *Run All* always "
-            "reaches the end; the last cell records how many you have done. Worked answers: "
-            f"`notebooks/solutions/{name}` (look after you have tried)."
+            "**Exercises** come unsolved: write your answer where a cell says `# YOUR CODE HERE`"
+            " (or replace the `None`), then run the check below it. It prints `exercise N: done`,"
+            " or `exercise N: not yet - ` and a hint, and never stops the notebook, so *Run All*"
+            " always reaches the end; the last cell records how many you have done. Worked"
+            f" answers: `notebooks/solutions/{name}` (look after you have tried)."
         )
     run = (
-        f"[![Open in Colab](https://colab.research.google.com/assets/colab-badge.svg)]({colab_url(where)})\n\n"
-        "**Run it here:** from the repository root, `uv run jupyter lab`, then open "
-        f"`notebooks/{where}`. **On Colab:** follow the badge; the next cell installs the packages "
-        "(a minute or two), and *Runtime > Change runtime type > GPU* lights up the GPU cells.\n\n"
-        "Run the cells top to bottom (*Run > Run All Cells* works). " + exercises
+        "[![Open in"
+        f" Colab](https://colab.research.google.com/assets/colab-badge.svg)]({colab_url(where)})\n\n**Run"
+        " it here:** from the repository root, `uv run jupyter lab`, then open"
+        f" `notebooks/{where}`. **On Colab:** follow the badge; the next cell installs the packages"
+        " (a minute or two), and *Runtime > Change runtime type > GPU* lights up the GPU"
+        " cells.\n\nRun the cells top to bottom (*Run > Run All Cells* works). " + exercises
     )
     folders = "".join(f'\n        "{name}": "{folder}",' for name, folder in PACKAGES)
     setup = (
-        "# Setup: on Colab, install PyTorch Labs; in the repository's environment this does nothing.\n"
+        "# Setup: on Colab, install PyTorch Labs; in the repository's environment this does"
+        " nothing.\n"
         "import importlib.util, os, subprocess, sys\n"
         "\n"
         'if importlib.util.find_spec("labs_core") is None:\n'
         f'    repo = "git+{REPOSITORY}@{BRANCH}#subdirectory=packages/"\n'
         f"    folders = {{{folders}\n    }}\n"
         '    packages = [f"{name} @ {repo}{folder}" for name, folder in folders.items()]\n'
-        '    subprocess.run([sys.executable, "-m", "pip", "install", "-q", *packages], check=True)\n'
+        '    subprocess.run([sys.executable, "-m", "pip", "install", "-q", *packages],'
+        " check=True)\n"
         "\n"
         "from labs_course import check, data_dir  # check(N, test, hint): one exercise's verdict\n"
         "\n"
-        'QUICK = os.environ.get("LABS_QUICK") == "1"  # CI\'s short-run mode: fewer steps, same code\n'
+        'QUICK = os.environ.get("LABS_QUICK") == "1"  # CI\'s short-run mode: fewer steps, same'
+        " code\n"
         "DATA = data_dir()  # real MNIST / Fashion-MNIST / CIFAR-10 are read from here when present"
     )
     md = nbformat.v4.new_markdown_cell(run)
@@ -108,7 +114,9 @@ def apply(path: Path) -> bool:
 if __name__ == "__main__":
     sources = {p.name for p in (HERE / "solutions").glob("*.ipynb")}
     kept = [p for p in HERE.glob("*.ipynb") if p.name not in sources]  # not yet one-source
-    targets = [Path(a) for a in sys.argv[1:]] or sorted([*(HERE / "solutions").glob("*.ipynb"), *kept])
+    targets = [Path(a) for a in sys.argv[1:]] or sorted(
+        [*(HERE / "solutions").glob("*.ipynb"), *kept]
+    )
     for p in targets:
         if apply(p):
             print(f"updated {p}")

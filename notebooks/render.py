@@ -58,7 +58,7 @@ def learner_source(source: str, where: str = "cell") -> str:
         k = j + 1
         placeholder = []
         while k < len(lines) and lines[k].lstrip().startswith(LEARNER.rstrip()):
-            text = lines[k].lstrip()[len(LEARNER.rstrip()):]
+            text = lines[k].lstrip()[len(LEARNER.rstrip()) :]
             placeholder.append(indent + text.removeprefix(" ") if text.strip() else "")
             k += 1
         out.extend(placeholder or [indent + PLACEHOLDER])
@@ -123,7 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     check_only = "--check" in args
     names = [a for a in args if a != "--check"]
     sources = [SOLUTIONS / Path(n).with_suffix(".ipynb").name for n in names] or sorted(
-        SOLUTIONS.glob("*.ipynb"))
+        SOLUTIONS.glob("*.ipynb")
+    )
     stale = []
     try:
         for src in sources:
@@ -141,8 +142,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"render: {err}", file=sys.stderr)
         return 2
     if check_only and stale:
-        print("not current (run: uv run python notebooks/render.py): "
-              + ", ".join(p.name for p in stale), file=sys.stderr)
+        print(
+            "not current (run: uv run python notebooks/render.py): "
+            + ", ".join(p.name for p in stale),
+            file=sys.stderr,
+        )
         return 1
     return 0
 

@@ -19,12 +19,20 @@ from labs_core import LabError, load_model_state, seed_everything
 # (name, head, stages input to output) for one model of each family the rule has to serve
 FAMILIES = [
     ("resnet18", "fc", [["conv1"], ["bn1"], ["layer1"], ["layer2"], ["layer3"], ["layer4"]]),
-    ("mobilenet_v3_small", "classifier.3", [[f"features.{i}"] for i in range(13)] + [["classifier.0"]]),
+    (
+        "mobilenet_v3_small",
+        "classifier.3",
+        [[f"features.{i}"] for i in range(13)] + [["classifier.0"]],
+    ),
     ("efficientnet_b0", "classifier.1", [[f"features.{i}"] for i in range(9)]),
     ("squeezenet1_0", "classifier.1", [[f"features.{i}"] for i in (0, 3, 4, 5, 7, 8, 9, 10, 12)]),
     ("regnet_y_400mf", "fc", [["stem"]] + [[f"trunk_output.block{i}"] for i in range(1, 5)]),
-    ("vgg11", "classifier.6", [[f"features.{i}"] for i in (0, 3, 6, 8, 11, 13, 16, 18)]
-     + [["classifier.0"], ["classifier.3"]]),
+    (
+        "vgg11",
+        "classifier.6",
+        [[f"features.{i}"] for i in (0, 3, 6, 8, 11, 13, 16, 18)]
+        + [["classifier.0"], ["classifier.3"]],
+    ),
 ]
 
 
@@ -36,7 +44,9 @@ def test_head_replaced_and_stages_found_in_order(name, head, stages):
     new = model.head
     assert (new.out_features if isinstance(new, nn.Linear) else new.out_channels) == 4
     # stages and head hold every parameter once: nothing is left out of unfreezing, nothing twice
-    ids = [id(p) for stage in model.stage_parameters() for p in stage] + [id(p) for p in model.head_parameters()]
+    ids = [id(p) for stage in model.stage_parameters() for p in stage] + [
+        id(p) for p in model.head_parameters()
+    ]
     assert len(ids) == len(set(ids)) and set(ids) == {id(p) for p in model.parameters()}
     if name != "vgg11":  # VGG (133M parameters) is checked for its structure only
         model.eval()
@@ -48,7 +58,9 @@ def test_vit_parameters_outside_every_module_join_the_first_stage():
     model = TorchvisionNet("vit_b_16", 3)
     assert model.head_name == "heads.head"
     assert model.stage_names[0] == ["class_token", "encoder.pos_embedding", "conv_proj"]
-    assert model.stage_names[1:] == [[f"encoder.layers.encoder_layer_{i}"] for i in range(12)] + [["encoder.ln"]]
+    assert model.stage_names[1:] == [[f"encoder.layers.encoder_layer_{i}"] for i in range(12)] + [
+        ["encoder.ln"]
+    ]
 
 
 def test_auxiliary_classifiers_are_dropped_so_training_returns_logits():
@@ -59,7 +71,9 @@ def test_auxiliary_classifiers_are_dropped_so_training_returns_logits():
 def test_every_phase_trains_the_head_and_the_top_stages_only():
     seed_everything(0)
     model = TorchvisionNet("mobilenet_v3_small", 3)
-    cfg = SimpleNamespace(unfreeze=3, head_epochs=1, stage_epochs=1, lr=1e-2, lr_decay=0.5, weight_decay=0.0)
+    cfg = SimpleNamespace(
+        unfreeze=3, head_epochs=1, stage_epochs=1, lr=1e-2, lr_decay=0.5, weight_decay=0.0
+    )
     phases = Phases(cfg, model, say=lambda *a: None)
     stages = model.stage_parameters()
     x, y = torch.rand(4, 3, 32, 32), torch.tensor([0, 1, 2, 0])
@@ -70,10 +84,16 @@ def test_every_phase_trains_the_head_and_the_top_stages_only():
         nn.functional.cross_entropy(model(x), y).backward()
         opt.step()
         model.zero_grad()
-        moved = {id(p) for p, b in zip(model.parameters(), before, strict=True) if not torch.equal(p, b)}
-        trained = {id(p) for p in model.head_parameters()} | {id(p) for s in stages[len(stages) - phase:] for p in s}
+        moved = {
+            id(p) for p, b in zip(model.parameters(), before, strict=True) if not torch.equal(p, b)
+        }
+        trained = {id(p) for p in model.head_parameters()} | {
+            id(p) for s in stages[len(stages) - phase :] for p in s
+        }
         assert moved <= trained and {id(p) for p in model.head_parameters()} <= moved
-        assert phase == 0 or moved & {id(p) for p in stages[-phase]}  # the stage unfrozen last moved too
+        assert phase == 0 or moved & {
+            id(p) for p in stages[-phase]
+        }  # the stage unfrozen last moved too
 
 
 def test_an_input_too_small_for_the_model_is_one_line():
@@ -85,12 +105,16 @@ def test_an_input_too_small_for_the_model_is_one_line():
 
 def test_fine_tuned_resnet18_checkpoints_of_the_earlier_layout_still_load():
     new = TorchvisionNet("resnet18", 3).state_dict()
-    old_names = {"net.conv1.": "stages.0.0.", "net.bn1.": "stages.0.1.", "net.fc.": "head.2.",
-                 **{f"net.layer{k}.": f"stages.{k}." for k in range(1, 5)}}
+    old_names = {
+        "net.conv1.": "stages.0.0.",
+        "net.bn1.": "stages.0.1.",
+        "net.fc.": "head.2.",
+        **{f"net.layer{k}.": f"stages.{k}." for k in range(1, 5)},
+    }
     old = {}
     for key, value in new.items():
         prefix = next(p for p in old_names if key.startswith(p))
-        old[old_names[prefix] + key[len(prefix):]] = value
+        old[old_names[prefix] + key[len(prefix) :]] = value
     model = TorchvisionNet("resnet18", 3)
     load_model_state(model, _resnet18_v1_keys(old))
     assert all(torch.equal(model.state_dict()[k], v) for k, v in new.items())
@@ -98,8 +122,19 @@ def test_fine_tuned_resnet18_checkpoints_of_the_earlier_layout_still_load():
 
 def test_unknown_torchvision_name_says_how_to_list_them(tmp_path, capsys):
     write_folder(tmp_path / "imgs", seed=5, classes=2, n=20)
-    assert "resnet18" in classification_models() and "fasterrcnn_resnet50_fpn" not in classification_models()
-    argv = ["finetune", "--from", "torchvision:resnet19", "--data-dir", str(tmp_path / "imgs"), "--out", str(tmp_path / "o")]
+    assert (
+        "resnet18" in classification_models()
+        and "fasterrcnn_resnet50_fpn" not in classification_models()
+    )
+    argv = [
+        "finetune",
+        "--from",
+        "torchvision:resnet19",
+        "--data-dir",
+        str(tmp_path / "imgs"),
+        "--out",
+        str(tmp_path / "o"),
+    ]
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "unknown torchvision classification model 'resnet19'" in err
@@ -113,11 +148,22 @@ def test_offline_without_cached_weights_names_the_file_for_any_model(tmp_path, m
         raise urllib.error.URLError("no network")
 
     monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
-    argv = ["finetune", "--from", "torchvision:mobilenet_v3_small", "--data-dir", str(tmp_path / "imgs"),
-            "--out", str(tmp_path / "o")]
+    argv = [
+        "finetune",
+        "--from",
+        "torchvision:mobilenet_v3_small",
+        "--data-dir",
+        str(tmp_path / "imgs"),
+        "--out",
+        str(tmp_path / "o"),
+    ]
     assert main(argv) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "mobilenet_v3_small-047dcff4.pth" in err and "--weights FILE" in err
+    assert (
+        err.count("\n") == 1
+        and "mobilenet_v3_small-047dcff4.pth" in err
+        and "--weights FILE" in err
+    )
 
 
 def test_finetune_a_mobilenet_end_to_end_then_evaluate_and_predict(tmp_path, capsys):
@@ -127,9 +173,31 @@ def test_finetune_a_mobilenet_end_to_end_then_evaluate_and_predict(tmp_path, cap
     weights = tmp_path / "mnv3.pth"
     torch.save(mobilenet_v3_small(weights=None).state_dict(), weights)
     out = tmp_path / "o"
-    argv = ["finetune", "--from", "torchvision:mobilenet_v3_small", "--weights", str(weights), "--dataset",
-            "imagefolder", "--data-dir", str(tmp_path / "imgs"), "--image-size", "32", "--head-epochs", "1",
-            "--stage-epochs", "1", "--unfreeze", "2", "--val-fraction", "0.25", "--batch-size", "16", "--out", str(out)]
+    argv = [
+        "finetune",
+        "--from",
+        "torchvision:mobilenet_v3_small",
+        "--weights",
+        str(weights),
+        "--dataset",
+        "imagefolder",
+        "--data-dir",
+        str(tmp_path / "imgs"),
+        "--image-size",
+        "32",
+        "--head-epochs",
+        "1",
+        "--stage-epochs",
+        "1",
+        "--unfreeze",
+        "2",
+        "--val-fraction",
+        "0.25",
+        "--batch-size",
+        "16",
+        "--out",
+        str(out),
+    ]
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "phase 2 (head + top 2 stage(s))" in printed
@@ -142,7 +210,27 @@ def test_finetune_a_mobilenet_end_to_end_then_evaluate_and_predict(tmp_path, cap
 
 
 def test_ema_is_refused_with_fsdp(tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv("WORLD_SIZE", "2")  # as under torchrun; refused at parse time, before any process group
-    assert main(["train", "--dataset", "synthetic", "--ema", "0.9", "--fsdp", "--out", str(tmp_path / "o")]) == 2
+    monkeypatch.setenv(
+        "WORLD_SIZE", "2"
+    )  # as under torchrun; refused at parse time, before any process group
+    assert (
+        main(
+            [
+                "train",
+                "--dataset",
+                "synthetic",
+                "--ema",
+                "0.9",
+                "--fsdp",
+                "--out",
+                str(tmp_path / "o"),
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "--ema with --fsdp is not supported" in err and not (tmp_path / "o").exists()
+    assert (
+        err.count("\n") == 1
+        and "--ema with --fsdp is not supported" in err
+        and not (tmp_path / "o").exists()
+    )

@@ -17,7 +17,14 @@ def test_explain_on_a_full_disk_leaves_no_partial_png(trained, tmp_path, monkeyp
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr("labs_core.checkpoint.os.fsync", full)
-    argv = ["explain", "--checkpoint", str(trained / "checkpoints" / "best.pt"), str(image), "--out", str(out)]
+    argv = [
+        "explain",
+        "--checkpoint",
+        str(trained / "checkpoints" / "best.pt"),
+        str(image),
+        "--out",
+        str(out),
+    ]
     assert main(argv) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Traceback" not in err
@@ -42,8 +49,15 @@ def test_a_fifo_given_as_an_image_model_or_output_never_blocks(trained, tmp_path
     good = photo(tmp_path / "good.png")
     assert run_briefly(["predict", "--checkpoint", best, str(good), str(fifo)]) == 2
     out, err = capsys.readouterr()
-    assert out.startswith(str(good)) and "a FIFO (named pipe), not a regular file" in err and err.count("\n") == 1
-    assert run_briefly(["explain", "--checkpoint", best, str(fifo), "--out", str(tmp_path / "maps")]) == 2
+    assert (
+        out.startswith(str(good))
+        and "a FIFO (named pipe), not a regular file" in err
+        and err.count("\n") == 1
+    )
+    assert (
+        run_briefly(["explain", "--checkpoint", best, str(fifo), "--out", str(tmp_path / "maps")])
+        == 2
+    )
     assert f"{fifo} is a FIFO (named pipe), not an image file" in capsys.readouterr().err
     onnx = tmp_path / "model.onnx"
     os.mkfifo(onnx)

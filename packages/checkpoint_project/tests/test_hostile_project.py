@@ -25,15 +25,47 @@ from labs_core.testing import (
 
 TINY = ["--width", "4", "--epochs", "1", "--max-steps", "1", "--batch-size", "8", "--quiet"]
 BASES = {  # the image folder first: --image-size 512 of 2,500 synthetic images takes minutes on 2 cores
-    "files": [*TINY, "--dataset", "imagefolder", "--data-dir", "{data}/imagefolder/images", "--loader", "standard",
-              "--optimizer", "sgd", "--scheduler", "cosine"],
+    "files": [
+        *TINY,
+        "--dataset",
+        "imagefolder",
+        "--data-dir",
+        "{data}/imagefolder/images",
+        "--loader",
+        "standard",
+        "--optimizer",
+        "sgd",
+        "--scheduler",
+        "cosine",
+    ],
     "synthetic": [*TINY, "--dataset", "synthetic"],
 }
 TRAIN = hostile_cases(TrainConfig, BASES, "train", command=("train",))
-FINETUNE = hostile_cases(FinetuneConfig, {"finetune": [
-    "--from", "{data}/run/checkpoints/best.pt", "--data-dir", "{data}/imagefolder/images", "--head-epochs", "1",
-    "--stage-epochs", "1", "--unfreeze", "0", "--max-steps", "1", "--batch-size", "8", "--quiet"]},
-    "checkpoint-project finetune", skip=("source", "weights"), command=("finetune",))
+FINETUNE = hostile_cases(
+    FinetuneConfig,
+    {
+        "finetune": [
+            "--from",
+            "{data}/run/checkpoints/best.pt",
+            "--data-dir",
+            "{data}/imagefolder/images",
+            "--head-epochs",
+            "1",
+            "--stage-epochs",
+            "1",
+            "--unfreeze",
+            "0",
+            "--max-steps",
+            "1",
+            "--batch-size",
+            "8",
+            "--quiet",
+        ]
+    },
+    "checkpoint-project finetune",
+    skip=("source", "weights"),
+    command=("finetune",),
+)
 TOP_K = [(command, value) for command in ("predict", "explain") for value in numeric_values(int)]
 
 
@@ -42,26 +74,60 @@ def data(tmp_path_factory):
     root = tmp_path_factory.mktemp("data")
     for name in DATASETS:
         write_dataset(name, root / name)
-    assert main(["train", *TINY, "--dataset", "synthetic", "--image-size", "12", "--out", str(root / "run")]) == 0
-    assert main(["export", "--checkpoint", str(root / "run" / "checkpoints" / "best.pt"), "--out",
-                 str(root / "model.onnx")]) == 0
+    assert (
+        main(
+            [
+                "train",
+                *TINY,
+                "--dataset",
+                "synthetic",
+                "--image-size",
+                "12",
+                "--out",
+                str(root / "run"),
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "export",
+                "--checkpoint",
+                str(root / "run" / "checkpoints" / "best.pt"),
+                "--out",
+                str(root / "model.onnx"),
+            ]
+        )
+        == 0
+    )
     return root
 
 
 @pytest.mark.parametrize("case, argv, runs", TRAIN, ids=hostile_ids(TRAIN))
-def test_every_train_flag_at_every_hostile_value(case, argv, runs, data, tmp_path, monkeypatch, capsys):
+def test_every_train_flag_at_every_hostile_value(
+    case, argv, runs, data, tmp_path, monkeypatch, capsys
+):
     run_hostile_case(main, argv, runs, data, tmp_path, monkeypatch, capsys)
 
 
 @pytest.mark.parametrize("case, argv, runs", FINETUNE, ids=hostile_ids(FINETUNE))
-def test_every_finetune_flag_at_every_hostile_value(case, argv, runs, data, tmp_path, monkeypatch, capsys):
+def test_every_finetune_flag_at_every_hostile_value(
+    case, argv, runs, data, tmp_path, monkeypatch, capsys
+):
     run_hostile_case(main, argv, runs, data, tmp_path, monkeypatch, capsys)
 
 
 @pytest.mark.parametrize("command, value", TOP_K, ids=[f"{c} --top-k={v}" for c, v in TOP_K])
 def test_top_k_at_every_hostile_value(command, value, data, tmp_path, monkeypatch, capsys):
     image = data / "imagefolder" / "images" / "c0" / "0.png"
-    argv = [command, "--checkpoint", "{data}/run/checkpoints/best.pt", str(image), f"--top-k={value}"]
+    argv = [
+        command,
+        "--checkpoint",
+        "{data}/run/checkpoints/best.pt",
+        str(image),
+        f"--top-k={value}",
+    ]
     if command == "explain":
         argv += ["--out", str(tmp_path / "maps")]
     run_hostile_case(main, argv, True, data, tmp_path, monkeypatch, capsys)
@@ -70,8 +136,12 @@ def test_top_k_at_every_hostile_value(command, value, data, tmp_path, monkeypatc
 @pytest.mark.parametrize("name", DATASETS)
 def test_every_dataset(name, data, tmp_path, monkeypatch, capsys):
     """train on every --dataset value: images train, a CSV's rows are refused in one line."""
-    flags = [a.replace(str(data / name), "{data}/" + name) for a in write_dataset(name, data / name)]
-    code = run_hostile_case(main, ["train", *TINY, *flags], True, data, tmp_path, monkeypatch, capsys)
+    flags = [
+        a.replace(str(data / name), "{data}/" + name) for a in write_dataset(name, data / name)
+    ]
+    code = run_hostile_case(
+        main, ["train", *TINY, *flags], True, data, tmp_path, monkeypatch, capsys
+    )
     assert code == (2 if name == "csv" else 0)
 
 
@@ -79,8 +149,11 @@ def test_every_dataset(name, data, tmp_path, monkeypatch, capsys):
 def test_evaluate_on_another_dataset_is_one_line(name, data, tmp_path, monkeypatch, capsys):
     """The synthetic model on rows of numbers, or on 10 classes of digits: refused in one line."""
     flags = write_dataset(name, data / name)
-    code, err = run_main(main, ["evaluate", "--checkpoint", str(data / "run" / "checkpoints" / "best.pt"),
-                                *flags], capsys)
+    code, err = run_main(
+        main,
+        ["evaluate", "--checkpoint", str(data / "run" / "checkpoints" / "best.pt"), *flags],
+        capsys,
+    )
     check_outcome(code, err)
     assert code == 2
 
@@ -104,18 +177,31 @@ def _edit_onnx(src, dst, *, shape=None, meta=None, drop=None):
     onnx.save(proto, str(dst))
 
 
-@pytest.mark.parametrize("edit, message", [
-    (dict(meta={"input_shape": json.dumps([3, 20, 20])}), "but its metadata says images of (3, 20, 20)"),
-    (dict(meta={"classes": json.dumps(["a", "b"])}), "gives 10 logits per image but its metadata names 2"),
-    (dict(meta={"mean": "not json"}), "not the JSON export writes"),
-    (dict(meta={"std": json.dumps([1.0])}), "does not describe an image classifier"),
-    (dict(drop=["input_shape"]), "has no input_shape in its metadata"),
-])
-def test_an_onnx_model_that_disagrees_with_its_metadata_is_one_line(edit, message, data, tmp_path, capsys):
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (
+            dict(meta={"input_shape": json.dumps([3, 20, 20])}),
+            "but its metadata says images of (3, 20, 20)",
+        ),
+        (
+            dict(meta={"classes": json.dumps(["a", "b"])}),
+            "gives 10 logits per image but its metadata names 2",
+        ),
+        (dict(meta={"mean": "not json"}), "not the JSON export writes"),
+        (dict(meta={"std": json.dumps([1.0])}), "does not describe an image classifier"),
+        (dict(drop=["input_shape"]), "has no input_shape in its metadata"),
+    ],
+)
+def test_an_onnx_model_that_disagrees_with_its_metadata_is_one_line(
+    edit, message, data, tmp_path, capsys
+):
     model = tmp_path / "edited.onnx"
     _edit_onnx(data / "model.onnx", model, **edit)
     image = tmp_path / "x.png"
-    Image.fromarray((np.random.default_rng(0).random((12, 12, 3)) * 255).astype("uint8")).save(image)
+    Image.fromarray((np.random.default_rng(0).random((12, 12, 3)) * 255).astype("uint8")).save(
+        image
+    )
     code, err = run_main(main, ["predict", "--checkpoint", str(model), str(image)], capsys)
     check_outcome(code, err)
     assert code == 2 and message in err, err

@@ -23,17 +23,22 @@ def test_patch_whitening_makes_2x2_patches_decorrelated_with_unit_variance():
     w = PatchWhitening(3, eps=0.0)
     w.fit(x)
     out = w(x).detach()[:, :12].permute(0, 2, 3, 1).reshape(-1, 12).double()  # the positive half
-    torch.testing.assert_close(torch.cov(out.T), torch.eye(12, dtype=torch.float64), atol=1e-4, rtol=0)
+    torch.testing.assert_close(
+        torch.cov(out.T), torch.eye(12, dtype=torch.float64), atol=1e-4, rtol=0
+    )
     torch.testing.assert_close(w.conv.weight[12:], -w.conv.weight[:12])  # and its mirror half
-    assert not w.conv.weight.requires_grad and w.conv.bias.requires_grad  # fixed filters, a learned bias
+    assert (
+        not w.conv.weight.requires_grad and w.conv.bias.requires_grad
+    )  # fixed filters, a learned bias
 
 
 def test_whitening_reads_the_images_as_the_loaders_normalise_them():
     data = load_dataset("synthetic", synthetic={"num_train": 200, "num_test": 20})
     sample = whitening_sample(data, count=50)
     assert sample.shape == (50, *data.input_shape)
-    expected = (data.train[0][0].float() / 255 - torch.tensor(data.mean).view(-1, 1, 1)) / torch.tensor(
-        data.std).view(-1, 1, 1)
+    expected = (
+        data.train[0][0].float() / 255 - torch.tensor(data.mean).view(-1, 1, 1)
+    ) / torch.tensor(data.std).view(-1, 1, 1)
     torch.testing.assert_close(sample[0], expected)
 
 
@@ -41,7 +46,14 @@ def test_whitening_reads_the_images_as_the_loaders_normalise_them():
 def test_compact_net_fits_any_image_size_from_8_pixels(shape):
     model = build_model("compact", shape, 10)
     assert isinstance(model, CompactNet) and model(torch.zeros(2, *shape)).shape == (2, 10)
-    assert [m.out_channels for m in model.modules() if isinstance(m, torch.nn.Conv2d)][1:] == [32, 32, 128, 128, 128, 128]
+    assert [m.out_channels for m in model.modules() if isinstance(m, torch.nn.Conv2d)][1:] == [
+        32,
+        32,
+        128,
+        128,
+        128,
+        128,
+    ]
 
 
 def test_auto_recipe_is_cpu_without_a_gpu_and_flags_given_win(monkeypatch):
@@ -49,7 +61,8 @@ def test_auto_recipe_is_cpu_without_a_gpu_and_flags_given_win(monkeypatch):
     cfg = config()
     assert cfg.recipe == "cpu" and cfg.model == "compact"
     assert {k: getattr(cfg, k) for k in RECIPES["cpu"] if k != "precision"} == {
-        k: v for k, v in RECIPES["cpu"].items() if k != "precision"}
+        k: v for k, v in RECIPES["cpu"].items() if k != "precision"
+    }
     cfg = config("--epochs", "3", "--lr", "0.05")
     assert (cfg.recipe, cfg.epochs, cfg.lr, cfg.batch_size) == ("cpu", 3, 0.05, 512)
     cfg = config("--device", "cpu", "--recipe", "fast")
@@ -63,7 +76,9 @@ def test_auto_recipe_on_a_gpu_is_fast(monkeypatch):
     assert config("--device", "cpu").recipe == "cpu"  # a GPU machine told to use its CPU
 
 
-@pytest.mark.parametrize("model, recipe", [("cnn", "cnn"), ("resnet", "resnet"), ("fast", "fast"), ("compact", "cpu")])
+@pytest.mark.parametrize(
+    "model, recipe", [("cnn", "cnn"), ("resnet", "resnet"), ("fast", "fast"), ("compact", "cpu")]
+)
 def test_a_model_given_brings_its_own_recipe(model, recipe):
     cfg = config("--model", model)
     assert cfg.recipe == recipe and cfg.model == model
@@ -81,7 +96,22 @@ def test_bf16_only_where_the_cpu_runs_it_natively(monkeypatch):
 
 def test_the_cpu_recipe_learns_says_so_and_saves_its_whitened_stem(tmp_path, capsys):
     out = tmp_path / "run"
-    assert main(["train", "--dataset", "synthetic", "--epochs", "2", "--batch-size", "64", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--dataset",
+                "synthetic",
+                "--epochs",
+                "2",
+                "--batch-size",
+                "64",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "recipe cpu: --model compact, 2 epochs" in printed
     assert json.loads((out / "summary.json").read_text())["metrics"]["test_acc"] > 0.8
@@ -90,7 +120,9 @@ def test_the_cpu_recipe_learns_says_so_and_saves_its_whitened_stem(tmp_path, cap
     from checkpoint_project.inference import load_trained
 
     model, _ = load_trained(out / "checkpoints" / "last.pt")
-    assert model.whiten.conv.weight.abs().sum() > 0  # the data's filters, restored from the checkpoint
+    assert (
+        model.whiten.conv.weight.abs().sum() > 0
+    )  # the data's filters, restored from the checkpoint
 
 
 def test_a_newcomer_follows_train_to_the_optimizer_step_in_six_frames(tmp_path):
@@ -98,8 +130,26 @@ def test_a_newcomer_follows_train_to_the_optimizer_step_in_six_frames(tmp_path):
     from checkpoint_project.train import main
     from labs_core.testing import road_to_optimizer_step
 
-    argv = ["--dataset", "synthetic", "--image-size", "8", "--epochs", "1", "--max-steps", "1",
-            "--model", "cnn", "--quiet", "--out", str(tmp_path / "run")]
+    argv = [
+        "--dataset",
+        "synthetic",
+        "--image-size",
+        "8",
+        "--epochs",
+        "1",
+        "--max-steps",
+        "1",
+        "--model",
+        "cnn",
+        "--quiet",
+        "--out",
+        str(tmp_path / "run"),
+    ]
     assert road_to_optimizer_step(main, argv) == [
-        "train.main", "cli.run_lab", "run.execute", "trainer.fit", "trainer.train_one_epoch",
-        "trainer.step"]
+        "train.main",
+        "cli.run_lab",
+        "run.execute",
+        "trainer.fit",
+        "trainer.train_one_epoch",
+        "trainer.step",
+    ]

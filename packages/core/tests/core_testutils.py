@@ -40,4 +40,6 @@ def make_image_folder(root, with_splits=False, corrupt=True):
                 im = Image.new("RGB", size, (color, 255 - color, 128)).convert(mode)
                 im.save(d / f"{i}.{'jpg' if mode in ('RGB', 'L') else 'png'}")
     if corrupt:
-        (root / splits[0] / "dog" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nthis is not an image")
+        (root / splits[0] / "dog" / "broken.png").write_bytes(
+            b"\x89PNG\r\n\x1a\nthis is not an image"
+        )

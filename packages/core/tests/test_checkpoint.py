@@ -12,7 +12,9 @@ from core_testutils import tiny_mlp
 def test_round_trip_with_weights_only(tmp_path):
     model = tiny_mlp()
     path = tmp_path / "c.pt"
-    save_checkpoint(path, {"model": model.state_dict(), "epoch": 3, "config": {"lr": 0.1, "hidden": [1, 2]}})
+    save_checkpoint(
+        path, {"model": model.state_dict(), "epoch": 3, "config": {"lr": 0.1, "hidden": [1, 2]}}
+    )
     raw = torch.load(path, weights_only=True)  # must be loadable without running code
     assert raw["epoch"] == 3 and raw["config"]["hidden"] == [1, 2]
     assert raw["versions"]["torch"] == str(torch.__version__)
@@ -42,7 +44,9 @@ def test_corrupt_checkpoint_is_one_clear_error(tmp_path, damage):
     path = tmp_path / "c.pt"
     save_checkpoint(path, {"model": tiny_mlp().state_dict()})
     data = path.read_bytes()
-    path.write_bytes({"truncate": data[: len(data) // 2], "garbage": b"not a zip" * 50, "empty": b""}[damage])
+    path.write_bytes(
+        {"truncate": data[: len(data) // 2], "garbage": b"not a zip" * 50, "empty": b""}[damage]
+    )
     with pytest.raises(LabError, match=r"c\.pt is corrupt"):
         load_checkpoint(path)
 
@@ -56,7 +60,9 @@ def test_checkpoint_that_would_run_code_is_refused(tmp_path):
     torch.save({"model": Evil()}, path)
     with pytest.raises(LabError, match="not a checkpoint of this project") as err:
         load_checkpoint(path)
-    assert "weights_only" not in str(err.value)  # torch's advice to load it unsafely is never passed on
+    assert "weights_only" not in str(
+        err.value
+    )  # torch's advice to load it unsafely is never passed on
     assert not (tmp_path / "pwned").exists()
 
 
@@ -70,7 +76,9 @@ def test_missing_file_and_non_checkpoint(tmp_path):
 
 def test_wrong_architecture_names_keys_and_shapes():
     small, wide = tiny_mlp(in_features=16), tiny_mlp(in_features=20)
-    with pytest.raises(LabError, match=r"shape mismatches \[1\.weight \(32, 20\) vs model \(32, 16\)\]"):
+    with pytest.raises(
+        LabError, match=r"shape mismatches \[1\.weight \(32, 20\) vs model \(32, 16\)\]"
+    ):
         load_model_state(small, wide.state_dict())
     with pytest.raises(LabError, match=r"missing keys \[2\.weight, 2\.bias, 2\.running_mean"):
         load_model_state(tiny_mlp(bn=True), small.state_dict())

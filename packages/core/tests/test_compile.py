@@ -18,7 +18,9 @@ needs_compile = pytest.mark.skipif(NO_COMPILE is not None, reason=NO_COMPILE or 
 
 
 def losses(out):
-    return [json.loads(line)["train_loss"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return [
+        json.loads(line)["train_loss"] for line in (out / "metrics.jsonl").read_text().splitlines()
+    ]
 
 
 @needs_compile
@@ -31,9 +33,14 @@ def test_compiled_training_matches_eager_and_checkpoints_the_plain_model(tmp_pat
     assert main([*argv, "--out", str(tmp_path / "eager")]) == 0
     with inductor.patch(fallback_random=True):
         assert main([*argv, "--out", str(tmp_path / "compiled"), "--compile"]) == 0
-    eager, compiled = (load_checkpoint(tmp_path / name / "checkpoints" / "last.pt") for name in ("eager", "compiled"))
+    eager, compiled = (
+        load_checkpoint(tmp_path / name / "checkpoints" / "last.pt")
+        for name in ("eager", "compiled")
+    )
     assert list(compiled["model"]) == list(eager["model"])  # no _orig_mod. (nor module.) prefixes
-    torch.testing.assert_close(losses(tmp_path / "compiled"), losses(tmp_path / "eager"), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(
+        losses(tmp_path / "compiled"), losses(tmp_path / "eager"), rtol=1e-4, atol=1e-5
+    )
     for key, value in eager["model"].items():
         torch.testing.assert_close(compiled["model"][key], value, rtol=1e-4, atol=1e-5)
     assert compiled["config"]["compile"] is True
@@ -48,7 +55,9 @@ def test_the_trainer_steps_the_compiled_model_and_keeps_the_plain_one():
     seed_everything(0)
     x, y = blob_data(n=32)
     model = tiny_mlp(dropout=0.0)
-    trainer = Trainer(model, torch.optim.SGD(model.parameters(), lr=0.1), fast_loader(x, y), compile=True)
+    trainer = Trainer(
+        model, torch.optim.SGD(model.parameters(), lr=0.1), fast_loader(x, y), compile=True
+    )
     assert trainer.module is model and trainer.wrapped is not model
     assert isinstance(trainer.wrapped, torch._dynamo.eval_frame.OptimizedModule)
     assert list(trainer.state_dict()["model"]) == list(model.state_dict())

@@ -50,12 +50,15 @@ def test_fashion_mnist_in_torchvision_layout(tmp_path):
     assert data.classes[0] == "T-shirt/top" and data.flip
 
 
-@pytest.mark.parametrize("damage, message", [
-    ("magic", "not an IDX file"),
-    ("truncate", "header promises"),
-    ("count", "has 30 images but"),
-    ("labels", "holds label"),
-])
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        ("magic", "not an IDX file"),
+        ("truncate", "header promises"),
+        ("count", "has 30 images but"),
+        ("labels", "holds label"),
+    ],
+)
 def test_bad_idx_files_are_clear_errors(tmp_path, damage, message):
     write_mnist(tmp_path / "mnist", gz=False)
     f = tmp_path / "mnist" / "train-images-idx3-ubyte"
@@ -112,21 +115,33 @@ def test_checksum_mismatch_is_refused_and_leaves_nothing(tmp_path, file_server, 
     write_mnist(served)
     md5 = {p.name: md5_of(p) for p in served.iterdir()}
     md5["train-images-idx3-ubyte.gz"] = "0" * 32
-    monkeypatch.setitem(mnist_mod.SPECS, "mnist", {**mnist_mod.SPECS["mnist"], "mirrors": [url], "md5": md5})
-    with pytest.raises(LabError, match=r"mnist: could not download train-images-idx3-ubyte.gz \(.*checksum mismatch"):
+    monkeypatch.setitem(
+        mnist_mod.SPECS, "mnist", {**mnist_mod.SPECS["mnist"], "mirrors": [url], "md5": md5}
+    )
+    with pytest.raises(
+        LabError,
+        match=r"mnist: could not download train-images-idx3-ubyte.gz \(.*checksum mismatch",
+    ):
         load_dataset("mnist", tmp_path / "data")
     folder = tmp_path / "data" / "mnist"
     assert not folder.exists() or not list(folder.iterdir())
 
 
 def test_offline_message_names_dataset_folder_and_files(tmp_path, monkeypatch):
-    monkeypatch.setitem(mnist_mod.SPECS, "fashion-mnist",
-                        {**mnist_mod.SPECS["fashion-mnist"], "mirrors": ["http://127.0.0.1:1/"]})
+    monkeypatch.setitem(
+        mnist_mod.SPECS,
+        "fashion-mnist",
+        {**mnist_mod.SPECS["fashion-mnist"], "mirrors": ["http://127.0.0.1:1/"]},
+    )
     with pytest.raises(LabError) as info:
         load_dataset("fashion-mnist", tmp_path)
     msg = str(info.value)
     assert msg.startswith("fashion-mnist: could not download")
-    assert str(tmp_path / "fashion-mnist") in msg and "t10k-labels-idx1-ubyte" in msg and "\n" not in msg
+    assert (
+        str(tmp_path / "fashion-mnist") in msg
+        and "t10k-labels-idx1-ubyte" in msg
+        and "\n" not in msg
+    )
 
 
 def write_cifar(folder, n=20, seed=0):
@@ -134,8 +149,12 @@ def write_cifar(folder, n=20, seed=0):
     folder.mkdir(parents=True, exist_ok=True)
     batches = {}
     for name in [*cifar_mod.TRAIN_BATCHES, cifar_mod.TEST_BATCH]:
-        d = {b"batch_label": name.encode(), b"labels": [int(v) for v in rng.integers(0, 10, n)],
-             b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8), b"filenames": [b"x.png"] * n}
+        d = {
+            b"batch_label": name.encode(),
+            b"labels": [int(v) for v in rng.integers(0, 10, n)],
+            b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+            b"filenames": [b"x.png"] * n,
+        }
         with open(folder / name, "wb") as f:
             pickle.dump(d, f, protocol=2)
         batches[name] = d
@@ -222,12 +241,15 @@ def test_csv_tabular(tmp_path):
     assert data.train[0].dtype == torch.float32 and data.train[1].tolist()[:3] == [0, 1, 1]
 
 
-@pytest.mark.parametrize("text, message", [
-    ("a,b\n1,2\n", "no column 'label'"),
-    ("a,label\nx,1\n", "column 'a' is not a number"),
-    ("a,label\n1,2,3\n", "line 2 has 3 fields"),
-    ("a,label\n", "at least one data row"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("a,b\n1,2\n", "no column 'label'"),
+        ("a,label\nx,1\n", "column 'a' is not a number"),
+        ("a,label\n1,2,3\n", "line 2 has 3 fields"),
+        ("a,label\n", "at least one data row"),
+    ],
+)
 def test_bad_csv(tmp_path, text, message):
     (tmp_path / "t.csv").write_text(text)
     with pytest.raises(LabError, match=message):
@@ -235,8 +257,12 @@ def test_bad_csv(tmp_path, text, message):
 
 
 def test_synthetic_is_deterministic_and_shaped():
-    a = load_dataset("synthetic", image_size=12, synthetic={"num_train": 50, "num_test": 10, "num_classes": 5})
-    b = load_dataset("synthetic", image_size=12, synthetic={"num_train": 50, "num_test": 10, "num_classes": 5})
+    a = load_dataset(
+        "synthetic", image_size=12, synthetic={"num_train": 50, "num_test": 10, "num_classes": 5}
+    )
+    b = load_dataset(
+        "synthetic", image_size=12, synthetic={"num_train": 50, "num_test": 10, "num_classes": 5}
+    )
     assert a.train[0].shape == (50, 3, 12, 12) and torch.equal(a.train[0], b.train[0])
     assert torch.equal(a.train[1], b.train[1]) and a.num_classes == 5
 
@@ -247,9 +273,12 @@ def test_digits_ships_inside_the_package():
     assert len(data.train[0]) + len(data.test[0]) == 1797
     assert not data.flip and data.num_classes == 10
     from sklearn.datasets import load_digits
+
     ref = load_digits()
     ours = torch.cat([data.train[0], data.test[0]]).flatten(1).float() * 16 / 255
-    assert torch.allclose(ours.sum(0), torch.tensor(ref.data.sum(0), dtype=torch.float32), atol=1.0 * 1797 / 32)
+    assert torch.allclose(
+        ours.sum(0), torch.tensor(ref.data.sum(0), dtype=torch.float32), atol=1.0 * 1797 / 32
+    )
 
 
 def test_cache_is_reused_rebuilt_when_damaged_and_keyed_by_content(tmp_path, monkeypatch, capsys):

@@ -27,9 +27,17 @@ pytestmark = pytest.mark.filterwarnings("ignore:Input Tensor 0 did not already r
 def small_cnn(classes: int = 4) -> nn.Sequential:
     """Batch norm, an in-place ReLU after the layer Grad-CAM looks at, max-pooling, a linear head."""
     return nn.Sequential(
-        nn.Conv2d(1, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(inplace=True), nn.MaxPool2d(2),
-        nn.Conv2d(6, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(inplace=True),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, classes))
+        nn.Conv2d(1, 6, 3, padding=1),
+        nn.BatchNorm2d(6),
+        nn.ReLU(inplace=True),
+        nn.MaxPool2d(2),
+        nn.Conv2d(6, 8, 3, padding=1),
+        nn.BatchNorm2d(8),
+        nn.ReLU(inplace=True),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(8, classes),
+    )
 
 
 @pytest.fixture
@@ -37,7 +45,9 @@ def model_and_input():
     torch.manual_seed(0)
     model = small_cnn().double()
     model.train()
-    model(torch.randn(16, 1, 8, 8, dtype=torch.float64))  # batch-norm running statistics that are not the defaults
+    model(
+        torch.randn(16, 1, 8, 8, dtype=torch.float64)
+    )  # batch-norm running statistics that are not the defaults
     model.eval()
     return model, torch.randn(3, 1, 8, 8, dtype=torch.float64)
 
@@ -49,8 +59,11 @@ TARGETS = [2, torch.tensor([0, 3, 1])]
 @pytest.mark.parametrize("absolute", [True, False])
 def test_saliency_equals_captum(model_and_input, target, absolute):
     model, x = model_and_input
-    torch.testing.assert_close(saliency(model, x, target, abs=absolute),
-                               Saliency(model).attribute(x, target=target, abs=absolute), **TOL)
+    torch.testing.assert_close(
+        saliency(model, x, target, abs=absolute),
+        Saliency(model).attribute(x, target=target, abs=absolute),
+        **TOL,
+    )
 
 
 @pytest.mark.parametrize("target", TARGETS, ids=["int", "per-example"])
@@ -58,23 +71,39 @@ def test_saliency_equals_captum(model_and_input, target, absolute):
 def test_smooth_grad_equals_captum_noise_tunnel(model_and_input, target, seed, n_samples, stdev):
     model, x = model_and_input
     torch.manual_seed(seed)
-    theirs = NoiseTunnel(Saliency(model)).attribute(x, nt_type="smoothgrad", nt_samples=n_samples, stdevs=stdev,
-                                                     target=target)
+    theirs = NoiseTunnel(Saliency(model)).attribute(
+        x, nt_type="smoothgrad", nt_samples=n_samples, stdevs=stdev, target=target
+    )
     ours = smooth_grad(model, x, target, n_samples, stdev, torch.Generator().manual_seed(seed))
     torch.testing.assert_close(ours, theirs, **TOL)
-    other_seed = smooth_grad(model, x, target, n_samples, stdev, torch.Generator().manual_seed(seed + 1))
+    other_seed = smooth_grad(
+        model, x, target, n_samples, stdev, torch.Generator().manual_seed(seed + 1)
+    )
     assert not torch.allclose(ours, other_seed)  # the noise is really there
 
 
 @pytest.mark.parametrize("target", TARGETS, ids=["int", "per-example"])
-@pytest.mark.parametrize("method, steps", [("gausslegendre", 50), ("gausslegendre", 7), ("riemann_middle", 20)])
+@pytest.mark.parametrize(
+    "method, steps", [("gausslegendre", 50), ("gausslegendre", 7), ("riemann_middle", 20)]
+)
 @pytest.mark.parametrize("baseline", ["zero", "tensor"])
 def test_integrated_gradients_equal_captum(model_and_input, target, method, steps, baseline):
     model, x = model_and_input
-    base = 0.0 if baseline == "zero" else torch.linspace(-1, 1, 64, dtype=torch.float64).view(1, 1, 8, 8)
-    theirs = IntegratedGradients(model).attribute(x, baselines=base if baseline == "zero" else base.expand_as(x),
-                                                  target=target, n_steps=steps, method=method)
-    torch.testing.assert_close(integrated_gradients(model, x, target, base, steps, method), theirs, **TOL)
+    base = (
+        0.0
+        if baseline == "zero"
+        else torch.linspace(-1, 1, 64, dtype=torch.float64).view(1, 1, 8, 8)
+    )
+    theirs = IntegratedGradients(model).attribute(
+        x,
+        baselines=base if baseline == "zero" else base.expand_as(x),
+        target=target,
+        n_steps=steps,
+        method=method,
+    )
+    torch.testing.assert_close(
+        integrated_gradients(model, x, target, base, steps, method), theirs, **TOL
+    )
 
 
 def test_integrated_gradients_are_complete(model_and_input):
@@ -82,15 +111,19 @@ def test_integrated_gradients_are_complete(model_and_input):
     model, x = model_and_input
     with torch.no_grad():
         gap = model(x)[:, 1] - model(torch.zeros_like(x))[:, 1]
-    errors = [(integrated_gradients(model, x, 1, steps=steps).sum(dim=(1, 2, 3)) - gap).abs().max()
-              for steps in (8, 64, 512)]
+    errors = [
+        (integrated_gradients(model, x, 1, steps=steps).sum(dim=(1, 2, 3)) - gap).abs().max()
+        for steps in (8, 64, 512)
+    ]
     # ReLU and max-pool kinks make the path integral only piecewise smooth: the rule converges, not exactly
     assert errors[0] > errors[1] > errors[2] and errors[2] < 1e-3 * gap.abs().max()
 
 
 @pytest.mark.parametrize("target", TARGETS, ids=["int", "per-example"])
 @pytest.mark.parametrize("relu", [True, False])
-@pytest.mark.parametrize("layer_index", [1, 5, 6])  # batch norm before an in-place ReLU; the ReLU itself
+@pytest.mark.parametrize(
+    "layer_index", [1, 5, 6]
+)  # batch norm before an in-place ReLU; the ReLU itself
 def test_grad_cam_equals_captum(model_and_input, target, relu, layer_index):
     model, x = model_and_input
     layer = model[layer_index]
@@ -112,13 +145,17 @@ def test_the_model_is_left_as_it_was(model_and_input):
     assert all(m.min() >= 0 and m.max() <= 1 for m in maps.values())
     assert model.training and [p.requires_grad for p in model.parameters()] == flags
     assert all(not m._forward_hooks for m in model.modules())
-    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())  # running statistics untouched
+    assert all(
+        torch.equal(v, state[k]) for k, v in model.state_dict().items()
+    )  # running statistics untouched
     assert all(p.grad is None for p in model.parameters())
 
 
 def test_last_feature_layer_skips_the_global_pooling(model_and_input):
     model, x = model_and_input
-    assert last_feature_layer(model, x) is model[6]  # the last ReLU: 4 x 4; the pooling after it is 1 x 1
+    assert (
+        last_feature_layer(model, x) is model[6]
+    )  # the last ReLU: 4 x 4; the pooling after it is 1 x 1
     with pytest.raises(ValueError, match="no feature map"):
         last_feature_layer(nn.Sequential(nn.Flatten(), nn.Linear(64, 2)).double(), x)
 
@@ -138,11 +175,16 @@ def test_rank_correlation_equals_scipy_spearman():
     from scipy.stats import spearmanr
 
     g = torch.Generator().manual_seed(0)
-    a, b = torch.rand(3, 50, generator=g, dtype=torch.float64), torch.rand(3, 50, generator=g, dtype=torch.float64)
+    a, b = (
+        torch.rand(3, 50, generator=g, dtype=torch.float64),
+        torch.rand(3, 50, generator=g, dtype=torch.float64),
+    )
     a[2, :20] = 0.0  # ties (a Grad-CAM map's zeros) take their mean rank
     b[2, 10:30] = 0.0
-    for pair in ((a, b), (a, a ** 3), (a, -a)):
-        expected = torch.tensor([spearmanr(u, v).statistic for u, v in zip(*pair, strict=True)], dtype=torch.float64)
+    for pair in ((a, b), (a, a**3), (a, -a)):
+        expected = torch.tensor(
+            [spearmanr(u, v).statistic for u, v in zip(*pair, strict=True)], dtype=torch.float64
+        )
         torch.testing.assert_close(rank_correlation(*pair), expected)
 
 
@@ -150,10 +192,13 @@ def quadrant_problem(n: int, generator: torch.Generator) -> tuple[torch.Tensor, 
     """8 x 8 noise images with a bright 2 x 2 patch somewhere in quadrant ``label``."""
     x = 0.3 * torch.randn(n, 1, 8, 8, generator=generator)
     y = torch.randint(0, 4, (n,), generator=generator)
-    rows, cols = torch.randint(0, 3, (n,), generator=generator), torch.randint(0, 3, (n,), generator=generator)
+    rows, cols = (
+        torch.randint(0, 3, (n,), generator=generator),
+        torch.randint(0, 3, (n,), generator=generator),
+    )
     for i in range(n):
         r, c = 4 * (y[i] // 2) + rows[i], 4 * (y[i] % 2) + cols[i]
-        x[i, 0, r:r + 2, c:c + 2] += 2.0
+        x[i, 0, r : r + 2, c : c + 2] += 2.0
     return x, y
 
 
@@ -182,11 +227,14 @@ def trained_model():
 def attribution(model, x, y, method):
     """Each method's own output (N, h, w), channels summed: |gradient| for saliency and SmoothGrad
     (Captum's default), the signed attribution for integrated gradients (its absolute value is
-    dominated by |x - baseline|, the input itself, which Adebayo et al. point out), Grad-CAM's map."""
+    dominated by |x - baseline|, the input itself, which Adebayo et al. point out), Grad-CAM's map.
+    """
     if method == "saliency":
         out = saliency(model, x, y)
     elif method == "smoothgrad":
-        out = smooth_grad(model, x, y, n_samples=8, stdev=0.3, generator=torch.Generator().manual_seed(0))
+        out = smooth_grad(
+            model, x, y, n_samples=8, stdev=0.3, generator=torch.Generator().manual_seed(0)
+        )
     elif method == "integrated_gradients":
         out = integrated_gradients(model, x, y, steps=16)
     else:
@@ -205,5 +253,7 @@ def test_sanity_check_maps_of_a_trained_and_a_randomised_model_differ(trained_mo
     trained_map = attribution(model, x, y, method)
     rho = rank_correlation(trained_map, attribution(random, x, y, method))
     assert rho.mean() < 0.5, f"{method}: mean rank correlation {rho.mean():.2f}"
-    again = rank_correlation(trained_map, attribution(model, x, y, method))  # the measure sees equal maps as equal
+    again = rank_correlation(
+        trained_map, attribution(model, x, y, method)
+    )  # the measure sees equal maps as equal
     torch.testing.assert_close(again, torch.ones(len(x), dtype=torch.float64))

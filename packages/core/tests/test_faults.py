@@ -59,27 +59,45 @@ def failing_save(monkeypatch, fail_on: int, exc: BaseException, free: int | None
 
     monkeypatch.setattr("labs_core.checkpoint.torch.save", save)
     if free is not None:
-        monkeypatch.setattr("labs_core.faults.shutil.disk_usage", lambda p: SimpleNamespace(free=free))
+        monkeypatch.setattr(
+            "labs_core.faults.shutil.disk_usage", lambda p: SimpleNamespace(free=free)
+        )
 
 
-@pytest.mark.parametrize("exc, free, says", [
-    (OSError(errno.ENOSPC, "No space left on device"), None, "no space left on device"),
-    (OSError(errno.EDQUOT, "Disk quota exceeded"), None, "disk quota exceeded"),
-    (OSError(errno.EROFS, "Read-only file system"), None, "read-only file system"),
-    (RuntimeError("[enforce fail at inline_container.cc:626] . unexpected pos 64 vs 0"), 0, "no space left"),
-    (RuntimeError("PytorchStreamWriter failed writing file data/0: file write failed"), 1 << 30, "part-way"),
-])
-def test_a_checkpoint_write_that_fails_is_one_line_and_keeps_the_last_good_one(tmp_path, monkeypatch, capsys,
-                                                                              exc, free, says):
+@pytest.mark.parametrize(
+    "exc, free, says",
+    [
+        (OSError(errno.ENOSPC, "No space left on device"), None, "no space left on device"),
+        (OSError(errno.EDQUOT, "Disk quota exceeded"), None, "disk quota exceeded"),
+        (OSError(errno.EROFS, "Read-only file system"), None, "read-only file system"),
+        (
+            RuntimeError("[enforce fail at inline_container.cc:626] . unexpected pos 64 vs 0"),
+            0,
+            "no space left",
+        ),
+        (
+            RuntimeError("PytorchStreamWriter failed writing file data/0: file write failed"),
+            1 << 30,
+            "part-way",
+        ),
+    ],
+)
+def test_a_checkpoint_write_that_fails_is_one_line_and_keeps_the_last_good_one(
+    tmp_path, monkeypatch, capsys, exc, free, says
+):
     out = tmp_path / "run"
-    failing_save(monkeypatch, 3, exc, free)  # epoch 1 writes last.pt and best.pt; epoch 2's last.pt fails
+    failing_save(
+        monkeypatch, 3, exc, free
+    )  # epoch 1 writes last.pt and best.pt; epoch 2's last.pt fails
     assert run(out, "--epochs", "3") == faults.FAULT_EXIT
     err = one_line(capsys.readouterr().err)
     assert says in err and f"cannot write {out / 'checkpoints' / 'last.pt'}" in err
     assert "the previous last.pt is kept" in err
     assert leftovers(out) == []  # no temp file, no lock
     monkeypatch.undo()
-    assert load_checkpoint(out / "checkpoints" / "last.pt")["epoch"] == 1  # the last good one, whole
+    assert (
+        load_checkpoint(out / "checkpoints" / "last.pt")["epoch"] == 1
+    )  # the last good one, whole
     assert run(out, "--epochs", "3", "--resume") == 0  # and the run goes on from it
 
 
@@ -93,9 +111,13 @@ def test_every_writer_is_atomic_a_failed_figure_leaves_no_partial_png(tmp_path, 
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr("labs_core.checkpoint.os.fsync", full)
-    with pytest.raises(faults.MachineFault, match="no space left on device; the previous curves.png is kept"):
+    with pytest.raises(
+        faults.MachineFault, match="no space left on device; the previous curves.png is kept"
+    ):
         plot_curves(history * 2, path)
-    assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["curves.png"]
+    assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == [
+        "curves.png"
+    ]
     with pytest.raises(faults.MachineFault):
         plot_curves(history, tmp_path / "new.png")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["curves.png"]  # nothing half-written
@@ -110,7 +132,9 @@ def test_metrics_jsonl_and_reports_are_written_whole(tmp_path, monkeypatch):
 
     def spy(path, write):
         seen.append(Path(path).name)
-        if Path(path).name == "metrics.jsonl" and seen.count("metrics.jsonl") == 3:  # history, epoch 1, epoch 2
+        if (
+            Path(path).name == "metrics.jsonl" and seen.count("metrics.jsonl") == 3
+        ):  # history, epoch 1, epoch 2
             raise faults.MachineFault(f"cannot write {path}: no space left on device")
         return real(path, write)
 
@@ -120,10 +144,14 @@ def test_metrics_jsonl_and_reports_are_written_whole(tmp_path, monkeypatch):
     assert [json.loads(s)["epoch"] for s in lines] == [1]
     monkeypatch.undo()
     real_file = atomic_write_file
-    monkeypatch.setattr("labs_core.checkpoint.atomic_write_file",
-                        lambda p, w: (seen.append(Path(p).name), real_file(p, w)))
+    monkeypatch.setattr(
+        "labs_core.checkpoint.atomic_write_file",
+        lambda p, w: (seen.append(Path(p).name), real_file(p, w)),
+    )
     assert run(tmp_path / "whole", "--epochs", "1") == 0
-    assert {"confusion_matrix.txt", "confusion_matrix.png", "summary.json", "config.json"} <= set(seen)
+    assert {"confusion_matrix.txt", "confusion_matrix.png", "summary.json", "config.json"} <= set(
+        seen
+    )
 
 
 def test_a_lock_that_cannot_be_written_is_not_left_behind(tmp_path, monkeypatch):
@@ -164,8 +192,12 @@ sys.exit(main(["--out", {out!r}, "--epochs", "500", "--quiet", "--lr", "0.01"]))
 
 def start_slow_run(out: Path) -> subprocess.Popen:
     script = SLOW_RUN.format(tests=str(Path(__file__).parent), out=str(out))
-    return subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    return subprocess.Popen(
+        [sys.executable, "-c", script],
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
 
 
 def wait_for(path: Path, proc: subprocess.Popen, seconds: float = 120) -> None:
@@ -204,12 +236,23 @@ def test_a_signal_during_an_atomic_write_waits_until_the_file_is_whole(tmp_path)
         atomic_write_bytes(path, write)
     assert torch.equal(load_checkpoint(path)["model"]["w"], state["model"]["w"])
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
-    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is gone with the command
+    assert (
+        signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    )  # the handler is gone with the command
 
 
 def test_an_ignored_signal_stays_ignored(monkeypatch):
-    monkeypatch.setattr(signal, "getsignal", lambda sig: signal.SIG_IGN if sig == signal.SIGHUP else
-                        signal.default_int_handler if sig == signal.SIGINT else signal.SIG_DFL)
+    monkeypatch.setattr(
+        signal,
+        "getsignal",
+        lambda sig: (
+            signal.SIG_IGN
+            if sig == signal.SIGHUP
+            else signal.default_int_handler
+            if sig == signal.SIGINT
+            else signal.SIG_DFL
+        ),
+    )
     installed = []
     monkeypatch.setattr(signal, "signal", lambda sig, handler: installed.append(sig))
     with faults.signals_raise():  # under nohup: SIGHUP is not made to stop the run
@@ -229,13 +272,20 @@ def test_a_resume_clears_the_temp_files_of_a_killed_write(tmp_path):
 
 
 # ---------------------------------------------------------------- stopped before the first epoch
-def test_a_non_finite_loss_before_the_first_epoch_leaves_nothing_that_blocks_the_retry(tmp_path, monkeypatch,
-                                                                                       capsys):
+def test_a_non_finite_loss_before_the_first_epoch_leaves_nothing_that_blocks_the_retry(
+    tmp_path, monkeypatch, capsys
+):
     from labs_core.trainer import ClassificationLoss
 
     real = ClassificationLoss.__call__
-    monkeypatch.setattr(ClassificationLoss, "__call__",
-                        lambda self, logits, batch: {**real(self, logits, batch), "loss": logits.sum() * float("nan")})
+    monkeypatch.setattr(
+        ClassificationLoss,
+        "__call__",
+        lambda self, logits, batch: {
+            **real(self, logits, batch),
+            "loss": logits.sum() * float("nan"),
+        },
+    )
     out = tmp_path / "run"
     assert run(out, "--epochs", "2") == 2
     err = one_line(capsys.readouterr().err)
@@ -245,7 +295,9 @@ def test_a_non_finite_loss_before_the_first_epoch_leaves_nothing_that_blocks_the
     assert run(out, "--epochs", "1") == 0  # the retry is not refused as "already holds a run"
 
 
-def test_an_interrupt_before_the_first_epoch_leaves_nothing_but_keeps_an_earlier_run(tmp_path, monkeypatch):
+def test_an_interrupt_before_the_first_epoch_leaves_nothing_but_keeps_an_earlier_run(
+    tmp_path, monkeypatch
+):
     from labs_core.trainer import Trainer
 
     def stopped(self):
@@ -270,8 +322,13 @@ def write_mnist(folder: Path, n: int = 20) -> None:
     rng = np.random.default_rng(0)
     folder.mkdir(parents=True)
     for split, count in (("train", n), ("t10k", n // 2)):
-        write_idx(folder / f"{split}-images-idx3-ubyte", rng.integers(0, 255, (count, 28, 28), dtype=np.uint8))
-        write_idx(folder / f"{split}-labels-idx1-ubyte", rng.integers(0, 10, (count,), dtype=np.uint8))
+        write_idx(
+            folder / f"{split}-images-idx3-ubyte",
+            rng.integers(0, 255, (count, 28, 28), dtype=np.uint8),
+        )
+        write_idx(
+            folder / f"{split}-labels-idx1-ubyte", rng.integers(0, 10, (count,), dtype=np.uint8)
+        )
 
 
 def test_a_read_only_data_folder_caches_in_the_users_cache_folder(tmp_path, monkeypatch):
@@ -280,7 +337,9 @@ def test_a_read_only_data_folder_caches_in_the_users_cache_folder(tmp_path, monk
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     real = cache_module._writable
     # tests run as root, whom chmod does not stop: the data folder answers as a read-only one would
-    monkeypatch.setattr(cache_module, "_writable", lambda folder: not folder.is_relative_to(data) and real(folder))
+    monkeypatch.setattr(
+        cache_module, "_writable", lambda folder: not folder.is_relative_to(data) and real(folder)
+    )
     first = load_mnist_family("mnist", data, download=False)
     assert not (data / ".cache").exists()
     entries = list((tmp_path / "xdg" / "pytorch-labs").rglob("*.pt"))
@@ -292,7 +351,9 @@ def test_a_read_only_data_folder_caches_in_the_users_cache_folder(tmp_path, monk
 
 def test_writable_is_tried_not_guessed(tmp_path):
     (tmp_path / "file").write_text("x")
-    assert cache_module._writable(tmp_path / "new" / "cache") and (tmp_path / "new" / "cache").is_dir()
+    assert (
+        cache_module._writable(tmp_path / "new" / "cache") and (tmp_path / "new" / "cache").is_dir()
+    )
     assert not cache_module._writable(tmp_path / "file" / "cache")  # cannot be made
 
 
@@ -320,11 +381,15 @@ def test_a_cache_the_disk_refuses_costs_only_the_speed_up(tmp_path, monkeypatch,
 def test_a_real_read_only_bind_mount_when_the_machine_allows_one(tmp_path, monkeypatch):
     data = tmp_path / "data"
     write_mnist(data / "mnist")
-    mounted = subprocess.run(["mount", "--bind", "-o", "ro", str(data), str(data)], capture_output=True)
+    mounted = subprocess.run(
+        ["mount", "--bind", "-o", "ro", str(data), str(data)], capture_output=True
+    )
     if mounted.returncode != 0:
         pytest.skip("no bind mounts here (a container without CAP_SYS_ADMIN)")
     try:
-        subprocess.run(["mount", "-o", "remount,ro,bind", str(data)], check=False, capture_output=True)
+        subprocess.run(
+            ["mount", "-o", "remount,ro,bind", str(data)], check=False, capture_output=True
+        )
         monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
         assert len(load_mnist_family("mnist", data, download=False).train[0]) == 20
         assert list((tmp_path / "xdg").rglob("*.pt"))
@@ -353,8 +418,12 @@ def returns_quickly(fn, seconds: float = 20):
 def test_a_fifo_or_device_as_a_data_file_is_refused_up_front(tmp_path):
     fifo = tmp_path / "pipe.txt"
     os.mkfifo(fifo)
-    for read, path in ((read_text, fifo), (read_text, Path("/dev/zero")), (load_checkpoint, fifo),
-                       (lambda p: __import__("labs_core.data.idx", fromlist=["x"]).read_idx(p), Path("/dev/zero"))):
+    for read, path in (
+        (read_text, fifo),
+        (read_text, Path("/dev/zero")),
+        (load_checkpoint, fifo),
+        (lambda p: __import__("labs_core.data.idx", fromlist=["x"]).read_idx(p), Path("/dev/zero")),
+    ):
         exc = returns_quickly(lambda read=read, path=path: read(path))
         assert isinstance(exc, LabError), exc
         assert "not a regular file" in str(exc) and str(path) in str(exc)
@@ -365,14 +434,18 @@ def test_a_fifo_or_device_as_a_data_file_is_refused_up_front(tmp_path):
 def test_a_fifo_given_to_a_command_is_one_line_exit_2(tmp_path, capsys):
     fifo = tmp_path / "data.csv"
     os.mkfifo(fifo)
-    code = returns_quickly(lambda: run(tmp_path / "run", "--dataset", "csv", "--data-dir", str(fifo)))
+    code = returns_quickly(
+        lambda: run(tmp_path / "run", "--dataset", "csv", "--data-dir", str(fifo))
+    )
     assert code == 2
     assert "a FIFO (named pipe), not a regular file" in one_line(capsys.readouterr().err)
     assert not (tmp_path / "run").exists()
 
 
 # ---------------------------------------------------------------- out of memory
-def test_a_step_that_cannot_fit_is_refused_before_the_run_directory_exists(tmp_path, monkeypatch, capsys):
+def test_a_step_that_cannot_fit_is_refused_before_the_run_directory_exists(
+    tmp_path, monkeypatch, capsys
+):
     monkeypatch.setattr(fits, "headroom", lambda device: (64 << 10, "of the machine's memory"))
     out = tmp_path / "run"
     assert run(out, "--epochs", "1", "--batch-size", "64") == 2
@@ -398,16 +471,29 @@ def test_the_estimate_counts_what_a_step_really_adds():
     assert frozen["gradients"] == sum(p.numel() * 4 for p in model[3].parameters())
 
 
-@pytest.mark.parametrize("exc, says", [
-    (RuntimeError("[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: can't allocate memory: you "
-                  "tried to allocate 4000000000000 bytes. Error code 12 (Cannot allocate memory)"),
-     "out of memory (tried to allocate 3.6 TiB)"),
-    (MemoryError(), "out of memory;"),
-    (torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB (GPU 0; 79.1 GiB total)"),
-     "out of memory (tried to allocate 20.00 GiB)"),
-])
-def test_an_allocation_failure_during_a_run_is_one_line_and_half_writes_nothing(tmp_path, monkeypatch, capsys,
-                                                                              exc, says):
+@pytest.mark.parametrize(
+    "exc, says",
+    [
+        (
+            RuntimeError(
+                "[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: can't allocate"
+                " memory: you tried to allocate 4000000000000 bytes. Error code 12 (Cannot allocate"
+                " memory)"
+            ),
+            "out of memory (tried to allocate 3.6 TiB)",
+        ),
+        (MemoryError(), "out of memory;"),
+        (
+            torch.OutOfMemoryError(
+                "CUDA out of memory. Tried to allocate 20.00 GiB (GPU 0; 79.1 GiB total)"
+            ),
+            "out of memory (tried to allocate 20.00 GiB)",
+        ),
+    ],
+)
+def test_an_allocation_failure_during_a_run_is_one_line_and_half_writes_nothing(
+    tmp_path, monkeypatch, capsys, exc, says
+):
     from labs_core.trainer import ClassificationLoss
 
     real = ClassificationLoss.__call__
@@ -452,9 +538,16 @@ sys.exit(main(["--out", {out!r}, "--epochs", "40", "--quiet", "--lr", "0.01"]))
 def test_a_process_under_a_memory_limit_ends_in_one_line(tmp_path, allocate):
     """RLIMIT_AS (``ulimit -v``): the real CPU allocator's failure and Python's ``MemoryError``."""
     out = tmp_path / "run"
-    script = MEMORY_LIMITED.format(tests=str(Path(__file__).parent), out=str(out), allocate=allocate)
-    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(script)], capture_output=True, text=True,
-                          timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    script = MEMORY_LIMITED.format(
+        tests=str(Path(__file__).parent), out=str(out), allocate=allocate
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(script)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     assert proc.returncode == faults.FAULT_EXIT, proc.stderr
     assert one_line(proc.stderr).startswith("demo: error: out of memory")
     assert leftovers(out) == []
@@ -463,7 +556,9 @@ def test_a_process_under_a_memory_limit_ends_in_one_line(tmp_path, allocate):
 
 def test_save_checkpoint_fault_names_the_file(tmp_path, monkeypatch):
     failing_save(monkeypatch, 1, OSError(errno.ENOSPC, "No space left on device"))
-    with pytest.raises(faults.MachineFault, match=r"cannot write .*ck\.pt: no space left on device$"):
+    with pytest.raises(
+        faults.MachineFault, match=r"cannot write .*ck\.pt: no space left on device$"
+    ):
         save_checkpoint(tmp_path / "ck.pt", {"model": {}})
     assert list(tmp_path.iterdir()) == []
 
@@ -474,8 +569,13 @@ def tiny_disk(tmp_path):
     CAP_SYS_ADMIN); skipped elsewhere."""
     disk = tmp_path / "disk"
     disk.mkdir()
-    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=200k", "tmpfs", str(disk)],
-                                           capture_output=True).returncode != 0:
+    if (
+        os.geteuid() != 0
+        or subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=200k", "tmpfs", str(disk)], capture_output=True
+        ).returncode
+        != 0
+    ):
         pytest.skip("cannot mount a tmpfs here")
     yield disk
     subprocess.run(["umount", str(disk)], check=False)
@@ -504,7 +604,9 @@ def test_a_full_disk_under_tensorboard_is_one_line_naming_its_folder(tmp_path, m
 
     monkeypatch.setattr(record_writer.RecordWriter, "write", write)
     printed = []
-    monkeypatch.setattr(threading, "excepthook", printed.append)  # what would print a thread's traceback
+    monkeypatch.setattr(
+        threading, "excepthook", printed.append
+    )  # what would print a thread's traceback
     out = tmp_path / "run"
     assert run(out, "--epochs", "20") == faults.FAULT_EXIT
     assert printed == []  # the writer thread's error is not printed: the one line says it

@@ -1,5 +1,6 @@
 """FSDP (``--fsdp``) in one process: a one-process group is enough to shard, train and gather, so the
-state-dict conversions are checked here in milliseconds; two-process runs are in test_distributed."""
+state-dict conversions are checked here in milliseconds; two-process runs are in test_distributed.
+"""
 
 import pytest
 import torch
@@ -26,8 +27,15 @@ def trained(sharded: bool, epochs=2, state=None, bn=True):
     if sharded:
         fsdp.shard(model)
     opt = torch.optim.AdamW(model.parameters(), lr=0.01)
-    t = Trainer(model, opt, fast_loader(x, y, 16, augment=True, pad=1), fast_loader(x, y, 32, shuffle=False),
-                epochs=epochs, grad_accum=2, grad_clip=1.0)
+    t = Trainer(
+        model,
+        opt,
+        fast_loader(x, y, 16, augment=True, pad=1),
+        fast_loader(x, y, 32, shuffle=False),
+        epochs=epochs,
+        grad_accum=2,
+        grad_clip=1.0,
+    )
     if state is not None:
         t.load_state_dict(state)
     t.fit()
@@ -50,7 +58,9 @@ def test_a_sharded_run_trains_as_a_plain_one_and_saves_the_same_checkpoint(group
     assert sorted(s["optimizer"]["state"]) == sorted(p["optimizer"]["state"]) == list(range(6))
     for i, st in p["optimizer"]["state"].items():
         for name in ("exp_avg", "exp_avg_sq", "step"):
-            torch.testing.assert_close(s["optimizer"]["state"][i][name], st[name], rtol=1e-5, atol=1e-6)
+            torch.testing.assert_close(
+                s["optimizer"]["state"][i][name], st[name], rtol=1e-5, atol=1e-6
+            )
 
 
 def test_checkpoints_cross_between_sharded_and_plain_runs(group):
@@ -114,7 +124,9 @@ def test_a_sharded_model_evaluated_before_any_training_still_trains(group):
     seed_everything(0)
     x, y = blob_data(n=64)
     model = fsdp.shard(tiny_mlp(dropout=0.0, bn=True))
-    t = Trainer(model, torch.optim.AdamW(model.parameters(), lr=0.01), fast_loader(x, y, 16), epochs=1)
+    t = Trainer(
+        model, torch.optim.AdamW(model.parameters(), lr=0.01), fast_loader(x, y, 16), epochs=1
+    )
     before = t.evaluate(fast_loader(x, y, 32, shuffle=False))["val_loss"]
     t.fit()
     assert t.evaluate(fast_loader(x, y, 32, shuffle=False))["val_loss"] < before

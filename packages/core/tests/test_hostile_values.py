@@ -30,8 +30,19 @@ from labs_core.validate import rules
 TINY = ["--epochs", "1", "--max-steps", "1", "--batch-size", "8", "--quiet"]
 BASES = {
     "synthetic": TINY,
-    "files": [*TINY, "--dataset", "imagefolder", "--data-dir", "{data}/imagefolder/images", "--loader", "standard",
-              "--optimizer", "sgd", "--scheduler", "cosine"],
+    "files": [
+        *TINY,
+        "--dataset",
+        "imagefolder",
+        "--data-dir",
+        "{data}/imagefolder/images",
+        "--loader",
+        "standard",
+        "--optimizer",
+        "sgd",
+        "--scheduler",
+        "cosine",
+    ],
     "csv": [*TINY, "--dataset", "csv", "--data-dir", "{data}/csv/table.csv"],
 }
 CASES = hostile_cases(DemoConfig, BASES, "demo")
@@ -55,10 +66,24 @@ def offline(monkeypatch):
 
 def test_the_table_covers_every_numeric_and_free_text_field():
     covered = {case.split()[1].split("=")[0] for case in hostile_ids(CASES)}
-    for name in ("--lr", "--epochs", "--pad", "--num-workers", "--momentum", "--warmup-epochs", "--label-column",
-                 "--image-size", "--seed", "--device", "--monitor", "--dist-timeout"):
+    for name in (
+        "--lr",
+        "--epochs",
+        "--pad",
+        "--num-workers",
+        "--momentum",
+        "--warmup-epochs",
+        "--label-column",
+        "--image-size",
+        "--seed",
+        "--device",
+        "--monitor",
+        "--dist-timeout",
+    ):
         assert name in covered, name
-    assert "files --momentum=0.0" in hostile_ids(CASES)  # tried where it applies (sgd), not refused unread
+    assert "files --momentum=0.0" in hostile_ids(
+        CASES
+    )  # tried where it applies (sgd), not refused unread
 
 
 @pytest.mark.parametrize("case, argv, runs", CASES, ids=hostile_ids(CASES))
@@ -68,25 +93,51 @@ def test_every_flag_at_every_hostile_value(case, argv, runs, data, tmp_path, mon
 
 # --- flags that change nothing: one declarative rule ----------------------------------------------
 
-@pytest.mark.parametrize("argv, message", [
-    (["--optimizer", "adam", "--momentum", "0.5"], "--momentum applies to --optimizer sgd only (this run uses "
-                                                   "--optimizer adam)"),
-    (["--warmup-epochs", "1"], "--warmup-epochs applies to --scheduler cosine only"),
-    (["--num-workers", "2"], "--num-workers applies to --loader standard only"),
-    (["--no-augment", "--pad", "2"], "--pad applies to --augment only (this run uses --no-augment)"),
-    (["--overfit", "8", "--pad", "2"], "--pad applies to a run without --overfit"),
-    (["--overfit", "8", "--val-fraction", "0.3"], "--val-fraction applies to a run without --overfit"),
-    (["--dataset", "digits", "--image-size", "16"], "--image-size applies to --dataset imagefolder or synthetic"),
-    (["--label-column", "y"], "--label-column applies to --dataset csv only"),
-    (["--skip-bad-files"], "--skip-bad-files applies to --dataset imagefolder only"),
-    (["--dataset", "digits", "--data-dir", "x"], "--data-dir applies to a dataset read from files"),
-    (["--dataset", "csv", "--data-dir", "t.csv", "--augment"], "--augment applies to image data"),
-    (["--dataset", "csv", "--data-dir", "t.csv", "--channels-last"], "--channels-last applies to image data"),
-    (["--dataset", "csv", "--data-dir", "t.csv", "--pad", "1"], "--pad applies to image data"),
-])
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (
+            ["--optimizer", "adam", "--momentum", "0.5"],
+            "--momentum applies to --optimizer sgd only (this run uses --optimizer adam)",
+        ),
+        (["--warmup-epochs", "1"], "--warmup-epochs applies to --scheduler cosine only"),
+        (["--num-workers", "2"], "--num-workers applies to --loader standard only"),
+        (
+            ["--no-augment", "--pad", "2"],
+            "--pad applies to --augment only (this run uses --no-augment)",
+        ),
+        (["--overfit", "8", "--pad", "2"], "--pad applies to a run without --overfit"),
+        (
+            ["--overfit", "8", "--val-fraction", "0.3"],
+            "--val-fraction applies to a run without --overfit",
+        ),
+        (
+            ["--dataset", "digits", "--image-size", "16"],
+            "--image-size applies to --dataset imagefolder or synthetic",
+        ),
+        (["--label-column", "y"], "--label-column applies to --dataset csv only"),
+        (["--skip-bad-files"], "--skip-bad-files applies to --dataset imagefolder only"),
+        (
+            ["--dataset", "digits", "--data-dir", "x"],
+            "--data-dir applies to a dataset read from files",
+        ),
+        (
+            ["--dataset", "csv", "--data-dir", "t.csv", "--augment"],
+            "--augment applies to image data",
+        ),
+        (
+            ["--dataset", "csv", "--data-dir", "t.csv", "--channels-last"],
+            "--channels-last applies to image data",
+        ),
+        (["--dataset", "csv", "--data-dir", "t.csv", "--pad", "1"], "--pad applies to image data"),
+    ],
+)
 def test_a_flag_that_changes_nothing_is_refused_in_one_line(argv, message, capsys):
     code, err = run_main(main, [*argv, "--epochs", "1", "--quiet"], capsys)
-    assert code == 2 and err.count("\n") == 1 and message in err and "would change nothing" in err, err
+    assert (
+        code == 2 and err.count("\n") == 1 and message in err and "would change nothing" in err
+    ), err
 
 
 def test_a_lab_keeps_the_cores_rule_for_a_field_it_redeclares():
@@ -110,17 +161,24 @@ def test_a_dataset_of_a_kind_the_lab_cannot_take_is_refused_before_loading():
     class ImagesOnly(DemoConfig):
         data_kinds = ("image",)
 
-    with pytest.raises(LabError, match="--dataset csv is tabular data; demo's models take image data only"):
+    with pytest.raises(
+        LabError, match="--dataset csv is tabular data; demo's models take image data only"
+    ):
         parse_config(ImagesOnly, ["--dataset", "csv", "--data-dir", "missing.csv"], "demo")
 
 
 # --- values that make a run meaningless -----------------------------------------------------------
 
+
 def test_shifts_as_large_as_the_image_are_refused(capsys, tmp_path):
-    code, err = run_main(main, ["--image-size", "8", "--pad", "8", "--out", str(tmp_path / "r"), *TINY], capsys)
+    code, err = run_main(
+        main, ["--image-size", "8", "--pad", "8", "--out", str(tmp_path / "r"), *TINY], capsys
+    )
     assert code == 2 and "--pad 8: shifts as large as the image (8x8 px)" in err
     assert not (tmp_path / "r").exists()
-    code, err = run_main(main, ["--image-size", "8", "--pad", "7", "--out", str(tmp_path / "r"), *TINY], capsys)
+    code, err = run_main(
+        main, ["--image-size", "8", "--pad", "7", "--out", str(tmp_path / "r"), *TINY], capsys
+    )
     assert code == 0, err
 
 
@@ -130,12 +188,15 @@ def test_a_text_of_one_repeated_character_is_refused():
     assert len(CharData.from_text("ab" * 250, block_size=8).tokenizer) == 2
 
 
-@pytest.mark.parametrize("damage, message", [
-    ("nan", "weight 'w' holds 1 NaN or infinite value"),
-    ("inf", "weight 'w' holds 2 NaN or infinite value"),
-    ("epoch", "its 'epoch' is -3"),
-    ("step", "its 'global_step' is -1"),
-])
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        ("nan", "weight 'w' holds 1 NaN or infinite value"),
+        ("inf", "weight 'w' holds 2 NaN or infinite value"),
+        ("epoch", "its 'epoch' is -3"),
+        ("step", "its 'global_step' is -1"),
+    ],
+)
 def test_a_checkpoint_with_nonsense_numbers_is_refused(damage, message, tmp_path):
     w = torch.zeros(3)
     state = {"model": {"w": w, "n": torch.zeros(2, dtype=torch.long)}, "epoch": 2, "global_step": 5}
@@ -170,13 +231,16 @@ def test_an_allocation_too_large_is_one_line_naming_the_size():
 
 # --- every file a classifier reads: missing, empty, truncated, the wrong kind, another lab's --------
 
+
 def _files(root, name):
     """(the file to damage, the flags that read it) for one dataset written by ``write_dataset``."""
     argv = write_dataset(name, root)
-    target = {"mnist": root / "mnist" / "train-images-idx3-ubyte",
-              "cifar10": root / "cifar-10-batches-py" / "data_batch_1",
-              "imagefolder": root / "images" / "c0" / "0.png",
-              "csv": root / "table.csv"}[name]
+    target = {
+        "mnist": root / "mnist" / "train-images-idx3-ubyte",
+        "cifar10": root / "cifar-10-batches-py" / "data_batch_1",
+        "imagefolder": root / "images" / "c0" / "0.png",
+        "csv": root / "table.csv",
+    }[name]
     return target, argv
 
 
@@ -201,8 +265,16 @@ def _damage(path, how, tmp_path):
         path.write_bytes(pickle.dumps(ValueError("x")))
 
 
-DAMAGES = ["missing", "empty", "truncated", "a folder", "text", "gzip of nothing", "another lab's checkpoint",
-           "a pickle of code"]
+DAMAGES = [
+    "missing",
+    "empty",
+    "truncated",
+    "a folder",
+    "text",
+    "gzip of nothing",
+    "another lab's checkpoint",
+    "a pickle of code",
+]
 
 
 @pytest.mark.parametrize("how", DAMAGES)
@@ -211,8 +283,15 @@ def test_every_data_file_damaged_in_every_way(name, how, tmp_path, monkeypatch, 
     monkeypatch.chdir(tmp_path)
     target, argv = _files(tmp_path / "data", name)
     _damage(target, how, tmp_path)
-    code, err = run_main(main, [*argv, *TINY, "--image-size", "8", "--out", str(tmp_path / "run")]
-                         if name == "imagefolder" else [*argv, *TINY, "--out", str(tmp_path / "run")], capsys)
+    code, err = run_main(
+        main,
+        (
+            [*argv, *TINY, "--image-size", "8", "--out", str(tmp_path / "run")]
+            if name == "imagefolder"
+            else [*argv, *TINY, "--out", str(tmp_path / "run")]
+        ),
+        capsys,
+    )
     check_outcome(code, err)
     if name != "imagefolder" or how not in ("missing", "a folder"):  # one image fewer still trains
         assert code == 2, err
@@ -234,7 +313,9 @@ def test_every_checkpoint_damage_for_resume(how, tmp_path, capsys):
         _damage(ckpt, how, tmp_path)
     capsys.readouterr()
     before = sorted(p.name for p in out.rglob("*"))
-    code, err = run_main(main, ["--out", str(out), "--resume", *TINY[:-1], "--epochs", "2", "--quiet"], capsys)
+    code, err = run_main(
+        main, ["--out", str(out), "--resume", *TINY[:-1], "--epochs", "2", "--quiet"], capsys
+    )
     check_outcome(code, err)
     assert code == 2, err
     assert sorted(p.name for p in out.rglob("*")) == before
@@ -246,5 +327,7 @@ def test_a_model_too_large_for_the_memory_free_is_refused_before_it_is_built(mon
 
     monkeypatch.setattr(memory, "available_mib", lambda: 1024.0)
     check_model_fits(10_000_000, "--dim 8")  # 150 MiB to train: fits
-    with pytest.raises(LabError, match=r"--dim 9999: a model of 100,000,000 parameters needs about 1.5 GiB"):
+    with pytest.raises(
+        LabError, match=r"--dim 9999: a model of 100,000,000 parameters needs about 1.5 GiB"
+    ):
         check_model_fits(100_000_000, "--dim 9999")

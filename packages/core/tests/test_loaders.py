@@ -35,9 +35,11 @@ def test_translate_equals_random_crop_of_padded_image():
     dy = torch.tensor([3, 0, -2, 1, -3, 0])
     out = translate_batch(x, dx, dy, pad)
     padded = F.pad(x, (pad, pad, pad, pad))
-    for i in range(6):  # torchvision's RandomCrop(10, padding=3) at offset (top, left) = (pad+dy, pad+dx)
+    for i in range(
+        6
+    ):  # torchvision's RandomCrop(10, padding=3) at offset (top, left) = (pad+dy, pad+dx)
         top, left = pad + dy[i].item(), pad + dx[i].item()
-        assert torch.equal(out[i], padded[i, :, top:top + 10, left:left + 10])
+        assert torch.equal(out[i], padded[i, :, top : top + 10, left : left + 10])
 
 
 def test_augmentation_is_seeded_flips_only_when_allowed_and_resumable():
@@ -60,10 +62,16 @@ def test_augmentation_is_seeded_flips_only_when_allowed_and_resumable():
 
 def test_balanced_sampler_balances_a_nine_to_one_set():
     y = torch.tensor([0] * 900 + [1] * 100)
-    data = DataSplits("imb", ["major", "minor"], train=(torch.zeros(1000, 1, 4, 4, dtype=torch.uint8), y),
-                      test=(torch.zeros(10, 1, 4, 4, dtype=torch.uint8), torch.zeros(10, dtype=torch.long)))
+    data = DataSplits(
+        "imb",
+        ["major", "minor"],
+        train=(torch.zeros(1000, 1, 4, 4, dtype=torch.uint8), y),
+        test=(torch.zeros(10, 1, 4, 4, dtype=torch.uint8), torch.zeros(10, dtype=torch.long)),
+    )
     plain = build_loaders(data, batch_size=100, val_fraction=0, augment=False)
-    balanced = build_loaders(data, batch_size=100, val_fraction=0, augment=False, balanced_sampler=True)
+    balanced = build_loaders(
+        data, batch_size=100, val_fraction=0, augment=False, balanced_sampler=True
+    )
     minor_plain = torch.cat([b[1] for b in plain.train]).float().mean().item()
     minor_bal = torch.cat([b[1] for b in balanced.train]).float().mean().item()
     assert minor_plain == pytest.approx(0.1)
@@ -74,8 +82,12 @@ def test_balanced_sampler_balances_a_nine_to_one_set():
 
 def test_class_weights_match_sklearn_balanced():
     y = torch.tensor([0] * 90 + [1] * 10 + [2] * 30)
-    data = DataSplits("w", ["a", "b", "c"], train=(torch.zeros(130, 1, 2, 2, dtype=torch.uint8), y),
-                      test=(torch.zeros(3, 1, 2, 2, dtype=torch.uint8), torch.arange(3)))
+    data = DataSplits(
+        "w",
+        ["a", "b", "c"],
+        train=(torch.zeros(130, 1, 2, 2, dtype=torch.uint8), y),
+        test=(torch.zeros(3, 1, 2, 2, dtype=torch.uint8), torch.arange(3)),
+    )
     loaders = build_loaders(data, batch_size=10, val_fraction=0, use_class_weights=True)
     expected = compute_class_weight("balanced", classes=np.arange(3), y=y.numpy())
     torch.testing.assert_close(loaders.class_weights, torch.tensor(expected, dtype=torch.float32))
@@ -94,7 +106,9 @@ def test_split_data_test_split_is_fixed_and_overfit_uses_same_samples():
     x, y = images(n=100)
     data = DataSplits("d", list("abcd"), train=(x, y))
     a, b = split_data(data, seed=1), split_data(data, seed=2)
-    assert torch.equal(a.test[1], b.test[1]) and len(a.test[1]) == 20  # same test split for every seed
+    assert (
+        torch.equal(a.test[1], b.test[1]) and len(a.test[1]) == 20
+    )  # same test split for every seed
     assert not torch.equal(a.val[0], b.val[0])  # validation split follows the run seed
     o = split_data(data, overfit=8)
     assert o.train[0] is o.val[0] or torch.equal(o.train[0], o.val[0])
@@ -107,10 +121,16 @@ def test_test_fraction_sets_or_removes_the_held_out_test_split(tmp_path, capsys)
     x, y = images(n=100)
     data = DataSplits(name="folder", classes=["a", "b", "c", "d"], train=(x, y))
     assert len(split_data(data, val_fraction=0.1).test[1]) == 20  # the default: 20% held out
-    assert len(split_data(data, val_fraction=0.1, test_fraction=0.3).test[1]) == 32  # per class: round(25 * 0.3)
+    assert (
+        len(split_data(data, val_fraction=0.1, test_fraction=0.3).test[1]) == 32
+    )  # per class: round(25 * 0.3)
     none = split_data(data, val_fraction=0.1, test_fraction=0)
-    assert none.test is None and len(none.train[1]) + len(none.val[1]) == 100  # every image trains or validates
-    with_test = DataSplits(name="cifar10", classes=["a", "b", "c", "d"], train=(x, y), test=(x[:8], y[:8]))
+    assert (
+        none.test is None and len(none.train[1]) + len(none.val[1]) == 100
+    )  # every image trains or validates
+    with_test = DataSplits(
+        name="cifar10", classes=["a", "b", "c", "d"], train=(x, y), test=(x[:8], y[:8])
+    )
     with pytest.raises(LabError, match="has its own test split"):
         split_data(with_test, test_fraction=0)
     # from the command line: given for a dataset with its own test split, refused in one line
@@ -119,15 +139,33 @@ def test_test_fraction_sets_or_removes_the_held_out_test_split(tmp_path, capsys)
     build = lambda d: torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, d.num_classes))  # noqa: E731
     from labs_core import RunConfig
 
-    argv = ["--dataset", "digits", "--test-fraction", "0", "--epochs", "1", "--out", str(tmp_path / "r")]
+    argv = [
+        "--dataset",
+        "digits",
+        "--test-fraction",
+        "0",
+        "--epochs",
+        "1",
+        "--out",
+        str(tmp_path / "r"),
+    ]
     assert classifier_main(RunConfig, build, "demo", argv) == 2
-    assert "digits has its own test split" in capsys.readouterr().err and not (tmp_path / "r").exists()
+    assert (
+        "digits has its own test split" in capsys.readouterr().err and not (tmp_path / "r").exists()
+    )
 
 
 def test_tabular_standardised_with_training_statistics_only():
     g = torch.Generator().manual_seed(0)
     x = torch.randn(200, 3, generator=g) * torch.tensor([1.0, 10.0, 0.1]) + 5
-    data = DataSplits("t", ["a", "b"], train=(x, torch.arange(200) % 2), kind="tabular", mean=(0.0,) * 3, std=(1.0,) * 3)
+    data = DataSplits(
+        "t",
+        ["a", "b"],
+        train=(x, torch.arange(200) % 2),
+        kind="tabular",
+        mean=(0.0,) * 3,
+        std=(1.0,) * 3,
+    )
     loaders = build_loaders(data, batch_size=1000, seed=0, augment=True)
     used = loaders.data
     torch.testing.assert_close(torch.tensor(used.mean), used.train[0].mean(0))
@@ -138,8 +176,15 @@ def test_tabular_standardised_with_training_statistics_only():
 
 def test_standard_loader_with_workers_is_reproducible_per_epoch():
     from torchvision.transforms import v2
+
     x, y = images(n=24)
-    tf = v2.Compose([v2.RandomCrop(10, padding=2), v2.RandomHorizontalFlip(), v2.ToDtype(torch.float32, scale=True)])
+    tf = v2.Compose(
+        [
+            v2.RandomCrop(10, padding=2),
+            v2.RandomHorizontalFlip(),
+            v2.ToDtype(torch.float32, scale=True),
+        ]
+    )
 
     def epoch(e, workers):
         loader = StandardLoader(TensorImageDataset(x, y, tf), 8, seed=4, num_workers=workers)
@@ -153,7 +198,9 @@ def test_standard_loader_with_workers_is_reproducible_per_epoch():
 
 def test_standard_and_fast_paths_see_the_same_data():
     x, y = images(n=32)
-    data = DataSplits("d", list("abcd"), train=(x, y), test=(x[:8], y[:8]), mean=(0.5,) * 3, std=(0.2,) * 3)
+    data = DataSplits(
+        "d", list("abcd"), train=(x, y), test=(x[:8], y[:8]), mean=(0.5,) * 3, std=(0.2,) * 3
+    )
     fast = build_loaders(data, batch_size=8, loader="fast", augment=False)
     std = build_loaders(data, batch_size=8, loader="standard", augment=False)
     fx = torch.cat([b[0] for b in fast.test])
@@ -168,6 +215,7 @@ def test_imagefolder_streams_from_disk_on_the_standard_path(tmp_path):
     from labs_core.data import load_dataset
 
     from core_testutils import make_image_folder
+
     make_image_folder(tmp_path / "imgs", corrupt=False)
     data = load_dataset("imagefolder", tmp_path / "imgs", image_size=16, decode=False)
     assert isinstance(data.train[0], list) and data.input_shape == (3, 16, 16)

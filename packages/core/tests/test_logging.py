@@ -16,8 +16,15 @@ def test_tensorboard_jsonl_and_console(tmp_path):
     model = tiny_mlp()
     stream = io.StringIO()
     logger = RunLogger(tmp_path, stream=stream, log_every=2)
-    t = Trainer(model, torch.optim.SGD(model.parameters(), lr=0.1), fast_loader(x, y), fast_loader(x, y),
-                epochs=3, callbacks=[logger, ProgressBar(quiet=True)], grad_norm_every=1)
+    t = Trainer(
+        model,
+        torch.optim.SGD(model.parameters(), lr=0.1),
+        fast_loader(x, y),
+        fast_loader(x, y),
+        epochs=3,
+        callbacks=[logger, ProgressBar(quiet=True)],
+        grad_norm_every=1,
+    )
     t.fit()
     logger.close()
 
@@ -28,7 +35,13 @@ def test_tensorboard_jsonl_and_console(tmp_path):
     acc = EventAccumulator(str(tmp_path / "tb"))
     acc.Reload()
     tags = set(acc.Tags()["scalars"])
-    assert {"epoch/train_loss", "epoch/val_acc", "epoch/lr", "epoch/grad_norm", "step/train_loss"} <= tags
+    assert {
+        "epoch/train_loss",
+        "epoch/val_acc",
+        "epoch/lr",
+        "epoch/grad_norm",
+        "step/train_loss",
+    } <= tags
     val = [e.value for e in acc.Scalars("epoch/val_loss")]
     assert val == [round_trip(d["val_loss"]) for d in lines]
 
@@ -44,8 +57,13 @@ def test_quiet_logger_prints_nothing(tmp_path):
     x, y = blob_data()
     stream = io.StringIO()
     model = tiny_mlp()
-    Trainer(model, torch.optim.SGD(model.parameters(), lr=0.1), fast_loader(x, y), epochs=1,
-            callbacks=[RunLogger(tmp_path, quiet=True, stream=stream)]).fit()
+    Trainer(
+        model,
+        torch.optim.SGD(model.parameters(), lr=0.1),
+        fast_loader(x, y),
+        epochs=1,
+        callbacks=[RunLogger(tmp_path, quiet=True, stream=stream)],
+    ).fit()
     assert stream.getvalue() == ""
     assert ProgressBar(quiet=False).enabled is False  # stderr is not a terminal under pytest
 
@@ -69,15 +87,23 @@ def test_an_epoch_logged_but_not_checkpointed_appears_once_after_resume(tmp_path
         x, y = blob_data()
         model = tiny_mlp()
         logger = RunLogger(tmp_path, quiet=True, log_every=1)
-        t = Trainer(model, torch.optim.SGD(model.parameters(), lr=0.1), fast_loader(x, y), fast_loader(x, y),
-                    epochs=5, callbacks=[logger, Checkpointing(tmp_path / "checkpoints"), *extra])
+        t = Trainer(
+            model,
+            torch.optim.SGD(model.parameters(), lr=0.1),
+            fast_loader(x, y),
+            fast_loader(x, y),
+            epochs=5,
+            callbacks=[logger, Checkpointing(tmp_path / "checkpoints"), *extra],
+        )
         return t, logger
 
     first, logger = make(KillAfterLogging())
     with pytest.raises(KeyboardInterrupt):
         first.fit()
     logger.close()
-    assert [json.loads(s)["epoch"] for s in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]
+    assert [
+        json.loads(s)["epoch"] for s in (tmp_path / "metrics.jsonl").read_text().splitlines()
+    ] == [1, 2, 3]
 
     resumed, logger = make()
     resumed.load_state_dict(load_checkpoint(tmp_path / "checkpoints" / "last.pt"))

@@ -37,7 +37,9 @@ def test_confusion_and_per_class_scores_match_sklearn(seed):
     preds = logits.argmax(1)
     cm = confusion_matrix(preds, targets, 7)
     assert cm.tolist() == skm.confusion_matrix(targets, preds, labels=list(range(7))).tolist()
-    p, r, f, _ = skm.precision_recall_fscore_support(targets, preds, labels=list(range(7)), zero_division=0)
+    p, r, f, _ = skm.precision_recall_fscore_support(
+        targets, preds, labels=list(range(7)), zero_division=0
+    )
     scores = precision_recall_f1(cm)
     torch.testing.assert_close(scores["precision"], torch.tensor(p, dtype=torch.float64))
     torch.testing.assert_close(scores["recall"], torch.tensor(r, dtype=torch.float64))

@@ -13,7 +13,9 @@ def segments(dropout=0.3):
     torch.manual_seed(0)
     return nn.Sequential(
         nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU()),
-        nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8), nn.Dropout(dropout), nn.ReLU()),
+        nn.Sequential(
+            nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8), nn.Dropout(dropout), nn.ReLU()
+        ),
         nn.Sequential(nn.Conv2d(8, 4, 3, padding=1), nn.BatchNorm2d(4), nn.GELU()),
     )
 

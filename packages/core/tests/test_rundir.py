@@ -76,7 +76,9 @@ def test_a_run_in_progress_holds_the_folder(tmp_path, capsys):
         (out / LOCK_NAME).write_text(f"{proc.pid} {os.uname().nodename}\n")
         assert run("--out", str(out), "--epochs", "1") == 2
         err = capsys.readouterr().err
-        assert err.count("\n") == 1 and "in use by another run" in err and f"process {proc.pid}" in err
+        assert (
+            err.count("\n") == 1 and "in use by another run" in err and f"process {proc.pid}" in err
+        )
         assert [p.name for p in out.iterdir()] == [LOCK_NAME]
     finally:
         proc.kill()

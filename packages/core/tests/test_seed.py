@@ -43,7 +43,12 @@ def test_rng_state_round_trip_is_exact():
     state = get_rng_state()
     a = (random.random(), np.random.rand(3).tolist(), np.random.randn(), torch.rand(3).tolist())
     set_rng_state(state)
-    assert (random.random(), np.random.rand(3).tolist(), np.random.randn(), torch.rand(3).tolist()) == a
+    assert (
+        random.random(),
+        np.random.rand(3).tolist(),
+        np.random.randn(),
+        torch.rand(3).tolist(),
+    ) == a
 
 
 def test_deterministic_switch_sets_torch_flags():

@@ -5,8 +5,12 @@ from labs_core.summary import format_summary, model_summary
 
 
 def test_shapes_and_parameter_counts_of_a_cnn():
-    model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-                          nn.Sequential(nn.Flatten(), nn.Linear(8 * 4 * 4, 10)))
+    model = nn.Sequential(
+        nn.Conv2d(1, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Sequential(nn.Flatten(), nn.Linear(8 * 4 * 4, 10)),
+    )
     rows = model_summary(model, torch.zeros(2, 1, 8, 8))
     assert [r.name for r in rows] == ["0", "1", "2", "3.0", "3.1"]
     assert rows[0].output_shape == (2, 8, 8, 8) and rows[0].params == 8 * 9 + 8

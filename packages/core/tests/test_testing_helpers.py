@@ -37,15 +37,20 @@ def test_pairwise_covers_every_pair_with_few_cases():
 
 
 def test_flags_for_a_case():
-    assert flags_for({"loader": "standard", "channels_last": False, "grad_accum": 2, "ema": None}) == [
-        "--loader", "standard", "--no-channels-last", "--grad-accum", "2"]
+    assert flags_for(
+        {"loader": "standard", "channels_last": False, "grad_accum": 2, "ema": None}
+    ) == ["--loader", "standard", "--no-channels-last", "--grad-accum", "2"]
 
 
 def test_failure_report_leads_with_the_first_failing_ranks_own_output():
     result = subprocess.CompletedProcess(["torchrun"], 1, "", "[default0]: noise\n" * 500 + SUMMARY)
-    result.rank_output = {0: "--- stderr.log:\nRuntimeError: Timed out waiting 30000ms",
-                          1: "--- stderr.log:\nterminate called after throwing an instance of 'gloo::IoException'"}
+    result.rank_output = {
+        0: "--- stderr.log:\nRuntimeError: Timed out waiting 30000ms",
+        1: "--- stderr.log:\nterminate called after throwing an instance of 'gloo::IoException'",
+    }
     report = failure_report(result)
     assert report.index("first failing rank 1's own output") < report.index("rank 0's own output")
-    assert "gloo::IoException" in report and "Timed out waiting 30000ms" in report  # both ranks, whole
+    assert (
+        "gloo::IoException" in report and "Timed out waiting 30000ms" in report
+    )  # both ranks, whole
     assert "exitcode  : -6" in report and "noise" not in report

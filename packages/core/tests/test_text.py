@@ -30,7 +30,9 @@ def test_tokenizer_round_trip_and_saved_state():
 
 def test_unknown_characters_are_named_in_one_line():
     tok = CharTokenizer.from_text("abc")
-    with pytest.raises(LabError, match=r"2 character\(s\) the model never saw in training: 'x', 'z'") as info:
+    with pytest.raises(
+        LabError, match=r"2 character\(s\) the model never saw in training: 'x', 'z'"
+    ) as info:
         tok.encode("abxz")
     assert "\n" not in str(info.value)
 
@@ -39,7 +41,10 @@ def test_split_is_first_90_percent_train_last_10_validation():
     text = "".join(chr(97 + i % 26) for i in range(1000))
     data = CharData.from_text(text, block_size=8)
     assert len(data.train) == 900 and len(data.val) == 100
-    assert data.tokenizer.decode(data.train) == text[:900] and data.tokenizer.decode(data.val) == text[900:]
+    assert (
+        data.tokenizer.decode(data.train) == text[:900]
+        and data.tokenizer.decode(data.val) == text[900:]
+    )
 
 
 def test_vocabulary_comes_from_the_training_split():
@@ -52,16 +57,21 @@ def test_vocabulary_comes_from_the_training_split():
 
 @pytest.mark.parametrize("length, block, split", [(50, 64, "training"), (300, 64, "validation")])
 def test_a_text_shorter_than_one_window_is_refused(length, block, split):
-    with pytest.raises(LabError, match=f"its {split} split holds .* fewer than one window of --block-size {block}"):
+    with pytest.raises(
+        LabError, match=f"its {split} split holds .* fewer than one window of --block-size {block}"
+    ):
         CharData.from_text("ab" * (length // 2), block_size=block)
 
 
-@pytest.mark.parametrize("content, message", [
-    (b"", "is empty"),
-    (b"  \n\n ", "is empty"),
-    (b"PK\x03\x04\x00\x00binary", "looks like a binary file"),
-    (b"caf\xe9 latin-1", "is not UTF-8 text"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"", "is empty"),
+        (b"  \n\n ", "is empty"),
+        (b"PK\x03\x04\x00\x00binary", "looks like a binary file"),
+        (b"caf\xe9 latin-1", "is not UTF-8 text"),
+    ],
+)
 def test_bad_text_files_are_one_line(tmp_path, content, message):
     path = tmp_path / "input.txt"
     path.write_bytes(content)
@@ -106,19 +116,32 @@ def test_validation_windows_are_consecutive_fixed_and_spread_when_limited():
     ids = torch.arange(1001)
     val = ValidationWindows(ids, block_size=10, batch_size=32)
     xs = torch.cat([x for x, _ in val])
-    assert xs.shape == (100, 10) and torch.equal(xs.flatten(), torch.arange(1000)) and val.tokens == 1000
+    assert (
+        xs.shape == (100, 10)
+        and torch.equal(xs.flatten(), torch.arange(1000))
+        and val.tokens == 1000
+    )
     assert all(torch.equal(y, x + 1) for x, y in val)
     few = ValidationWindows(ids, block_size=10, limit=5)
     assert [int(x[0]) for x in torch.cat([x for x, _ in few])] == [0, 250, 500, 740, 990]
-    shards = [torch.cat([x for x, _ in ValidationWindows(ids, 10, rank=r, world=2)]) for r in range(2)]
+    shards = [
+        torch.cat([x for x, _ in ValidationWindows(ids, 10, rank=r, world=2)]) for r in range(2)
+    ]
     assert len(shards[0]) + len(shards[1]) == 100
 
 
-def test_tinyshakespeare_downloads_with_checksum_and_reads_offline_after(tmp_path, file_server, monkeypatch):  # noqa: F811
+def test_tinyshakespeare_downloads_with_checksum_and_reads_offline_after(
+    tmp_path,
+    file_server,  # noqa: F811
+    monkeypatch,
+):
     served, url = file_server
     (served / "input.txt").write_text(TEXT)
-    spec = {**text_mod.TINYSHAKESPEARE, "urls": ["http://127.0.0.1:1/input.txt", url + "input.txt"],
-            "md5": md5_of(served / "input.txt")}
+    spec = {
+        **text_mod.TINYSHAKESPEARE,
+        "urls": ["http://127.0.0.1:1/input.txt", url + "input.txt"],
+        "md5": md5_of(served / "input.txt"),
+    }
     monkeypatch.setattr(text_mod, "TINYSHAKESPEARE", spec)
     assert load_text_dataset("tinyshakespeare", tmp_path / "data") == TEXT
     assert (tmp_path / "data" / "tinyshakespeare" / "input.txt").read_text() == TEXT
@@ -129,7 +152,9 @@ def test_tinyshakespeare_downloads_with_checksum_and_reads_offline_after(tmp_pat
 def test_tinyshakespeare_checksum_mismatch_leaves_nothing(tmp_path, file_server, monkeypatch):  # noqa: F811
     served, url = file_server
     (served / "input.txt").write_text(TEXT)
-    monkeypatch.setattr(text_mod, "TINYSHAKESPEARE", {**text_mod.TINYSHAKESPEARE, "urls": [url + "input.txt"]})
+    monkeypatch.setattr(
+        text_mod, "TINYSHAKESPEARE", {**text_mod.TINYSHAKESPEARE, "urls": [url + "input.txt"]}
+    )
     with pytest.raises(LabError, match="checksum mismatch"):
         load_text_dataset("tinyshakespeare", tmp_path / "data")
     folder = tmp_path / "data" / "tinyshakespeare"
@@ -137,7 +162,9 @@ def test_tinyshakespeare_checksum_mismatch_leaves_nothing(tmp_path, file_server,
 
 
 def test_tinyshakespeare_offline_says_where_to_put_the_file(tmp_path, monkeypatch):
-    monkeypatch.setattr(text_mod, "TINYSHAKESPEARE", {**text_mod.TINYSHAKESPEARE, "urls": ["http://127.0.0.1:1/x"]})
+    monkeypatch.setattr(
+        text_mod, "TINYSHAKESPEARE", {**text_mod.TINYSHAKESPEARE, "urls": ["http://127.0.0.1:1/x"]}
+    )
     with pytest.raises(LabError) as info:
         load_text_dataset("tinyshakespeare", tmp_path)
     msg = str(info.value)

@@ -27,9 +27,20 @@ def make_trainer(epochs=3, seed=0, callbacks=(), scheduler="onecycle", **kw):
     loader = fast_loader(x, y, seed=seed, augment=True, pad=1)
     sched = None
     if scheduler == "onecycle":
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.01, total_steps=epochs * len(loader))
-    return Trainer(model, opt, loader, fast_loader(x, y, batch_size=64), scheduler=sched,
-                   scheduler_interval="step", epochs=epochs, callbacks=callbacks, **kw)
+        sched = torch.optim.lr_scheduler.OneCycleLR(
+            opt, max_lr=0.01, total_steps=epochs * len(loader)
+        )
+    return Trainer(
+        model,
+        opt,
+        loader,
+        fast_loader(x, y, batch_size=64),
+        scheduler=sched,
+        scheduler_interval="step",
+        epochs=epochs,
+        callbacks=callbacks,
+        **kw,
+    )
 
 
 class StopAfter(Callback):
@@ -111,7 +122,9 @@ def test_gradient_clipping_bounds_the_update():
     opt = torch.optim.SGD(model.parameters(), lr=lr)
     t = Trainer(model, opt, fast_loader(x, y, batch_size=96), epochs=1, grad_clip=0.01)
     logs = t.fit()[-1]
-    step = torch.sqrt(sum(((a - b) ** 2).sum() for a, b in zip(weights(model), before, strict=True)))
+    step = torch.sqrt(
+        sum(((a - b) ** 2).sum() for a, b in zip(weights(model), before, strict=True))
+    )
     assert step.item() <= lr * 0.01 + 1e-6
     assert logs["grad_norm"] > 0.01  # the logged norm is the unclipped one
 
@@ -190,7 +203,12 @@ def test_bf16_autocast_on_cpu_computes_loss_in_fp32():
         dtypes["forward"] = out.dtype
         return out
 
-    t = make_trainer(epochs=1, precision=Precision("bf16", torch.device("cpu")), loss_fn=loss_fn, forward_fn=forward)
+    t = make_trainer(
+        epochs=1,
+        precision=Precision("bf16", torch.device("cpu")),
+        loss_fn=loss_fn,
+        forward_fn=forward,
+    )
     t.fit()
     assert dtypes == {"forward": torch.bfloat16, "out": torch.float32}
 
@@ -219,8 +237,13 @@ def test_on_validation_end_metrics_decide_the_best_epoch(tmp_path):
         def on_validation_end(self, trainer, logs):
             logs["val_score"] = [0.2, 0.9, 0.5][trainer.epoch - 1]
 
-    t = make_trainer(epochs=3, scheduler=None, monitor="val_score", mode="max",
-                     callbacks=[Score(), Checkpointing(tmp_path)])
+    t = make_trainer(
+        epochs=3,
+        scheduler=None,
+        monitor="val_score",
+        mode="max",
+        callbacks=[Score(), Checkpointing(tmp_path)],
+    )
     t.fit()
     assert t.best == {"metric": "val_score", "value": 0.9, "epoch": 2}
     assert load_checkpoint(tmp_path / "best.pt")["epoch"] == 2
@@ -235,7 +258,9 @@ def test_deferred_nan_check_names_the_first_bad_step(tmp_path):
                 with torch.no_grad():
                     trainer.wrapped[1].weight.fill_(float("nan"))
 
-    t = make_trainer(epochs=2, scheduler=None, callbacks=[Checkpointing(tmp_path), Poison()], nan_check_every=4)
+    t = make_trainer(
+        epochs=2, scheduler=None, callbacks=[Checkpointing(tmp_path), Poison()], nan_check_every=4
+    )
     with pytest.raises(NonFiniteLossError, match=r"non-finite at step 9 \(epoch 2\)"):
         t.fit()
     assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 1
@@ -252,8 +277,12 @@ class Score(Callback):
 
 def test_early_stopping_run_killed_and_resumed_stops_where_the_unbroken_one_does(tmp_path):
     def make():
-        return make_trainer(epochs=8, monitor="val_score", mode="min",
-                            callbacks=[Score(), EarlyStopping(patience=2), Checkpointing(tmp_path)])
+        return make_trainer(
+            epochs=8,
+            monitor="val_score",
+            mode="min",
+            callbacks=[Score(), EarlyStopping(patience=2), Checkpointing(tmp_path)],
+        )
 
     straight = make()
     straight.fit()
@@ -266,7 +295,9 @@ def test_early_stopping_run_killed_and_resumed_stops_where_the_unbroken_one_does
     resumed = make()
     resumed.load_state_dict(load_checkpoint(tmp_path / "last.pt"))
     resumed.fit()
-    assert resumed.epoch == 5 and "early stopping" in resumed.stop_reason  # not 6: the counter was saved
+    assert (
+        resumed.epoch == 5 and "early stopping" in resumed.stop_reason
+    )  # not 6: the counter was saved
     assert_bit_identical(weights(straight.module), weights(resumed.module))
     assert resumed.history == straight.history
 
@@ -303,8 +334,14 @@ def test_callbacks_see_the_true_mean_loss_of_an_accumulated_step():
         model = tiny_mlp(dropout=0.0)
         loader = fast_loader(x, y, batch_size=batch, seed=1)
         loader.shuffle = False
-        Trainer(model, torch.optim.SGD(model.parameters(), lr=0.1), loader, epochs=1, grad_accum=accum,
-                callbacks=[Record()]).fit()
+        Trainer(
+            model,
+            torch.optim.SGD(model.parameters(), lr=0.1),
+            loader,
+            epochs=1,
+            grad_accum=accum,
+            callbacks=[Record()],
+        ).fit()
         return seen[0]
 
     whole = first_step_loss(32, 1)

@@ -28,8 +28,9 @@ def _wrong():
     raise AssertionError("1 + 1 is 2\nnot 3")  # what a notebook's failed assert raises
 
 
-@pytest.mark.parametrize("test", [_missing, _unfinished, _wrong, lambda: False, lambda: 0,
-                                  lambda: 1 / 0])
+@pytest.mark.parametrize(
+    "test", [_missing, _unfinished, _wrong, lambda: False, lambda: 0, lambda: 1 / 0]
+)
 def test_a_failing_check_says_not_yet_in_one_line_and_does_not_raise(test, capsys):
     assert check(3, test, "use permute") is False
     out = capsys.readouterr().out
@@ -55,7 +56,7 @@ def test_the_tally_keeps_each_exercises_latest_result(capsys):
     check(3, lambda: False, "h")
     assert exercises.tally() == {1: True, 2: True, 3: False}
     assert exercises.score() == (2, 3)
-    assert exercises.score(5) == (2, 5)   # declared: exercises 4 and 5 never ran
+    assert exercises.score(5) == (2, 5)  # declared: exercises 4 and 5 never ran
     assert exercises.score(1) == (1, 1)
 
 

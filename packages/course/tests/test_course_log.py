@@ -19,7 +19,8 @@ def test_creates_with_heading_then_appends(course, home):
     text = (home / "LEARNING.md").read_text()
     assert text.startswith("# Learning log\n")
     assert re.search(
-        r"\n## \d{4}-\d{2}-\d{2} \d{2}:\d{2}\n\nTensor.to returns a copy; Module.to moves in place.\n$",
+        r"\n## \d{4}-\d{2}-\d{2} \d{2}:\d{2}\n\nTensor.to returns a copy; Module.to moves in"
+        r" place.\n$",
         text,
     )
     course("log", "second")

@@ -81,8 +81,10 @@ def test_nothing_yet(course, home):
     title, actions = next_step(out)
     assert title == "Hour 1: Tensors"
     assert actions == (
-        "open notebooks/2-1-1-tensors.ipynb (uv run jupyter lab) and run it to the end, "
-        "every exercise done",
+        (
+            "open notebooks/2-1-1-tensors.ipynb (uv run jupyter lab) and run it to the end, "
+            "every exercise done"
+        ),
     )
     code, shown, _ = course()
     assert next_step(shown) == (title, actions)  # `course` shows the same one step
@@ -129,11 +131,13 @@ def test_best_evidence_so_far(course, home):
     fake_run(home, "lab1-conv", "d", config={"dataset": "cifar10"}, metrics={"test_acc": 0.83})
     code, out, _ = course("progress")
     assert status(out, "Checkpoint project") == "not yet"
-    assert detail(out, "Checkpoint project", "so far") == (
-        "best CIFAR-10 test accuracy 0.8013 in runs/checkpoint-project/b, target >= 0.85"
+    assert (
+        detail(out, "Checkpoint project", "so far")
+        == "best CIFAR-10 test accuracy 0.8013 in runs/checkpoint-project/b, target >= 0.85"
     )
-    assert detail(out, "Lab 6: CNN Classifier", "so far") == (
-        "best CIFAR-10 test accuracy 0.83 in runs/lab1-conv/d, target >= 0.85"
+    assert (
+        detail(out, "Lab 6: CNN Classifier", "so far")
+        == "best CIFAR-10 test accuracy 0.83 in runs/lab1-conv/d, target >= 0.85"
     )
     fake_run(home, "checkpoint-project", "e", metrics={"test_acc": 0.8612})
     code, out, _ = course("progress")

@@ -23,30 +23,52 @@ RED = (230, 20, 20)
 
 def png(rgb=RED, size=24) -> bytes:
     """A small solid-colour PNG, written by hand (the standard library has no image encoder)."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         crc = struct.pack(">I", zlib.crc32(kind + data))
         return struct.pack(">I", len(data)) + kind + data + crc
 
     rows = b"".join(b"\x00" + bytes(rgb) * size for _ in range(size))
     header = struct.pack(">IIBBBBB", size, size, 8, 2, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows))
-            + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )
 
 
 def executed(title: str, image: bool = False, error: bool = False):
     """A notebook as it looks after a run: a title, a printed line, maybe a figure or an error."""
     v4 = nbformat.v4
     nb = v4.new_notebook()
-    nb.cells = [v4.new_markdown_cell(f"# {title}\n\nWhat this lesson shows."),
-                v4.new_code_cell("print('hello')", execution_count=1,
-                                 outputs=[v4.new_output("stream", name="stdout", text="hello\n")])]
+    nb.cells = [
+        v4.new_markdown_cell(f"# {title}\n\nWhat this lesson shows."),
+        v4.new_code_cell(
+            "print('hello')",
+            execution_count=1,
+            outputs=[v4.new_output("stream", name="stdout", text="hello\n")],
+        ),
+    ]
     if image:
         data = {"image/png": base64.b64encode(png()).decode(), "text/plain": "<Figure>"}
-        nb.cells.append(v4.new_code_cell("show()", execution_count=2,
-                                         outputs=[v4.new_output("display_data", data=data)]))
+        nb.cells.append(
+            v4.new_code_cell(
+                "show()", execution_count=2, outputs=[v4.new_output("display_data", data=data)]
+            )
+        )
     if error:
-        nb.cells.append(v4.new_code_cell("1 / 0", execution_count=3, outputs=[v4.new_output(
-            "error", ename="ZeroDivisionError", evalue="division by zero", traceback=[])]))
+        nb.cells.append(
+            v4.new_code_cell(
+                "1 / 0",
+                execution_count=3,
+                outputs=[
+                    v4.new_output(
+                        "error", ename="ZeroDivisionError", evalue="division by zero", traceback=[]
+                    )
+                ],
+            )
+        )
     return nb
 
 
@@ -72,28 +94,55 @@ def item(id_: str, notebooks: tuple[str, ...], commands=("lab-a --go",)) -> Item
 
 
 # the order the map first names them: first, second, broken, absent
-MAP = [Section("s1", "Section one", "001", "The first section.", False,
-               (item("one", ("first",)), item("two", ("second", "first")))),
-       Section("s2", "Section two", "002", "", False,
-               (item("three", ("broken", "second", "absent"), commands=("lab-b",)),))]
+MAP = [
+    Section(
+        "s1",
+        "Section one",
+        "001",
+        "The first section.",
+        False,
+        (item("one", ("first",)), item("two", ("second", "first"))),
+    ),
+    Section(
+        "s2",
+        "Section two",
+        "002",
+        "",
+        False,
+        (item("three", ("broken", "second", "absent"), commands=("lab-b",)),),
+    ),
+]
 
 
 def write_repo(base: Path) -> Path:
     """Two packages with READMEs that link to each other, to the repository, to themselves."""
     for folder, name, readme in [
-        ("lab_a", "lab-a", "# lab-a: the first lab\n\n## Usage\n\nRun `lab-a --go`. See "
-         "[lab b](../lab_b/README.md) and [its notes](../lab_b/README.md#notes-and-more).\n"),
-        ("lab_b", "lab-b", "# lab-b\n\nBack to [lab a](../lab_a/README.md#usage), the "
-         "[root README](../../README.md#setup), [a doc](../../docs/guide.md), "
-         "[below](#notes-and-more), [the first lesson](../../notebooks/first.ipynb), "
-         "<https://pytorch.org>.\n\n| a | b |\n|---|---|\n| 1 | 2 |\n\n![dot](dot.png)\n\n"
-         "## Notes, and more\n\nText.\n"),
+        (
+            "lab_a",
+            "lab-a",
+            (
+                "# lab-a: the first lab\n\n## Usage\n\nRun `lab-a --go`. See "
+                "[lab b](../lab_b/README.md) and [its notes](../lab_b/README.md#notes-and-more).\n"
+            ),
+        ),
+        (
+            "lab_b",
+            "lab-b",
+            (
+                "# lab-b\n\nBack to [lab a](../lab_a/README.md#usage), the "
+                "[root README](../../README.md#setup), [a doc](../../docs/guide.md), "
+                "[below](#notes-and-more), [the first lesson](../../notebooks/first.ipynb), "
+                "<https://pytorch.org>.\n\n| a | b |\n|---|---|\n| 1 | 2 |\n\n![dot](dot.png)\n\n"
+                "## Notes, and more\n\nText.\n"
+            ),
+        ),
     ]:
         pkg = base / "packages" / folder
         pkg.mkdir(parents=True)
         (pkg / "README.md").write_text(readme)
         (pkg / "pyproject.toml").write_text(
-            f'[project]\nname = "{name}"\n\n[project.scripts]\n{name} = "x:main"\n')
+            f'[project]\nname = "{name}"\n\n[project.scripts]\n{name} = "x:main"\n'
+        )
     (base / "packages" / "lab_b" / "dot.png").write_bytes(png((0, 0, 200), 4))
     return base
 
@@ -110,8 +159,13 @@ def repo(tmp_path) -> Path:
 
 
 def build(repo: Path, out: Path, **kw) -> site.Report:
-    return site.build(out, MAP, repo / "repo" / "notebooks", repo / "repo",
-                      executed=kw.get("executed", repo / "executed"))
+    return site.build(
+        out,
+        MAP,
+        repo / "repo" / "notebooks",
+        repo / "repo",
+        executed=kw.get("executed", repo / "executed"),
+    )
 
 
 def test_site_from_executed_notebooks(repo, capsys):
@@ -125,11 +179,16 @@ def test_site_from_executed_notebooks(repo, capsys):
     assert (out / site.MARKER).is_file()
 
     index = (out / "index.html").read_text()
-    assert index.index("Section one") < index.index("Item one") < index.index("Item two") \
-        < index.index("Section two") < index.index("Item three")
+    assert (
+        index.index("Section one")
+        < index.index("Item one")
+        < index.index("Item two")
+        < index.index("Section two")
+        < index.index("Item three")
+    )
     assert index.index('href="lessons/first.html"') < index.index('href="lessons/second.html"')
     assert "absent (not built)" in index and "broken (not built)" in index
-    assert '<code>uv run lab-a --go</code>' in index and 'href="labs/lab_a.html"' in index
+    assert "<code>uv run lab-a --go</code>" in index and 'href="labs/lab_a.html"' in index
 
     first = (out / "lessons" / "first.html").read_text()
     second = (out / "lessons" / "second.html").read_text()
@@ -157,13 +216,17 @@ def test_broken_links_are_found(repo):
     out = repo / "site"
     build(repo, out)
     page = out / "labs" / "lab_a.html"
-    page.write_text(page.read_text() + '<a href="gone.html">x</a><img src="../nope.png">'
-                    '<a href="lab_b.html#no-such-heading">y</a><a href="#usage">ok</a>'
-                    '<a href="../../outside.html">z</a>')
-    assert site.broken_links(out) == ['labs/lab_a.html: href="gone.html"',
-                                      'labs/lab_a.html: src="../nope.png"',
-                                      'labs/lab_a.html: href="lab_b.html#no-such-heading"',
-                                      'labs/lab_a.html: href="../../outside.html"']
+    page.write_text(
+        page.read_text() + '<a href="gone.html">x</a><img src="../nope.png">'
+        '<a href="lab_b.html#no-such-heading">y</a><a href="#usage">ok</a>'
+        '<a href="../../outside.html">z</a>'
+    )
+    assert site.broken_links(out) == [
+        'labs/lab_a.html: href="gone.html"',
+        'labs/lab_a.html: src="../nope.png"',
+        'labs/lab_a.html: href="lab_b.html#no-such-heading"',
+        'labs/lab_a.html: href="../../outside.html"',
+    ]
 
 
 def test_rebuild_replaces_its_own_site(repo):
@@ -186,16 +249,27 @@ def write_series(home: Path, good=True) -> Path:
     folder = home / "notebooks"
     folder.mkdir()
     picture = base64.b64encode(png()).decode()
-    ok = v4.new_notebook(cells=[
-        v4.new_markdown_cell("# Tensors"),
-        v4.new_code_cell("import os\nfrom pathlib import Path\nPath('landed.txt').write_text('x')\n"
-                         "print('quick', os.environ.get('LABS_QUICK'),\n"
-                         "      'root', os.environ['LABS_ROOT'])"),
-        v4.new_code_cell(f"from IPython.display import Image, display\nimport base64\n"
-                         f"display(Image(data=base64.b64decode({picture!r})))")])
-    bad = v4.new_notebook(cells=[v4.new_markdown_cell("# Autograd"),
-                                 v4.new_code_cell("print('before')"),
-                                 v4.new_code_cell("raise ValueError('boom')")])
+    ok = v4.new_notebook(
+        cells=[
+            v4.new_markdown_cell("# Tensors"),
+            v4.new_code_cell(
+                "import os\nfrom pathlib import Path\nPath('landed.txt').write_text('x')\n"
+                "print('quick', os.environ.get('LABS_QUICK'),\n"
+                "      'root', os.environ['LABS_ROOT'])"
+            ),
+            v4.new_code_cell(
+                "from IPython.display import Image, display\nimport base64\n"
+                f"display(Image(data=base64.b64decode({picture!r})))"
+            ),
+        ]
+    )
+    bad = v4.new_notebook(
+        cells=[
+            v4.new_markdown_cell("# Autograd"),
+            v4.new_code_cell("print('before')"),
+            v4.new_code_cell("raise ValueError('boom')"),
+        ]
+    )
     nbformat.write(ok, folder / "2-1-1-tensors.ipynb")
     nbformat.write(bad if not good else ok, folder / "2-1-2-autograd.ipynb")
     return folder
@@ -258,13 +332,18 @@ def test_cli_builds_from_executed_and_rebuilds(home, course, repo):
     assert not (home / "other").exists()
 
 
-CHROMIUM = next(filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))),
-                None)
+CHROMIUM = next(
+    filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))), None
+)
 
 
 def chromium(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu",
-                           "--hide-scrollbars", *args], capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="no chromium (CI installs it)")

@@ -10,8 +10,20 @@ from labs_core.testing import hostile_cases, hostile_ids, run_hostile_case, writ
 TINY = ["--hidden", "8", "--epochs", "1", "--max-steps", "1", "--batch-size", "8", "--quiet"]
 BASES = {
     "digits": TINY,
-    "files": [*TINY, "--dataset", "imagefolder", "--data-dir", "{data}/imagefolder/images", "--loader", "standard",
-              "--augment", "--optimizer", "sgd", "--scheduler", "cosine"],
+    "files": [
+        *TINY,
+        "--dataset",
+        "imagefolder",
+        "--data-dir",
+        "{data}/imagefolder/images",
+        "--loader",
+        "standard",
+        "--augment",
+        "--optimizer",
+        "sgd",
+        "--scheduler",
+        "cosine",
+    ],
     "csv": [*TINY, "--dataset", "csv", "--data-dir", "{data}/csv/table.csv"],
 }
 CASES = hostile_cases(Lab0Config, BASES, "lab0-mlp")
@@ -34,4 +46,6 @@ def test_every_flag_at_every_hostile_value(case, argv, runs, data, tmp_path, mon
 def test_every_dataset(name, tmp_path, monkeypatch, capsys):
     """Every --dataset value trains (an MLP takes images and rows of numbers alike)."""
     flags = write_dataset(name, tmp_path / "data")
-    assert run_hostile_case(main, [*TINY, *flags], True, tmp_path, tmp_path, monkeypatch, capsys) == 0
+    assert (
+        run_hostile_case(main, [*TINY, *flags], True, tmp_path, tmp_path, monkeypatch, capsys) == 0
+    )

@@ -44,7 +44,10 @@ def write_tiny_mnist(folder, n_train=150, n_test=20):
     rng = np.random.default_rng(0)
     folder.mkdir(parents=True)
     for split, n in (("train", n_train), ("t10k", n_test)):
-        write_idx(folder / f"{split}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28), dtype=np.uint8))
+        write_idx(
+            folder / f"{split}-images-idx3-ubyte.gz",
+            rng.integers(0, 256, (n, 28, 28), dtype=np.uint8),
+        )
         write_idx(folder / f"{split}-labels-idx1-ubyte.gz", np.arange(n, dtype=np.uint8) % 10)
 
 
@@ -57,7 +60,11 @@ def test_data_lesson_on_mnist_files(tmp_path):
     assert facts["epochs_differ"] and facts["seeded_repeat"] and facts["seeded_epochs_differ"]
     assert facts["workers_same"]
     # the custom Dataset over the PNG folder: 5 images of each of 3 digits, read back exactly
-    assert facts["custom_len"] == 15 and facts["custom_classes"] == ["0", "1", "2"] and facts["roundtrip"]
+    assert (
+        facts["custom_len"] == 15
+        and facts["custom_classes"] == ["0", "1", "2"]
+        and facts["roundtrip"]
+    )
     assert facts["custom_batches"] == [(6, 1, 28, 28), (6, 1, 28, 28), (3, 1, 28, 28)]
     assert "len(loader) = ceil(150 / 16) = 10 batches; the last holds 6" in "\n".join(out)
 
@@ -66,7 +73,9 @@ def test_png_folder_dataset(tmp_path):
     for name, value in (("cat", 10), ("dog", 200)):
         (tmp_path / name).mkdir()
         for k in range(3):
-            lessons._save_png(np.full((5, 7), value + k, dtype=np.uint8), tmp_path / name / f"{k}.png")
+            lessons._save_png(
+                np.full((5, 7), value + k, dtype=np.uint8), tmp_path / name / f"{k}.png"
+            )
     ds = lessons.PngFolder(tmp_path)
     assert ds.classes == ["cat", "dog"] and len(ds) == 6
     x, y = ds[4]
@@ -74,7 +83,9 @@ def test_png_folder_dataset(tmp_path):
     assert torch.allclose(x, torch.full((1, 5, 7), 201 / 255))
 
 
-def test_data_lesson_from_the_cli_uses_bundled_digits_and_never_downloads(tmp_path, monkeypatch, capsys):
+def test_data_lesson_from_the_cli_uses_bundled_digits_and_never_downloads(
+    tmp_path, monkeypatch, capsys
+):
     import labs_core.data.mnist
 
     def no_download(*args, **kwargs):

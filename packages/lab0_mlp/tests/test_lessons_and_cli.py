@@ -28,11 +28,14 @@ def test_linear_regression_recovers_the_line():
     assert abs(facts["w"] - facts["true_w"]) < 0.01 and abs(facts["b"] - facts["true_b"]) < 0.01
 
 
-@pytest.mark.parametrize("name, headings", [
-    ("tensors", ["== creating tensors", "== view, reshape, permute, contiguous", "== devices"]),
-    ("autograd", ["=="]),
-    ("linreg", ["=="]),
-])
+@pytest.mark.parametrize(
+    "name, headings",
+    [
+        ("tensors", ["== creating tensors", "== view, reshape, permute, contiguous", "== devices"]),
+        ("autograd", ["=="]),
+        ("linreg", ["=="]),
+    ],
+)
 def test_lessons_run_from_the_cli(name, headings, capsys):
     """``lab0-mlp lesson NAME`` prints the lesson the function of that name teaches, section by
     section, as the function itself does."""
@@ -42,7 +45,8 @@ def test_lessons_run_from_the_cli(name, headings, capsys):
     getattr(lessons, name)(said.append)
     assert all(h in printed for h in headings)
     assert [line for line in printed.splitlines() if line.startswith("==")] == [
-        line for line in "\n".join(said).splitlines() if line.startswith("==")]
+        line for line in "\n".join(said).splitlines() if line.startswith("==")
+    ]
 
 
 def test_unknown_lesson_is_one_line(capsys):
@@ -63,8 +67,20 @@ def test_overfit_32_reaches_tiny_loss_and_full_accuracy(tmp_path, capsys):
 
 
 def test_manual_and_core_loops_reach_the_same_weights(tmp_path):
-    common = ["--epochs", "3", "--quiet", "--hidden", "32", "--dropout", "0.2", "--batch-norm",
-              "--scheduler", "onecycle", "--label-smoothing", "0.1"]
+    common = [
+        "--epochs",
+        "3",
+        "--quiet",
+        "--hidden",
+        "32",
+        "--dropout",
+        "0.2",
+        "--batch-norm",
+        "--scheduler",
+        "onecycle",
+        "--label-smoothing",
+        "0.1",
+    ]
     assert main(common + ["--loop", "core", "--out", str(tmp_path / "core")]) == 0
     assert main(common + ["--loop", "manual", "--out", str(tmp_path / "manual")]) == 0
     core = load_checkpoint(tmp_path / "core" / "checkpoints" / "last.pt")["model"]
@@ -81,7 +97,22 @@ def test_scratch_and_torch_layers_train_alike(tmp_path):
     accs = []
     for layers in ("scratch", "torch"):
         out = tmp_path / layers
-        assert main(["--epochs", "4", "--quiet", "--layers", layers, "--optim-impl", layers, "--out", str(out)]) == 0
+        assert (
+            main(
+                [
+                    "--epochs",
+                    "4",
+                    "--quiet",
+                    "--layers",
+                    layers,
+                    "--optim-impl",
+                    layers,
+                    "--out",
+                    str(out),
+                ]
+            )
+            == 0
+        )
         accs.append(json.loads((out / "summary.json").read_text())["metrics"]["test_acc"])
     assert accs[0] == pytest.approx(accs[1], abs=0.01) and min(accs) > 0.9
 
@@ -89,8 +120,12 @@ def test_scratch_and_torch_layers_train_alike(tmp_path):
 def test_manual_loop_refuses_core_only_flags(capsys, monkeypatch):
     assert main(["--loop", "manual", "--precision", "bf16"]) == 2
     assert "needs --loop core" in capsys.readouterr().err
-    monkeypatch.setattr("labs_core.device.compile_unavailable", lambda: None)  # whether or not g++ is here
-    assert main(["--loop", "manual", "--compile"]) == 2  # the hand-written loop trains the model as written
+    monkeypatch.setattr(
+        "labs_core.device.compile_unavailable", lambda: None
+    )  # whether or not g++ is here
+    assert (
+        main(["--loop", "manual", "--compile"]) == 2
+    )  # the hand-written loop trains the model as written
     assert "--compile needs --loop core" in capsys.readouterr().err
     monkeypatch.setenv("WORLD_SIZE", "2")
     assert main(["--loop", "manual"]) == 2
@@ -120,13 +155,48 @@ def test_every_flag_is_read_by_the_run(tmp_path):
     from labs_core.testing import check_every_flag_is_read
 
     base = ["--epochs", "1", "--hidden", "8", "--quiet"]
-    runs = [base + ["--batch-norm", "--grad-norms"],
-            base + ["--optimizer", "sgd", "--momentum", "0.8", "--scheduler", "cosine", "--warmup-epochs", "0.5",
-                    "--loader", "standard", "--num-workers", "0", "--optim-impl", "torch"],
-            base + ["--loop", "manual", "--layers", "torch"],
-            base + ["--lr-find", "--lr-find-then-train", "--lr-find-steps", "10", "--lr-find-start", "1e-4",
-                    "--lr-find-end", "1"],
-            ["--hidden", "8", "--quiet", "--overfit", "16", "--find-batch-size", "--memory-budget", "64G"]]
+    runs = [
+        base + ["--batch-norm", "--grad-norms"],
+        base
+        + [
+            "--optimizer",
+            "sgd",
+            "--momentum",
+            "0.8",
+            "--scheduler",
+            "cosine",
+            "--warmup-epochs",
+            "0.5",
+            "--loader",
+            "standard",
+            "--num-workers",
+            "0",
+            "--optim-impl",
+            "torch",
+        ],
+        base + ["--loop", "manual", "--layers", "torch"],
+        base
+        + [
+            "--lr-find",
+            "--lr-find-then-train",
+            "--lr-find-steps",
+            "10",
+            "--lr-find-start",
+            "1e-4",
+            "--lr-find-end",
+            "1",
+        ],
+        [
+            "--hidden",
+            "8",
+            "--quiet",
+            "--overfit",
+            "16",
+            "--find-batch-size",
+            "--memory-budget",
+            "64G",
+        ],
+    ]
     check_every_flag_is_read(Lab0Config, train, runs, tmp_path, "lab0-mlp")
 
 
@@ -137,8 +207,12 @@ def test_a_resume_whose_model_does_not_fit_the_flags_changes_nothing(tmp_path, c
     assert main(["--epochs", "2", "--quiet", "--out", str(out), "--resume", "--hidden", "32"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "does not fit this model" in err
-    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before  # config.json, tb/ untouched
-    assert main(["--epochs", "1", "--quiet", "--out", str(out)]) == 2  # a second fresh run is refused
+    assert {
+        p: p.read_bytes() for p in out.rglob("*") if p.is_file()
+    } == before  # config.json, tb/ untouched
+    assert (
+        main(["--epochs", "1", "--quiet", "--out", str(out)]) == 2
+    )  # a second fresh run is refused
     assert "already holds a run" in capsys.readouterr().err
 
 
@@ -146,6 +220,20 @@ def test_a_newcomer_follows_the_command_to_the_optimizer_step_in_six_frames(tmp_
     """docs/architecture.md's road: main -> run_lab -> execute -> fit -> train_one_epoch -> step."""
     from labs_core.testing import road_to_optimizer_step
 
-    road = road_to_optimizer_step(main, [*["--epochs", "1", "--max-steps", "1", "--hidden", "8"], "--quiet", "--out", str(tmp_path / "run")])
-    assert road == ["cli.main", "cli.run_lab", "run.execute", "trainer.fit",
-                    "trainer.train_one_epoch", "trainer.step"], road
+    road = road_to_optimizer_step(
+        main,
+        [
+            *["--epochs", "1", "--max-steps", "1", "--hidden", "8"],
+            "--quiet",
+            "--out",
+            str(tmp_path / "run"),
+        ],
+    )
+    assert road == [
+        "cli.main",
+        "cli.run_lab",
+        "run.execute",
+        "trainer.fit",
+        "trainer.train_one_epoch",
+        "trainer.step",
+    ], road

@@ -15,7 +15,9 @@ def test_linear_matches_nn_linear_init_forward_backward(seed, shape, custom):
     ours = ops.Linear(fin, fout, custom_backward=custom)
     torch.manual_seed(seed)
     ref = nn.Linear(fin, fout)
-    assert torch.equal(ours.weight, ref.weight) and torch.equal(ours.bias, ref.bias)  # same init, bit for bit
+    assert torch.equal(ours.weight, ref.weight) and torch.equal(
+        ours.bias, ref.bias
+    )  # same init, bit for bit
     x = torch.randn(n, fin, requires_grad=True)
     x2 = x.detach().clone().requires_grad_(True)
     y, y2 = ours(x), ref(x2)
@@ -92,7 +94,11 @@ def test_batchnorm_matches_nn_and_keeps_statistics_in_buffers(train):
     for name in ("running_mean", "running_var", "num_batches_tracked"):
         torch.testing.assert_close(getattr(ours, name), getattr(ref, name))
     assert [n for n, _ in ours.named_parameters()] == ["weight", "bias"]
-    assert [n for n, _ in ours.named_buffers()] == ["running_mean", "running_var", "num_batches_tracked"]
+    assert [n for n, _ in ours.named_buffers()] == [
+        "running_mean",
+        "running_var",
+        "num_batches_tracked",
+    ]
     assert set(ours.state_dict()) == set(ref.state_dict())
 
 

@@ -30,32 +30,53 @@ def assert_same_path(a, b):
             torch.testing.assert_close(x, y, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("kw", [dict(momentum=0.0), dict(momentum=0.9), dict(momentum=0.9, nesterov=True),
-                                dict(momentum=0.5, weight_decay=1e-2)])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(momentum=0.0),
+        dict(momentum=0.9),
+        dict(momentum=0.9, nesterov=True),
+        dict(momentum=0.5, weight_decay=1e-2),
+    ],
+)
 @pytest.mark.parametrize("seed", [0, 1])
 def test_sgd_follows_torch_optim(kw, seed):
-    assert_same_path(trajectory(lambda p: optim.SGD(p, lr=0.1, **kw), seed=seed),
-                     trajectory(lambda p: torch.optim.SGD(p, lr=0.1, foreach=False, **kw), seed=seed))
+    assert_same_path(
+        trajectory(lambda p: optim.SGD(p, lr=0.1, **kw), seed=seed),
+        trajectory(lambda p: torch.optim.SGD(p, lr=0.1, foreach=False, **kw), seed=seed),
+    )
 
 
-@pytest.mark.parametrize("kw, ref", [
-    (dict(), dict()),
-    (dict(weight_decay=1e-2), dict(weight_decay=1e-2)),
-    (dict(betas=(0.8, 0.99), eps=1e-6), dict(betas=(0.8, 0.99), eps=1e-6)),
-])
+@pytest.mark.parametrize(
+    "kw, ref",
+    [
+        (dict(), dict()),
+        (dict(weight_decay=1e-2), dict(weight_decay=1e-2)),
+        (dict(betas=(0.8, 0.99), eps=1e-6), dict(betas=(0.8, 0.99), eps=1e-6)),
+    ],
+)
 @pytest.mark.parametrize("seed", [0, 1])
 def test_adam_follows_torch_optim(kw, ref, seed):
-    assert_same_path(trajectory(lambda p: optim.Adam(p, lr=0.01, **kw), seed=seed),
-                     trajectory(lambda p: torch.optim.Adam(p, lr=0.01, foreach=False, **ref), seed=seed))
+    assert_same_path(
+        trajectory(lambda p: optim.Adam(p, lr=0.01, **kw), seed=seed),
+        trajectory(lambda p: torch.optim.Adam(p, lr=0.01, foreach=False, **ref), seed=seed),
+    )
 
 
 def test_decoupled_adam_follows_adamw():
-    assert_same_path(trajectory(lambda p: optim.Adam(p, lr=0.01, weight_decay=0.1, decoupled=True)),
-                     trajectory(lambda p: torch.optim.AdamW(p, lr=0.01, weight_decay=0.1, foreach=False)))
+    assert_same_path(
+        trajectory(lambda p: optim.Adam(p, lr=0.01, weight_decay=0.1, decoupled=True)),
+        trajectory(lambda p: torch.optim.AdamW(p, lr=0.01, weight_decay=0.1, foreach=False)),
+    )
 
 
-@pytest.mark.parametrize("make", [lambda p: optim.Adam(p, lr=0.1, weight_decay=0.01),
-                                  lambda p: optim.SGD(p, lr=0.1, momentum=0.9, nesterov=True)])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda p: optim.Adam(p, lr=0.1, weight_decay=0.01),
+        lambda p: optim.SGD(p, lr=0.1, momentum=0.9, nesterov=True),
+    ],
+)
 def test_scratch_optimizer_state_round_trips(make):
     """The whole state survives a save and load, and the next step from the loaded copy equals
     the next step of the original."""
@@ -79,7 +100,10 @@ def test_scratch_optimizer_state_round_trips(make):
     for k in a["state"]:
         assert a["state"][k].keys() == b["state"][k].keys()
         for name, value in a["state"][k].items():
-            assert torch.equal(torch.as_tensor(value), torch.as_tensor(b["state"][k][name])), (k, name)
+            assert torch.equal(torch.as_tensor(value), torch.as_tensor(b["state"][k][name])), (
+                k,
+                name,
+            )
     x = torch.randn(4, 3)
     for m, o in ((model, opt), (twin, opt2)):
         m(x).pow(2).sum().backward()
@@ -113,6 +137,8 @@ def test_parameters_versus_buffers_and_hooks():
     assert "net.2.weight" in params and all(p.requires_grad for p in params.values())
     seen = {}
     model.net[1].register_forward_hook(lambda m, i, o: seen.__setitem__("forward", tuple(o.shape)))
-    model.net[1].register_full_backward_hook(lambda m, gi, go: seen.__setitem__("backward", tuple(go[0].shape)))
+    model.net[1].register_full_backward_hook(
+        lambda m, gi, go: seen.__setitem__("backward", tuple(go[0].shape))
+    )
     model(torch.randn(7, 4, requires_grad=True)).sum().backward()
     assert seen == {"forward": (7, 5), "backward": (7, 5)}

@@ -57,7 +57,9 @@ def test_the_fast_recipe_is_the_default_for_mnist_and_fashion_mnist():
         cfg = parse_config(Lab1Config, ["--dataset", name], "lab1-conv")
         assert cfg.recipe == "fast"
         assert all(getattr(cfg, k) == v for k, v in FAST_RECIPE.items())
-    cfg = parse_config(Lab1Config, ["--dataset", "mnist", "--epochs", "5", "--conv", "scratch"], "lab1-conv")
+    cfg = parse_config(
+        Lab1Config, ["--dataset", "mnist", "--epochs", "5", "--conv", "scratch"], "lab1-conv"
+    )
     assert cfg.epochs == 5 and cfg.conv == "scratch" and cfg.lr == FAST_RECIPE["lr"]  # flags win
     assert parse_config(Lab1Config, [], "lab1-conv").recipe == "standard"  # digits
     assert parse_config(Lab1Config, ["--recipe", "fast"], "lab1-conv").precision == "bf16"
@@ -73,7 +75,23 @@ def test_overfit_32_reaches_full_accuracy(tmp_path):
 
 def test_a_short_run_writes_its_figures(tmp_path):
     out = tmp_path / "run"
-    assert main(["--epochs", "1", "--max-steps", "3", "--widths", "8", "16", "--quiet", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "--epochs",
+                "1",
+                "--max-steps",
+                "3",
+                "--widths",
+                "8",
+                "16",
+                "--quiet",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     for name in ("filters.png", "feature_maps.png", "confusion_matrix.png", "summary.json"):
         assert (out / name).is_file(), name
 
@@ -87,16 +105,46 @@ def test_shapes_table(capsys):
 
 def test_compare_baseline_and_cnn(tmp_path, capsys):
     out = tmp_path / "cmp"
-    assert main(["compare", "--dataset", "digits", "--epochs", "1", "--widths", "8", "--quiet", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "compare",
+                "--dataset",
+                "digits",
+                "--epochs",
+                "1",
+                "--widths",
+                "8",
+                "--quiet",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     table = json.loads((out / "comparison.json").read_text())
-    assert set(table) == {"logreg", "cnn"} and all(0 <= row["test_acc"] <= 1 for row in table.values())
+    assert set(table) == {"logreg", "cnn"} and all(
+        0 <= row["test_acc"] <= 1 for row in table.values()
+    )
     assert (out / "cnn" / "summary.json").is_file() and (out / "logreg" / "summary.json").is_file()
     assert "logreg" in capsys.readouterr().out
 
 
 def test_explain_writes_the_maps_of_n_test_digits(tmp_path, capsys):
     out = tmp_path / "run"
-    argv = ["--epochs", "1", "--max-steps", "3", "--widths", "8", "16", "--explain", "3", "--out", str(out)]
+    argv = [
+        "--epochs",
+        "1",
+        "--max-steps",
+        "3",
+        "--widths",
+        "8",
+        "16",
+        "--explain",
+        "3",
+        "--out",
+        str(out),
+    ]
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "why these predictions" in printed and "for 3 test images" in printed
@@ -116,27 +164,50 @@ def test_explain_takes_the_first_test_images_in_order(tmp_path, monkeypatch):
 
     monkeypatch.setattr(figures, "write_explanations", record)
     out = tmp_path / "run"
-    assert main(["--epochs", "1", "--max-steps", "1", "--widths", "8", "--batch-size", "16", "--explain", "20",
-                 "--quiet", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "--epochs",
+                "1",
+                "--max-steps",
+                "1",
+                "--widths",
+                "8",
+                "--batch-size",
+                "16",
+                "--explain",
+                "20",
+                "--quiet",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     from labs_core.data import load_dataset
 
     data = load_dataset("digits", "data")
-    assert len(seen["x"]) == 20 and torch.equal(seen["labels"], data.test[1][:20])  # across two test batches
+    assert len(seen["x"]) == 20 and torch.equal(
+        seen["labels"], data.test[1][:20]
+    )  # across two test batches
     assert seen["path"] == out / "explain.png"
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--widths", "0"], "--widths needs"),
-    (["--conv", "fft"], "invalid choice"),
-    (["--dropout", "1.5"], "--dropout must be in"),
-    (["--explain", "2", "--model", "logreg"], "--model logreg has not"),
-    (["--explain", "2", "--overfit", "8"], "--overfit runs have no test split"),
-    (["--explain", "2", "--shapes"], "--shapes trains nothing"),
-    (["--explain", "33"], "--explain must be at most 32"),
-    (["--explain", "-1"], "--explain must be at least 0"),
-    (["compare", "--lr-find"], "compare trains two models; run a finder with lab1-conv itself"),
-    (["--explain", "2", "--lr-find"], "a finder alone stops before training"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--widths", "0"], "--widths needs"),
+        (["--conv", "fft"], "invalid choice"),
+        (["--dropout", "1.5"], "--dropout must be in"),
+        (["--explain", "2", "--model", "logreg"], "--model logreg has not"),
+        (["--explain", "2", "--overfit", "8"], "--overfit runs have no test split"),
+        (["--explain", "2", "--shapes"], "--shapes trains nothing"),
+        (["--explain", "33"], "--explain must be at most 32"),
+        (["--explain", "-1"], "--explain must be at least 0"),
+        (["compare", "--lr-find"], "compare trains two models; run a finder with lab1-conv itself"),
+        (["--explain", "2", "--lr-find"], "a finder alone stops before training"),
+    ],
+)
 def test_bad_input(argv, message, capsys):
     check_one_line_error(main, argv, message, capsys)
 
@@ -146,10 +217,26 @@ def test_runs_under_torchrun_with_two_processes(tmp_path):
     from labs_core.testing import check_torchrun_run, torchrun
 
     out = tmp_path / "ddp"
-    r = torchrun("lab1_conv.cli", "--epochs", "1", "--widths", "8", "--conv", "torch", "--quiet", "--explain", "2",
-                 "--out", str(out))
+    r = torchrun(
+        "lab1_conv.cli",
+        "--epochs",
+        "1",
+        "--widths",
+        "8",
+        "--conv",
+        "torch",
+        "--quiet",
+        "--explain",
+        "2",
+        "--out",
+        str(out),
+    )
     check_torchrun_run(r, out)
-    assert (out / "filters.png").is_file() and (out / "feature_maps.png").is_file() and (out / "explain.png").is_file()
+    assert (
+        (out / "filters.png").is_file()
+        and (out / "feature_maps.png").is_file()
+        and (out / "explain.png").is_file()
+    )
 
 
 @pytest.mark.slow
@@ -159,7 +246,19 @@ def test_fsdp_trains_as_ddp_and_its_checkpoint_resumes_in_one_process(tmp_path):
     every process count) continues in one process without --fsdp."""
     from labs_core.testing import check_torchrun_run, torchrun
 
-    args = ["--epochs", "1", "--widths", "8", "--conv", "torch", "--grad-accum", "2", "--grad-clip", "1", "--quiet"]
+    args = [
+        "--epochs",
+        "1",
+        "--widths",
+        "8",
+        "--conv",
+        "torch",
+        "--grad-accum",
+        "2",
+        "--grad-clip",
+        "1",
+        "--quiet",
+    ]
     logs = {}
     for name, extra in (("ddp", []), ("fsdp", ["--fsdp"])):
         out = tmp_path / name
@@ -183,11 +282,43 @@ def test_every_flag_is_read_by_the_run(tmp_path):
     from labs_core.testing import check_every_flag_is_read
 
     base = ["--epochs", "1", "--max-steps", "2", "--widths", "8", "--quiet"]
-    runs = [base, base + ["--shapes"], ["--epochs", "1", "--widths", "8", "--quiet", "--loop", "manual"],
-            base + ["--optimizer", "sgd", "--momentum", "0.8", "--scheduler", "cosine", "--warmup-epochs", "0.5"],
-            base + ["--lr-find", "--lr-find-then-train", "--lr-find-steps", "10", "--lr-find-start", "1e-4",
-                    "--lr-find-end", "1"],
-            ["--widths", "8", "--quiet", "--overfit", "16", "--find-batch-size", "--memory-budget", "64G"]]
+    runs = [
+        base,
+        base + ["--shapes"],
+        ["--epochs", "1", "--widths", "8", "--quiet", "--loop", "manual"],
+        base
+        + [
+            "--optimizer",
+            "sgd",
+            "--momentum",
+            "0.8",
+            "--scheduler",
+            "cosine",
+            "--warmup-epochs",
+            "0.5",
+        ],
+        base
+        + [
+            "--lr-find",
+            "--lr-find-then-train",
+            "--lr-find-steps",
+            "10",
+            "--lr-find-start",
+            "1e-4",
+            "--lr-find-end",
+            "1",
+        ],
+        [
+            "--widths",
+            "8",
+            "--quiet",
+            "--overfit",
+            "16",
+            "--find-batch-size",
+            "--memory-budget",
+            "64G",
+        ],
+    ]
     check_every_flag_is_read(Lab1Config, train, runs, tmp_path, "lab1-conv")
 
 
@@ -202,6 +333,20 @@ def test_a_newcomer_follows_the_command_to_the_optimizer_step_in_six_frames(tmp_
     """docs/architecture.md's road: main -> run_lab -> execute -> fit -> train_one_epoch -> step."""
     from labs_core.testing import road_to_optimizer_step
 
-    road = road_to_optimizer_step(main, [*["--epochs", "1", "--max-steps", "1", "--widths", "8"], "--quiet", "--out", str(tmp_path / "run")])
-    assert road == ["cli.main", "cli.run_lab", "run.execute", "trainer.fit",
-                    "trainer.train_one_epoch", "trainer.step"], road
+    road = road_to_optimizer_step(
+        main,
+        [
+            *["--epochs", "1", "--max-steps", "1", "--widths", "8"],
+            "--quiet",
+            "--out",
+            str(tmp_path / "run"),
+        ],
+    )
+    assert road == [
+        "cli.main",
+        "cli.run_lab",
+        "run.execute",
+        "trainer.fit",
+        "trainer.train_one_epoch",
+        "trainer.step",
+    ], road

@@ -11,8 +11,19 @@ from labs_core.testing import hostile_cases, hostile_ids, run_hostile_case, writ
 TINY = ["--widths", "4", "--epochs", "1", "--max-steps", "1", "--batch-size", "8", "--quiet"]
 BASES = {
     "digits": TINY,
-    "files": [*TINY, "--dataset", "imagefolder", "--data-dir", "{data}/imagefolder/images", "--loader", "standard",
-              "--optimizer", "sgd", "--scheduler", "cosine"],
+    "files": [
+        *TINY,
+        "--dataset",
+        "imagefolder",
+        "--data-dir",
+        "{data}/imagefolder/images",
+        "--loader",
+        "standard",
+        "--optimizer",
+        "sgd",
+        "--scheduler",
+        "cosine",
+    ],
 }
 CASES = hostile_cases(Lab1Config, BASES, "lab1-conv")
 
@@ -34,6 +45,8 @@ def test_every_flag_at_every_hostile_value(case, argv, runs, data, tmp_path, mon
 def test_every_dataset(name, data, tmp_path, monkeypatch, capsys):
     """Every --dataset value: images train (the fast recipe for the MNIST family), a CSV's rows are
     refused in one line (a convolution needs pixels)."""
-    flags = [a.replace(str(data / name), "{data}/" + name) for a in write_dataset(name, data / name)]
+    flags = [
+        a.replace(str(data / name), "{data}/" + name) for a in write_dataset(name, data / name)
+    ]
     code = run_hostile_case(main, [*TINY, *flags], True, data, tmp_path, monkeypatch, capsys)
     assert code == (2 if name == "csv" else 0)

@@ -84,8 +84,17 @@ def test_conv_module_initialises_like_nn_conv2d():
     torch.testing.assert_close(ours(x), ref(x), rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("size, k, s, p, d", [(28, 3, 1, 1, 1), (28, 5, 2, 2, 1), (32, 3, 2, 0, 2), (7, 7, 1, 0, 1),
-                                              (9, 2, 2, 0, 1), (11, 3, 3, 1, 1)])
+@pytest.mark.parametrize(
+    "size, k, s, p, d",
+    [
+        (28, 3, 1, 1, 1),
+        (28, 5, 2, 2, 1),
+        (32, 3, 2, 0, 2),
+        (7, 7, 1, 0, 1),
+        (9, 2, 2, 0, 1),
+        (11, 3, 3, 1, 1),
+    ],
+)
 def test_output_size_formula_matches_real_layers(size, k, s, p, d):
     x = torch.zeros(1, 1, size, size)
     conv = nn.Conv2d(1, 1, k, s, p, d)

@@ -8,16 +8,60 @@ from lab3_transformer.chars import SampleConfig
 from lab3_transformer.cli import Lab3Config, main
 from labs_core.testing import hostile_cases, hostile_ids, run_hostile_case, write_text
 
-TINY = ["--dim", "8", "--heads", "2", "--layers", "1", "--epochs", "1", "--max-steps", "1", "--batch-size", "8",
-        "--quiet"]
+TINY = [
+    "--dim",
+    "8",
+    "--heads",
+    "2",
+    "--layers",
+    "1",
+    "--epochs",
+    "1",
+    "--max-steps",
+    "1",
+    "--batch-size",
+    "8",
+    "--quiet",
+]
 TOY = [*TINY, "--num-train", "32", "--num-test", "8"]
-CHARS = [*TINY, "--task", "chars", "--dataset", "text", "--data-dir", "{data}/corpus.txt", "--block-size", "8",
-         "--eval-every", "1", "--val-windows", "2", "--sample-tokens", "4"]
-BASES = {"toy": TOY, "chars": CHARS, "toy sgd cosine": [*TOY, "--optimizer", "sgd", "--scheduler", "cosine"]}
+CHARS = [
+    *TINY,
+    "--task",
+    "chars",
+    "--dataset",
+    "text",
+    "--data-dir",
+    "{data}/corpus.txt",
+    "--block-size",
+    "8",
+    "--eval-every",
+    "1",
+    "--val-windows",
+    "2",
+    "--sample-tokens",
+    "4",
+]
+BASES = {
+    "toy": TOY,
+    "chars": CHARS,
+    "toy sgd cosine": [*TOY, "--optimizer", "sgd", "--scheduler", "cosine"],
+}
 CASES = hostile_cases(Lab3Config, BASES, "lab3-transformer")
-SAMPLE = hostile_cases(SampleConfig, {"sample": ["--checkpoint", "{data}/run/checkpoints/best.pt", "--tokens", "4",
-                                                 "--prompt", "to be"]},
-                       "lab3-transformer sample", command=("sample",))
+SAMPLE = hostile_cases(
+    SampleConfig,
+    {
+        "sample": [
+            "--checkpoint",
+            "{data}/run/checkpoints/best.pt",
+            "--tokens",
+            "4",
+            "--prompt",
+            "to be",
+        ]
+    },
+    "lab3-transformer sample",
+    command=("sample",),
+)
 
 
 @pytest.fixture(scope="module")
@@ -35,5 +79,7 @@ def test_every_flag_at_every_hostile_value(case, argv, runs, data, tmp_path, mon
 
 
 @pytest.mark.parametrize("case, argv, runs", SAMPLE, ids=hostile_ids(SAMPLE))
-def test_every_sample_flag_at_every_hostile_value(case, argv, runs, data, tmp_path, monkeypatch, capsys):
+def test_every_sample_flag_at_every_hostile_value(
+    case, argv, runs, data, tmp_path, monkeypatch, capsys
+):
     run_hostile_case(main, argv, runs, data, tmp_path, monkeypatch, capsys)

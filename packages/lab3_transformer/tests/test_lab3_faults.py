@@ -23,8 +23,14 @@ def checkpoint(tmp_path):
     torch.manual_seed(0)
     cfg = TransformerConfig(len(tok), 16, dim=16, heads=2, layers=1)
     path = tmp_path / "chars.pt"
-    save_checkpoint(path, {"model": TinyTransformer(cfg).state_dict(), "model_config": asdict(cfg),
-                           "tokenizer": tok.state_dict()})
+    save_checkpoint(
+        path,
+        {
+            "model": TinyTransformer(cfg).state_dict(),
+            "model_config": asdict(cfg),
+            "tokenizer": tok.state_dict(),
+        },
+    )
     return path
 
 
@@ -42,7 +48,22 @@ class Recorder(io.StringIO):
 def test_sample_prints_each_character_as_it_comes(checkpoint, monkeypatch):
     out = Recorder()
     monkeypatch.setattr("sys.stdout", out)
-    assert main(["sample", "--checkpoint", str(checkpoint), "--prompt", "abc", "--tokens", "40", "--seed", "2"]) == 0
+    assert (
+        main(
+            [
+                "sample",
+                "--checkpoint",
+                str(checkpoint),
+                "--prompt",
+                "abc",
+                "--tokens",
+                "40",
+                "--seed",
+                "2",
+            ]
+        )
+        == 0
+    )
     text = out.getvalue()
     assert len(text) == 3 + 40 + 1 and text.startswith("abc")
     assert out.flushed[:3] == [4, 5, 6]  # the prompt, then one flush per sampled character
@@ -51,29 +72,60 @@ def test_sample_prints_each_character_as_it_comes(checkpoint, monkeypatch):
     state = torch.load(checkpoint, weights_only=True)
     model = TinyTransformer(TransformerConfig(**state["model_config"]))
     model.load_state_dict(state["model"])
-    assert sample_text(model, tok, "abc", 40, temperature=0.8, top_k=40, seed=2) == model_text  # the same text
-    assert "".join(stream_text(model, tok, "abc", 40, temperature=0.8, top_k=40, seed=2)) == model_text[3:]
+    assert (
+        sample_text(model, tok, "abc", 40, temperature=0.8, top_k=40, seed=2) == model_text
+    )  # the same text
+    assert (
+        "".join(stream_text(model, tok, "abc", 40, temperature=0.8, top_k=40, seed=2))
+        == model_text[3:]
+    )
 
 
 def test_sample_tokens_has_a_documented_maximum(checkpoint, capsys):
-    assert main(["sample", "--checkpoint", str(checkpoint), "--tokens", str(MAX_SAMPLE_TOKENS + 1)]) == 2
+    assert (
+        main(["sample", "--checkpoint", str(checkpoint), "--tokens", str(MAX_SAMPLE_TOKENS + 1)])
+        == 2
+    )
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and str(MAX_SAMPLE_TOKENS) in err.replace(",", "")
     assert main(["sample", "--help"]) == 0
-    assert f"at most {MAX_SAMPLE_TOKENS:,}" in capsys.readouterr().out.replace("\n", " ").replace("  ", " ")
+    assert f"at most {MAX_SAMPLE_TOKENS:,}" in capsys.readouterr().out.replace("\n", " ").replace(
+        "  ", " "
+    )
     assert main(["--task", "chars", "--sample-tokens", str(MAX_SAMPLE_TOKENS + 1)]) == 2
 
 
-def test_a_full_disk_during_a_chars_run_is_one_line_and_leaves_no_lock(corpus, tmp_path, monkeypatch,  # noqa: F811
-                                                                        capsys):
+def test_a_full_disk_during_a_chars_run_is_one_line_and_leaves_no_lock(
+    corpus,  # noqa: F811
+    tmp_path,
+    monkeypatch,
+    capsys,  # noqa: F811
+):
     def full(fd):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     out = tmp_path / "run"
-    assert main(run_args(corpus, out, "--max-steps", "4", "--eval-every", "2", "--sample-tokens", "0")) == 0
+    assert (
+        main(run_args(corpus, out, "--max-steps", "4", "--eval-every", "2", "--sample-tokens", "0"))
+        == 0
+    )
     monkeypatch.setattr("labs_core.checkpoint.os.fsync", full)
-    assert main(run_args(corpus, out, "--max-steps", "8", "--eval-every", "2", "--sample-tokens", "0",
-                         "--resume")) == 1
+    assert (
+        main(
+            run_args(
+                corpus,
+                out,
+                "--max-steps",
+                "8",
+                "--eval-every",
+                "2",
+                "--sample-tokens",
+                "0",
+                "--resume",
+            )
+        )
+        == 1
+    )
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no space left on device" in err and "Traceback" not in err
     assert not (out / ".lock").exists() and not [p for p in out.rglob("*.tmp")]
@@ -81,11 +133,20 @@ def test_a_full_disk_during_a_chars_run_is_one_line_and_leaves_no_lock(corpus, t
     assert torch.load(out / "checkpoints" / "last.pt", weights_only=True)["global_step"] == 4
 
 
-def test_a_context_too_long_for_memory_is_refused_before_the_run_directory(corpus, tmp_path, monkeypatch,  # noqa: F811
-                                                                            capsys):
+def test_a_context_too_long_for_memory_is_refused_before_the_run_directory(
+    corpus,  # noqa: F811
+    tmp_path,
+    monkeypatch,
+    capsys,  # noqa: F811
+):
     monkeypatch.setattr(fits, "headroom", lambda device: (100 << 20, "of the machine's memory"))
     out = tmp_path / "run"
-    assert main(run_args(corpus, out, "--block-size", "512", "--batch-size", "64", "--max-steps", "1")) == 2
+    assert (
+        main(run_args(corpus, out, "--block-size", "512", "--batch-size", "64", "--max-steps", "1"))
+        == 2
+    )
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "one training step needs about" in err and "100.0 MiB left" in err
+    assert (
+        err.count("\n") == 1 and "one training step needs about" in err and "100.0 MiB left" in err
+    )
     assert not out.exists()

@@ -16,8 +16,11 @@ from lab3_transformer.tasks import VOCAB
 @pytest.mark.parametrize("attention", ["scratch", "torch"])
 def test_checkpointed_blocks_give_the_plain_gradients_with_dropout(attention):
     torch.manual_seed(0)
-    plain = TinyTransformer(TransformerConfig(VOCAB, 12, dim=32, heads=4, layers=3, dropout=0.2, attention=attention,
-                                              tie_weights=True))
+    plain = TinyTransformer(
+        TransformerConfig(
+            VOCAB, 12, dim=32, heads=4, layers=3, dropout=0.2, attention=attention, tie_weights=True
+        )
+    )
     ckpt = copy.deepcopy(plain)
     ckpt.grad_checkpoint = True
     x, y = torch.randint(0, VOCAB, (6, 12)), torch.randint(0, VOCAB, (6, 12))
@@ -44,10 +47,34 @@ def test_sampling_and_evaluation_are_unchanged_by_it():
 
 
 def test_a_run_with_grad_checkpoint_ends_where_the_plain_run_does(tmp_path):
-    base = ["--task", "reverse", "--length", "4", "--num-train", "256", "--num-test", "32", "--epochs", "1",
-            "--max-steps", "3", "--batch-size", "64", "--dim", "16", "--heads", "2", "--dropout", "0.1", "--quiet"]
+    base = [
+        "--task",
+        "reverse",
+        "--length",
+        "4",
+        "--num-train",
+        "256",
+        "--num-test",
+        "32",
+        "--epochs",
+        "1",
+        "--max-steps",
+        "3",
+        "--batch-size",
+        "64",
+        "--dim",
+        "16",
+        "--heads",
+        "2",
+        "--dropout",
+        "0.1",
+        "--quiet",
+    ]
     assert main([*base, "--out", str(tmp_path / "plain")]) == 0
     assert main([*base, "--out", str(tmp_path / "ckpt"), "--grad-checkpoint"]) == 0
-    plain, ckpt = (json.loads((tmp_path / n / "metrics.jsonl").read_text().splitlines()[-1]) for n in ("plain", "ckpt"))
+    plain, ckpt = (
+        json.loads((tmp_path / n / "metrics.jsonl").read_text().splitlines()[-1])
+        for n in ("plain", "ckpt")
+    )
     for key in ("train_loss", "val_loss", "grad_norm"):
         assert ckpt[key] == pytest.approx(plain[key], rel=1e-5), key

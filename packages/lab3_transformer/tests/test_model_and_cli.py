@@ -13,8 +13,11 @@ from labs_core.testing import check_one_line_error
 @pytest.mark.parametrize("attention", ["scratch", "torch"])
 def test_causal_model_cannot_see_the_future(positions, attention):
     torch.manual_seed(0)
-    model = TinyTransformer(TransformerConfig(VOCAB, 12, dim=32, heads=4, layers=2, positions=positions,
-                                              attention=attention)).eval()
+    model = TinyTransformer(
+        TransformerConfig(
+            VOCAB, 12, dim=32, heads=4, layers=2, positions=positions, attention=attention
+        )
+    ).eval()
     x = torch.randint(0, 10, (3, 12))
     y = x.clone()
     y[:, 7:] = (y[:, 7:] + 1) % 10  # change every token from position 7 on
@@ -45,7 +48,9 @@ def test_tasks_are_generated_deterministically_and_correctly(task):
     x2, _ = make_examples(task, 50, 6, seed=3)
     assert torch.equal(x, x2)
     s, t = lengths(task, 6)
-    assert x.shape == (50, s + 1 + t) and torch.all(x[:, s] == SEP) and torch.equal(x[:, s + 1:], y)
+    assert (
+        x.shape == (50, s + 1 + t) and torch.all(x[:, s] == SEP) and torch.equal(x[:, s + 1 :], y)
+    )
     src = x[:, :s]
     if task == "reverse":
         assert torch.equal(y, src.flip(1))
@@ -65,8 +70,19 @@ def test_held_out_sources_never_appear_in_training():
 
 
 def small(**kw):
-    base = dict(task="reverse", length=5, num_train=4000, num_test=200, epochs=8, dim=32, heads=2, layers=2,
-                batch_size=64, lr=3e-3, quiet=True)
+    base = dict(
+        task="reverse",
+        length=5,
+        num_train=4000,
+        num_test=200,
+        epochs=8,
+        dim=32,
+        heads=2,
+        layers=2,
+        batch_size=64,
+        lr=3e-3,
+        quiet=True,
+    )
     base.update(kw)
     return Lab3Config(**base)
 
@@ -83,28 +99,50 @@ def test_a_short_run_writes_a_checkpoint_that_rebuilds_the_model(tmp_path):
 def test_cli_smoke_with_attention_maps(tmp_path, capsys):
     """A smoke run (what an overfit or full run reaches is measured by benchmarks/lab_targets.py)."""
     out = tmp_path / "run"
-    argv = ["--task", "sort", "--length", "4", "--overfit", "32", "--dim", "32", "--heads", "2", "--epochs", "3",
-            "--lr", "3e-3", "--out", str(out), "--show-attention"]
+    argv = [
+        "--task",
+        "sort",
+        "--length",
+        "4",
+        "--overfit",
+        "32",
+        "--dim",
+        "32",
+        "--heads",
+        "2",
+        "--epochs",
+        "3",
+        "--lr",
+        "3e-3",
+        "--out",
+        str(out),
+        "--show-attention",
+    ]
     assert main(argv) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["epochs_run"] == 3 and summary["best"]["metric"] == "val_greedy_seq_acc"
     printed = capsys.readouterr().out
     assert "layer 0 head 0" in printed and "layer 1 head 1" in printed
     assert summary["peak_memory"]["cpu_peak_rss_mib"] > 0  # the run skeleton's, for every lab
-    assert "peak memory: process" in printed.splitlines()[0] and f"| run directory: {out}" in printed
+    assert (
+        "peak memory: process" in printed.splitlines()[0] and f"| run directory: {out}" in printed
+    )
     assert len(list(out.glob("attention_layer*_head*.png"))) == 4
     assert (out / "loss_curve.png").is_file() and (out / "checkpoints" / "last.pt").is_file()
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--task", "translate"], "invalid choice"),
-    (["--dim", "30", "--heads", "4"], "divisible by --heads"),
-    (["--dataset", "mnist"], "invalid choice: 'mnist'"),  # text corpora only (--task chars)
-    (["--augment"], "unrecognized arguments: --augment"),
-    (["--heads", "0"], "must be at least 1"),
-    (["--monitor", "val_map_50"], "not a metric of this run; it logs train_loss"),
-    (["--attention", "torch", "--show-attention"], "needs --attention scratch"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--task", "translate"], "invalid choice"),
+        (["--dim", "30", "--heads", "4"], "divisible by --heads"),
+        (["--dataset", "mnist"], "invalid choice: 'mnist'"),  # text corpora only (--task chars)
+        (["--augment"], "unrecognized arguments: --augment"),
+        (["--heads", "0"], "must be at least 1"),
+        (["--monitor", "val_map_50"], "not a metric of this run; it logs train_loss"),
+        (["--attention", "torch", "--show-attention"], "needs --attention scratch"),
+    ],
+)
 def test_bad_input(argv, message, capsys):
     check_one_line_error(main, argv, message, capsys)
 
@@ -114,22 +152,85 @@ def test_runs_under_torchrun_with_two_processes(tmp_path):
     from labs_core.testing import check_torchrun_lab
 
     out = tmp_path / "ddp"
-    check_torchrun_lab("lab3_transformer.cli", ["--task", "reverse", "--length", "4", "--num-train", "512",
-                       "--num-test", "64", "--epochs", "1", "--dim", "16", "--heads", "2", "--quiet"], out)
+    check_torchrun_lab(
+        "lab3_transformer.cli",
+        [
+            "--task",
+            "reverse",
+            "--length",
+            "4",
+            "--num-train",
+            "512",
+            "--num-test",
+            "64",
+            "--epochs",
+            "1",
+            "--dim",
+            "16",
+            "--heads",
+            "2",
+            "--quiet",
+        ],
+        out,
+    )
     assert (out / "loss_curve.png").is_file()
 
 
 def test_every_flag_is_read_by_the_run(tmp_path):
     from labs_core.testing import check_every_flag_is_read
 
-    sgd = ["--optimizer", "sgd", "--momentum", "0.8", "--scheduler", "cosine", "--warmup-epochs", "0.5"]
-    common = ["--num-train", "256", "--num-test", "32", "--epochs", "1", "--dim", "16", "--heads", "2", "--quiet",
-              "--show-attention"]
+    sgd = [
+        "--optimizer",
+        "sgd",
+        "--momentum",
+        "0.8",
+        "--scheduler",
+        "cosine",
+        "--warmup-epochs",
+        "0.5",
+    ]
+    common = [
+        "--num-train",
+        "256",
+        "--num-test",
+        "32",
+        "--epochs",
+        "1",
+        "--dim",
+        "16",
+        "--heads",
+        "2",
+        "--quiet",
+        "--show-attention",
+    ]
     text = tmp_path / "words.txt"
     text.write_text("the king shall love thee, my lord\n" * 40)
-    chars = ["--task", "chars", "--dataset", "text", "--data-dir", str(text), "--block-size", "8", "--eval-every", "2",
-             "--max-steps", "2", "--val-windows", "4", "--sample-tokens", "5", "--dim", "16", "--heads", "2", "--quiet"]
-    check_every_flag_is_read(Lab3Config, train, [common, [*common, *sgd], chars], tmp_path, "lab3-transformer")
+    chars = [
+        "--task",
+        "chars",
+        "--dataset",
+        "text",
+        "--data-dir",
+        str(text),
+        "--block-size",
+        "8",
+        "--eval-every",
+        "2",
+        "--max-steps",
+        "2",
+        "--val-windows",
+        "4",
+        "--sample-tokens",
+        "5",
+        "--dim",
+        "16",
+        "--heads",
+        "2",
+        "--quiet",
+    ]
+    check_every_flag_is_read(
+        Lab3Config, train, [common, [*common, *sgd], chars], tmp_path, "lab3-transformer"
+    )
 
 
 @pytest.mark.slow
@@ -143,12 +244,38 @@ def test_under_torchrun_a_locked_run_directory_stops_every_process(tmp_path):
 
     out = tmp_path / "locked"
     out.mkdir()
-    (out / LOCK_NAME).write_text(f"{os.getpid()} {os.uname().nodename}\n")  # this test process: alive
-    r = torchrun("lab3_transformer.cli", "--task", "reverse", "--length", "4", "--num-train", "64", "--num-test", "8",
-                 "--epochs", "1", "--dim", "16", "--heads", "2", "--quiet", "--dist-timeout", "60", "--out", str(out),
-                 timeout=120)
-    assert r.returncode != 0  # torchrun's launcher then prints its own ChildFailedError; our processes print one line
-    assert "labs_core/" not in r.stderr and "lab3_transformer/" not in r.stderr  # no traceback through our code
+    (out / LOCK_NAME).write_text(
+        f"{os.getpid()} {os.uname().nodename}\n"
+    )  # this test process: alive
+    r = torchrun(
+        "lab3_transformer.cli",
+        "--task",
+        "reverse",
+        "--length",
+        "4",
+        "--num-train",
+        "64",
+        "--num-test",
+        "8",
+        "--epochs",
+        "1",
+        "--dim",
+        "16",
+        "--heads",
+        "2",
+        "--quiet",
+        "--dist-timeout",
+        "60",
+        "--out",
+        str(out),
+        timeout=120,
+    )
+    assert (
+        r.returncode != 0
+    )  # torchrun's launcher then prints its own ChildFailedError; our processes print one line
+    assert (
+        "labs_core/" not in r.stderr and "lab3_transformer/" not in r.stderr
+    )  # no traceback through our code
     assert r.stderr.count("lab3-transformer: error: ") == 2
     assert "in use by another run" in r.stderr and "rank 0 stopped" in r.stderr
     assert [p.name for p in out.iterdir()] == [LOCK_NAME]
@@ -158,6 +285,33 @@ def test_a_newcomer_follows_the_command_to_the_optimizer_step_in_six_frames(tmp_
     """docs/architecture.md's road: main -> run_lab -> execute -> fit -> train_one_epoch -> step."""
     from labs_core.testing import road_to_optimizer_step
 
-    road = road_to_optimizer_step(main, [*["--epochs", "1", "--max-steps", "1", "--num-train", "64", "--num-test", "8", "--dim", "16", "--heads", "2"], "--quiet", "--out", str(tmp_path / "run")])
-    assert road == ["cli.main", "cli.run_lab", "run.execute", "trainer.fit",
-                    "trainer.train_one_epoch", "trainer.step"], road
+    road = road_to_optimizer_step(
+        main,
+        [
+            *[
+                "--epochs",
+                "1",
+                "--max-steps",
+                "1",
+                "--num-train",
+                "64",
+                "--num-test",
+                "8",
+                "--dim",
+                "16",
+                "--heads",
+                "2",
+            ],
+            "--quiet",
+            "--out",
+            str(tmp_path / "run"),
+        ],
+    )
+    assert road == [
+        "cli.main",
+        "cli.run_lab",
+        "run.execute",
+        "trainer.fit",
+        "trainer.train_one_epoch",
+        "trainer.step",
+    ], road

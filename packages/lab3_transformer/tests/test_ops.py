@@ -10,7 +10,9 @@ from lab3_transformer import ops
 
 def qkv(seed, b=2, h=3, tq=5, tk=7, d=8, dtype=torch.float32):
     g = torch.Generator().manual_seed(seed)
-    return [torch.randn(b, h, t, d, generator=g, dtype=dtype, requires_grad=True) for t in (tq, tk, tk)]
+    return [
+        torch.randn(b, h, t, d, generator=g, dtype=dtype, requires_grad=True) for t in (tq, tk, tk)
+    ]
 
 
 def check_against_sdpa(q, k, v, **kw):
@@ -21,7 +23,11 @@ def check_against_sdpa(q, k, v, **kw):
     if pad is not None:
         keep = ~pad[:, None, None, :]
         m = ref_kw.get("attn_mask")
-        ref_kw["attn_mask"] = keep if m is None else (m & keep if m.dtype == torch.bool else m.masked_fill(~keep, float("-inf")))
+        ref_kw["attn_mask"] = (
+            keep
+            if m is None
+            else (m & keep if m.dtype == torch.bool else m.masked_fill(~keep, float("-inf")))
+        )
     ref = F.scaled_dot_product_attention(q2, k2, v2, **ref_kw)
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
     g = torch.randn_like(out)
@@ -72,7 +78,9 @@ def test_fully_masked_query_gives_zeros_not_nan():
 
 def test_gradcheck_float64():
     q, k, v = qkv(0, b=1, h=2, tq=3, tk=4, d=5, dtype=torch.float64)
-    assert torch.autograd.gradcheck(lambda q, k, v: ops.scaled_dot_product_attention(q, k, v, is_causal=False)[0], (q, k, v))
+    assert torch.autograd.gradcheck(
+        lambda q, k, v: ops.scaled_dot_product_attention(q, k, v, is_causal=False)[0], (q, k, v)
+    )
 
 
 @pytest.mark.parametrize("masks", ["none", "causal", "padding", "both"])
@@ -90,7 +98,11 @@ def test_multi_head_attention_matches_nn_with_same_weights(masks, attention):
     if masks in ("padding", "both"):
         pad[1, -2:] = True
     ours_kw = {"is_causal": causal, "key_padding_mask": pad if pad.any() else None}
-    ref_kw = {"key_padding_mask": pad if pad.any() else None, "need_weights": True, "average_attn_weights": False}
+    ref_kw = {
+        "key_padding_mask": pad if pad.any() else None,
+        "need_weights": True,
+        "average_attn_weights": False,
+    }
     if causal:  # nn.MultiheadAttention's boolean attn_mask is True where attention is NOT allowed
         ref_kw["attn_mask"] = torch.ones(t, t, dtype=torch.bool).triu(1)
     out, w = ours(x, x, x, **ours_kw)
@@ -102,7 +114,9 @@ def test_multi_head_attention_matches_nn_with_same_weights(masks, attention):
     out.sum().backward()
     ref_out.sum().backward()
     torch.testing.assert_close(x.grad, x2.grad, rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(ours.in_proj_weight.grad, ref.in_proj_weight.grad, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(
+        ours.in_proj_weight.grad, ref.in_proj_weight.grad, rtol=1e-4, atol=1e-5
+    )
 
 
 def test_layer_norm_matches_nn():
@@ -127,11 +141,15 @@ def test_sinusoidal_positions_properties():
     assert pe.shape == (50, 16) and pe.abs().max() <= 1
     torch.testing.assert_close(pe[0, 0::2], torch.zeros(8))
     torch.testing.assert_close(pe[0, 1::2], torch.ones(8))
-    torch.testing.assert_close((pe[:, 0::2] ** 2 + pe[:, 1::2] ** 2), torch.ones(50, 8))  # each pair on a circle
+    torch.testing.assert_close(
+        (pe[:, 0::2] ** 2 + pe[:, 1::2] ** 2), torch.ones(50, 8)
+    )  # each pair on a circle
     # A fixed offset is a rotation: PE[p + k] = R(k) PE[p] for every p, pair by pair.
     k, i = 3, 2
     freq = math.exp(-math.log(10000.0) * 2 * i / 16)
-    rot = torch.tensor([[math.cos(k * freq), -math.sin(k * freq)], [math.sin(k * freq), math.cos(k * freq)]])
-    pairs = pe[:, 2 * i:2 * i + 2]
+    rot = torch.tensor(
+        [[math.cos(k * freq), -math.sin(k * freq)], [math.sin(k * freq), math.cos(k * freq)]]
+    )
+    pairs = pe[:, 2 * i : 2 * i + 2]
     torch.testing.assert_close(pairs[:-k] @ rot, pairs[k:], rtol=1e-4, atol=1e-4)
     assert len({tuple(r) for r in pe.round(decimals=4).tolist()}) == 50  # every position distinct

@@ -17,7 +17,9 @@ def test_anchors_have_every_scale_ratio_and_cell():
     c = box_convert(a, "xyxy", "cxcywh")
     torch.testing.assert_close(c[:6, :2], torch.full((6, 2), 4.0))  # first cell's centre
     torch.testing.assert_close(c[-1, :2], torch.tensor([28.0, 28.0]))
-    torch.testing.assert_close(c[:6, 2] * c[:6, 3], torch.tensor([64.0] * 3 + [256.0] * 3))  # area = scale^2
+    torch.testing.assert_close(
+        c[:6, 2] * c[:6, 3], torch.tensor([64.0] * 3 + [256.0] * 3)
+    )  # area = scale^2
     torch.testing.assert_close(c[:3, 2] / c[:3, 3], torch.tensor([0.5, 1.0, 2.0]))
 
 
@@ -34,7 +36,9 @@ def test_encode_decode_round_trip(seed):
 @pytest.mark.parametrize("pos, neg", [(0.5, 0.4), (0.6, 0.3), (0.5, 0.5)])
 def test_matching_thresholds_and_forced_best_anchor(pos, neg):
     anchors = make_anchors(8, 64, [12.0, 20.0, 28.0], [1.0])
-    gt = torch.tensor([[10.0, 10, 30, 30], [40, 38, 44, 60]])  # the second is thin: no anchor reaches pos IoU
+    gt = torch.tensor(
+        [[10.0, 10, 30, 30], [40, 38, 44, 60]]
+    )  # the second is thin: no anchor reaches pos IoU
     assigned = match_anchors(anchors, gt, pos, neg)
     iou = box_iou(anchors, gt)
     best = iou.max(1).values
@@ -67,7 +71,13 @@ def fake_detections(seed, n_images=12, classes=3):
         boxes = torch.cat([jitter, fp]).clamp(min=0)
         boxes[:, 2:] = torch.maximum(boxes[:, 2:], boxes[:, :2] + 1)
         scores = torch.rand(len(boxes), generator=g)
-        preds.append({"boxes": boxes, "scores": scores, "labels": torch.cat([p_labels, torch.randint(0, classes, (m,), generator=g)])})
+        preds.append(
+            {
+                "boxes": boxes,
+                "scores": scores,
+                "labels": torch.cat([p_labels, torch.randint(0, classes, (m,), generator=g)]),
+            }
+        )
         targets.append({"boxes": gt, "labels": labels})
     return preds, targets
 
@@ -75,17 +85,39 @@ def fake_detections(seed, n_images=12, classes=3):
 def coco_reference(preds, targets) -> dict:
     """pycocotools' COCOeval on the same boxes (xyxy -> COCO's xywh, in float64)."""
     gt = COCO()
-    classes = sorted({int(c) for t in targets for c in t["labels"]} | {int(c) for p in preds for c in p["labels"]})
-    gt.dataset = {"images": [{"id": i} for i in range(len(targets))], "categories": [{"id": c} for c in classes],
-                  "annotations": []}
+    classes = sorted(
+        {int(c) for t in targets for c in t["labels"]}
+        | {int(c) for p in preds for c in p["labels"]}
+    )
+    gt.dataset = {
+        "images": [{"id": i} for i in range(len(targets))],
+        "categories": [{"id": c} for c in classes],
+        "annotations": [],
+    }
     for i, t in enumerate(targets):
         for b, c in zip(t["boxes"].double().tolist(), t["labels"].tolist(), strict=True):
-            gt.dataset["annotations"].append({"id": len(gt.dataset["annotations"]) + 1, "image_id": i, "category_id": c,
-                                              "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]],
-                                              "area": (b[2] - b[0]) * (b[3] - b[1]), "iscrowd": 0})
-    dts = [{"image_id": i, "category_id": c, "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]], "score": s}
-           for i, p in enumerate(preds)
-           for b, s, c in zip(p["boxes"].double().tolist(), p["scores"].tolist(), p["labels"].tolist(), strict=True)]
+            gt.dataset["annotations"].append(
+                {
+                    "id": len(gt.dataset["annotations"]) + 1,
+                    "image_id": i,
+                    "category_id": c,
+                    "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]],
+                    "area": (b[2] - b[0]) * (b[3] - b[1]),
+                    "iscrowd": 0,
+                }
+            )
+    dts = [
+        {
+            "image_id": i,
+            "category_id": c,
+            "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]],
+            "score": s,
+        }
+        for i, p in enumerate(preds)
+        for b, s, c in zip(
+            p["boxes"].double().tolist(), p["scores"].tolist(), p["labels"].tolist(), strict=True
+        )
+    ]
     with contextlib.redirect_stdout(io.StringIO()):
         gt.createIndex()
         ev = COCOeval(gt, gt.loadRes(dts), "bbox")
@@ -106,9 +138,21 @@ def test_map_equals_pycocotools(seed):
 
 def test_map_perfect_and_empty_cases():
     t = [{"boxes": torch.tensor([[0.0, 0, 10, 10]]), "labels": torch.tensor([1])}]
-    perfect = [{"boxes": torch.tensor([[0.0, 0, 10, 10]]), "scores": torch.tensor([0.9]), "labels": torch.tensor([1])}]
+    perfect = [
+        {
+            "boxes": torch.tensor([[0.0, 0, 10, 10]]),
+            "scores": torch.tensor([0.9]),
+            "labels": torch.tensor([1]),
+        }
+    ]
     assert mean_average_precision(perfect, t)["map"] == pytest.approx(1.0)
-    none = [{"boxes": torch.zeros(0, 4), "scores": torch.zeros(0), "labels": torch.zeros(0, dtype=torch.long)}]
+    none = [
+        {
+            "boxes": torch.zeros(0, 4),
+            "scores": torch.zeros(0),
+            "labels": torch.zeros(0, dtype=torch.long),
+        }
+    ]
     assert mean_average_precision(none, t)["map_50"] == 0.0
     with pytest.raises(ValueError, match="predictions for"):
         mean_average_precision(none * 2, t)

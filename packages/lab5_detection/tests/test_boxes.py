@@ -11,7 +11,7 @@ def random_boxes(n, seed, size=100.0, degenerate=False):
     wh = torch.rand(n, 2, generator=g) * size / 4
     if degenerate:
         wh[: n // 4] = 0  # zero-area boxes
-        wh[n // 4: n // 2, 0] = 0  # zero-width lines
+        wh[n // 4 : n // 2, 0] = 0  # zero-width lines
     return torch.cat([xy, xy + wh], dim=1)
 
 
@@ -22,8 +22,10 @@ def test_box_convert_matches_torchvision_and_round_trips(seed, fmt):
     out = B.box_convert(b, "xyxy", fmt)
     torch.testing.assert_close(out, tv.box_convert(b, "xyxy", fmt))
     torch.testing.assert_close(B.box_convert(out, fmt, "xyxy"), b)
-    torch.testing.assert_close(B.box_convert(out, fmt, "xywh" if fmt == "cxcywh" else "cxcywh"),
-                               tv.box_convert(out, fmt, "xywh" if fmt == "cxcywh" else "cxcywh"))
+    torch.testing.assert_close(
+        B.box_convert(out, fmt, "xywh" if fmt == "cxcywh" else "cxcywh"),
+        tv.box_convert(out, fmt, "xywh" if fmt == "cxcywh" else "cxcywh"),
+    )
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
@@ -49,7 +51,10 @@ def test_nms_gives_torchvisions_indices_on_thousands_of_cases(threshold):
         scores = torch.rand(n, generator=g)
         if seed % 5 == 0 and n > 1:
             scores = (scores * 4).round() / 4  # many exact ties
-        assert torch.equal(B.nms(boxes, scores, threshold), tv.nms(boxes, scores, threshold)), (seed, threshold)
+        assert torch.equal(B.nms(boxes, scores, threshold), tv.nms(boxes, scores, threshold)), (
+            seed,
+            threshold,
+        )
 
 
 @pytest.mark.parametrize("threshold", [0.3, 0.5, 0.7])
@@ -60,16 +65,21 @@ def test_batched_nms_matches_torchvision(threshold):
         boxes = random_boxes(n, seed, size=60.0)
         scores = torch.rand(n, generator=g)
         classes = torch.randint(0, 4, (n,), generator=g)
-        assert torch.equal(B.batched_nms(boxes, scores, classes, threshold),
-                           tv.batched_nms(boxes, scores, classes, threshold)), seed
+        assert torch.equal(
+            B.batched_nms(boxes, scores, classes, threshold),
+            tv.batched_nms(boxes, scores, classes, threshold),
+        ), seed
 
 
-@pytest.mark.parametrize("call", [
-    lambda: B.box_iou(torch.zeros(3, 5), torch.zeros(2, 4)),
-    lambda: B.box_convert(torch.zeros(4), "xyxy", "xywh"),
-    lambda: B.box_convert(torch.zeros(1, 4), "xyxy", "polar"),
-    lambda: B.nms(torch.zeros(3, 4), torch.zeros(2), 0.5),
-])
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: B.box_iou(torch.zeros(3, 5), torch.zeros(2, 4)),
+        lambda: B.box_convert(torch.zeros(4), "xyxy", "xywh"),
+        lambda: B.box_convert(torch.zeros(1, 4), "xyxy", "polar"),
+        lambda: B.nms(torch.zeros(3, 4), torch.zeros(2), 0.5),
+    ],
+)
 def test_bad_inputs_are_clear_errors(call):
     with pytest.raises(ValueError, match="must have shape|box formats"):
         call()

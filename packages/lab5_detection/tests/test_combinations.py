@@ -13,16 +13,35 @@ import pytest
 from lab5_detection.cli import main
 from labs_core.testing import check_combination, check_torchrun_run, flags_for, pairwise, torchrun
 
-TINY = ["--num-images", "32", "--num-test", "8", "--epochs", "1", "--max-steps", "2", "--eval-every", "1",
-        "--batch-size", "8", "--quiet"]
-CASES = pairwise({"flavor": ("anchor", "anchor-free"), "precision": ("fp32", "bf16"), "grad_accum": (1, 2)})
+TINY = [
+    "--num-images",
+    "32",
+    "--num-test",
+    "8",
+    "--epochs",
+    "1",
+    "--max-steps",
+    "2",
+    "--eval-every",
+    "1",
+    "--batch-size",
+    "8",
+    "--quiet",
+]
+CASES = pairwise(
+    {"flavor": ("anchor", "anchor-free"), "precision": ("fp32", "bf16"), "grad_accum": (1, 2)}
+)
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: "-".join(map(str, c.values())))
 def test_combination_runs_to_its_report(case, tmp_path, capsys):
     out = tmp_path / "run"
-    summary = check_combination(main, [*TINY, *flags_for(case), "--out", str(out)], case, out, capsys)
-    assert summary is not None and summary["steps"] == 2 and summary["precision"] == case["precision"]
+    summary = check_combination(
+        main, [*TINY, *flags_for(case), "--out", str(out)], case, out, capsys
+    )
+    assert (
+        summary is not None and summary["steps"] == 2 and summary["precision"] == case["precision"]
+    )
     assert (out / "predictions.png").is_file()
 
 

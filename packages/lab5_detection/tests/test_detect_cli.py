@@ -19,7 +19,11 @@ def test_dataset_is_deterministic_and_boxes_are_tight():
     for t in map(unpad, y):
         b = t["boxes"]
         assert torch.all(b[:, 2] > b[:, 0]) and torch.all(b[:, 3] > b[:, 1])
-        assert torch.all(b >= 0) and torch.all(b <= 64) and set(t["labels"].tolist()) <= set(range(len(CLASSES)))
+        assert (
+            torch.all(b >= 0)
+            and torch.all(b <= 64)
+            and set(t["labels"].tolist()) <= set(range(len(CLASSES)))
+        )
 
 
 @pytest.mark.parametrize("cls", [AnchorDetector, CenterDetector])
@@ -38,25 +42,48 @@ def test_models_output_loss_parts_and_detections(cls):
 def test_short_run_logs_loss_parts_map_and_figures(flavor, tmp_path, capsys):
     """A smoke run (the mAP an overfit run reaches is measured by benchmarks/lab_targets.py)."""
     out = tmp_path / flavor
-    assert main(["--flavor", flavor, "--overfit", "4", "--epochs", "2", "--eval-every", "1", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "--flavor",
+                flavor,
+                "--overfit",
+                "4",
+                "--epochs",
+                "2",
+                "--eval-every",
+                "1",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     summary = json.loads((out / "summary.json").read_text())
     assert 0 <= summary["metrics"]["val_map_50"] <= 1
     assert summary["best"]["metric"] == "val_map_50" and summary["best"]["mode"] == "max"
     printed = capsys.readouterr().out
     assert summary["peak_memory"]["cpu_peak_rss_mib"] > 0  # the run skeleton's, for every lab
     assert "peak memory: process" in printed and f"| run directory: {out}" in printed
-    parts = ("train_cls", "train_bg", "train_box") if flavor == "anchor" else ("train_heatmap", "train_size", "train_offset")
+    parts = (
+        ("train_cls", "train_bg", "train_box")
+        if flavor == "anchor"
+        else ("train_heatmap", "train_size", "train_offset")
+    )
     assert all(p in printed for p in parts) and "val_map_50" in printed
     assert (out / "predictions.png").is_file() and (out / "loss_curve.png").is_file()
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--flavor", "yolo"], "invalid choice"),
-    (["--image-size", "60"], "multiple of 8"),
-    (["--dataset", "coco"], "unrecognized arguments: --dataset"),  # lab5 generates its data
-    (["--label-smoothing", "0.1"], "unrecognized arguments"),
-    (["--num-images", "0"], "at least 1"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--flavor", "yolo"], "invalid choice"),
+        (["--image-size", "60"], "multiple of 8"),
+        (["--dataset", "coco"], "unrecognized arguments: --dataset"),  # lab5 generates its data
+        (["--label-smoothing", "0.1"], "unrecognized arguments"),
+        (["--num-images", "0"], "at least 1"),
+    ],
+)
 def test_bad_input(argv, message, capsys):
     check_one_line_error(main, argv, message, capsys)
 
@@ -66,8 +93,11 @@ def test_runs_under_torchrun_with_two_processes(tmp_path):
     from labs_core.testing import check_torchrun_lab
 
     out = tmp_path / "ddp"
-    check_torchrun_lab("lab5_detection.cli", ["--num-images", "64", "--num-test", "16", "--epochs", "1",
-                       "--eval-every", "1", "--quiet"], out)
+    check_torchrun_lab(
+        "lab5_detection.cli",
+        ["--num-images", "64", "--num-test", "16", "--epochs", "1", "--eval-every", "1", "--quiet"],
+        out,
+    )
     assert (out / "predictions.png").is_file()
 
 
@@ -75,15 +105,40 @@ def test_every_flag_is_read_by_the_run(tmp_path):
     from lab5_detection.cli import Lab5Config, train
     from labs_core.testing import check_every_flag_is_read
 
-    sgd = ["--optimizer", "sgd", "--momentum", "0.8", "--scheduler", "cosine", "--warmup-epochs", "0.5"]
+    sgd = [
+        "--optimizer",
+        "sgd",
+        "--momentum",
+        "0.8",
+        "--scheduler",
+        "cosine",
+        "--warmup-epochs",
+        "0.5",
+    ]
     common = ["--num-images", "32", "--num-test", "8", "--epochs", "1", "--quiet"]
-    check_every_flag_is_read(Lab5Config, train, [common, [*common, *sgd]], tmp_path, "lab5-detection")
+    check_every_flag_is_read(
+        Lab5Config, train, [common, [*common, *sgd]], tmp_path, "lab5-detection"
+    )
 
 
 def test_a_newcomer_follows_the_command_to_the_optimizer_step_in_six_frames(tmp_path):
     """docs/architecture.md's road: main -> run_lab -> execute -> fit -> train_one_epoch -> step."""
     from labs_core.testing import road_to_optimizer_step
 
-    road = road_to_optimizer_step(main, [*["--epochs", "1", "--max-steps", "1", "--num-images", "16", "--num-test", "4"], "--quiet", "--out", str(tmp_path / "run")])
-    assert road == ["cli.main", "cli.run_lab", "run.execute", "trainer.fit",
-                    "trainer.train_one_epoch", "trainer.step"], road
+    road = road_to_optimizer_step(
+        main,
+        [
+            *["--epochs", "1", "--max-steps", "1", "--num-images", "16", "--num-test", "4"],
+            "--quiet",
+            "--out",
+            str(tmp_path / "run"),
+        ],
+    )
+    assert road == [
+        "cli.main",
+        "cli.run_lab",
+        "run.execute",
+        "trainer.fit",
+        "trainer.train_one_epoch",
+        "trainer.step",
+    ], road

@@ -6,8 +6,21 @@ import pytest
 from lab5_detection.cli import Lab5Config, main
 from labs_core.testing import hostile_cases, hostile_ids, run_hostile_case
 
-TINY = ["--num-images", "8", "--num-test", "4", "--image-size", "32", "--epochs", "1", "--max-steps", "1",
-        "--batch-size", "4", "--quiet"]
+TINY = [
+    "--num-images",
+    "8",
+    "--num-test",
+    "4",
+    "--image-size",
+    "32",
+    "--epochs",
+    "1",
+    "--max-steps",
+    "1",
+    "--batch-size",
+    "4",
+    "--quiet",
+]
 BASES = {"shapes": TINY, "sgd cosine": [*TINY, "--optimizer", "sgd", "--scheduler", "cosine"]}
 CASES = hostile_cases(Lab5Config, BASES, "lab5-detection")
 

@@ -26,13 +26,15 @@ from labs_core import LabError
 
 TRUNKS = ("features", "trunk_output", "layers", "blocks", "encoder")
 IMAGENET_CLASSES = 1000
-LIST_HINT = ('python -c "import torchvision.models as m; print(m.list_models(module=m))" lists them')
+LIST_HINT = 'python -c "import torchvision.models as m; print(m.list_models(module=m))" lists them'
 
 
 def classification_models() -> list[str]:
     import torchvision.models as models
 
-    return models.list_models(module=models)  # classification only: not detection, video, quantized...
+    return models.list_models(
+        module=models
+    )  # classification only: not detection, video, quantized...
 
 
 def build_torchvision(name: str) -> nn.Module:
@@ -68,17 +70,30 @@ def find_head(net: nn.Module, name: str = "") -> str:
         head = linears[-1]
         if net.get_submodule(head).out_features == IMAGENET_CLASSES:
             return head
-    convs = [n for n, m in net.named_modules() if isinstance(m, nn.Conv2d) and m.out_channels == IMAGENET_CLASSES]
+    convs = [
+        n
+        for n, m in net.named_modules()
+        if isinstance(m, nn.Conv2d) and m.out_channels == IMAGENET_CLASSES
+    ]
     if convs:
         return convs[-1]
-    raise LabError(f"cannot find the classifier of torchvision:{name} (no final Linear or 1x1 conv to "
-                   f"{IMAGENET_CLASSES} classes)")
+    raise LabError(
+        f"cannot find the classifier of torchvision:{name} (no final Linear or 1x1 conv to "
+        f"{IMAGENET_CLASSES} classes)"
+    )
 
 
 def new_head(old: nn.Module, num_classes: int) -> nn.Module:
     if isinstance(old, nn.Linear):
         return nn.Linear(old.in_features, num_classes, bias=old.bias is not None)
-    return nn.Conv2d(old.in_channels, num_classes, old.kernel_size, old.stride, old.padding, bias=old.bias is not None)
+    return nn.Conv2d(
+        old.in_channels,
+        num_classes,
+        old.kernel_size,
+        old.stride,
+        old.padding,
+        bias=old.bias is not None,
+    )
 
 
 def replace_module(net: nn.Module, path: str, module: nn.Module) -> None:
@@ -101,7 +116,8 @@ def find_stages(net: nn.Module, head: str) -> list[list[str]]:
             if path == head or not _holds_parameters(child):
                 continue
             opens = head.startswith(path + ".") or (
-                child_name in TRUNKS and sum(_holds_parameters(c) for c in child.children()) > 1)
+                child_name in TRUNKS and sum(_holds_parameters(c) for c in child.children()) > 1
+            )
             if opens:
                 walk(child, path + ".")
             else:
@@ -128,8 +144,10 @@ def check_input(net: nn.Module, name: str, in_shape: tuple[int, ...]) -> None:
             net(torch.zeros(1, 3, *side))
     except RuntimeError as exc:
         first = (str(exc).strip().splitlines() or ["error"])[0][:160]
-        raise LabError(f"torchvision:{name} cannot take {'x'.join(map(str, side))} images ({first}); "
-                       "use a larger --image-size") from None
+        raise LabError(
+            f"torchvision:{name} cannot take {'x'.join(map(str, side))} images ({first}); "
+            "use a larger --image-size"
+        ) from None
     finally:
         net.train(was)
 
@@ -146,7 +164,9 @@ class TorchvisionNet(nn.Module):
         self.net = backbone if backbone is not None else build_torchvision(name)
         drop_aux_classifiers(self.net)
         self.head_name = find_head(self.net, name)
-        replace_module(self.net, self.head_name, new_head(self.net.get_submodule(self.head_name), num_classes))
+        replace_module(
+            self.net, self.head_name, new_head(self.net.get_submodule(self.head_name), num_classes)
+        )
         self.stage_names = find_stages(self.net, self.head_name)
 
     @property

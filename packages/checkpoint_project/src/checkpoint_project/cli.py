@@ -1,11 +1,11 @@
 """checkpoint-project: the whole system behind one command.
 
-    checkpoint-project train      [flags]                          (also installed as plain `train`)
-    checkpoint-project evaluate   --checkpoint PATH [PATH ...] [--tta]
-    checkpoint-project export     --checkpoint PATH --format onnx [--out FILE] [--overwrite]
-    checkpoint-project predict    --checkpoint PATH(.pt|.onnx) IMAGE [IMAGE ...] [--top-k K]
-    checkpoint-project explain    --checkpoint PATH IMAGE|FOLDER [...] [--out DIR] [--top-k K] [--overwrite]
-    checkpoint-project finetune   --from CHECKPOINT|torchvision:NAME --dataset imagefolder --data-dir DIR
+checkpoint-project train      [flags]                          (also installed as plain `train`)
+checkpoint-project evaluate   --checkpoint PATH [PATH ...] [--tta]
+checkpoint-project export     --checkpoint PATH --format onnx [--out FILE] [--overwrite]
+checkpoint-project predict    --checkpoint PATH(.pt|.onnx) IMAGE [IMAGE ...] [--top-k K]
+checkpoint-project explain    --checkpoint PATH IMAGE|FOLDER [...] [--out DIR] [--top-k K] [--overwrite]
+checkpoint-project finetune   --from CHECKPOINT|torchvision:NAME --dataset imagefolder --data-dir DIR
 """
 
 from __future__ import annotations
@@ -24,11 +24,16 @@ COMMANDS = ("train", "evaluate", "export", "predict", "explain", "finetune")
 class EvaluateConfig(ConfigPart):
     """checkpoint-project evaluate: test accuracy of each checkpoint, and of their ensemble."""
 
-    checkpoint: list[str] = arg(help="checkpoints to evaluate (several: also their ensemble)",
-                                default_factory=list, required=True, metavar="PATH")
+    checkpoint: list[str] = arg(
+        help="checkpoints to evaluate (several: also their ensemble)",
+        default_factory=list,
+        required=True,
+        metavar="PATH",
+    )
     tta: bool = arg(False, "average with horizontally flipped images")
-    dataset: str = arg("", "evaluate on another dataset with the same classes (default: the "
-                       "checkpoint's)")
+    dataset: str = arg(
+        "", "evaluate on another dataset with the same classes (default: the checkpoint's)"
+    )
     data_dir: str = arg("", "where that dataset lives (default: the checkpoint's)")
     device: str = arg("auto", "auto, cpu, cuda, cuda:N or mps")
 
@@ -48,10 +53,12 @@ class ExportConfig(ConfigPart):
 class PredictConfig(ConfigPart):
     """checkpoint-project predict: top-k classes for image files (any size or mode)."""
 
-    checkpoint: str = arg("", "a .pt checkpoint or an exported .onnx model", required=True,
-                          metavar="PATH")
-    images: list[str] = arg(help="image files", default_factory=list, positional=True,
-                            metavar="IMAGE")
+    checkpoint: str = arg(
+        "", "a .pt checkpoint or an exported .onnx model", required=True, metavar="PATH"
+    )
+    images: list[str] = arg(
+        help="image files", default_factory=list, positional=True, metavar="IMAGE"
+    )
     top_k: int = arg(3, "classes to show per image", low=1)
 
 
@@ -61,10 +68,15 @@ class ExplainConfig(ConfigPart):
     integrated gradients and Grad-CAM over each image, one PNG per image)."""
 
     checkpoint: str = arg("", "a .pt checkpoint of this project", required=True, metavar="PATH")
-    images: list[str] = arg(help="image files, or folders of them", default_factory=list,
-                            positional=True, metavar="IMAGE")
-    out: str = arg("", "folder for the PNGs (default: explain/ in the checkpoint's run)",
-                   metavar="DIR")
+    images: list[str] = arg(
+        help="image files, or folders of them",
+        default_factory=list,
+        positional=True,
+        metavar="IMAGE",
+    )
+    out: str = arg(
+        "", "folder for the PNGs (default: explain/ in the checkpoint's run)", metavar="DIR"
+    )
     top_k: int = arg(3, "classes named in each title", low=1)
     overwrite: bool = arg(False, "replace PNGs an earlier explain wrote there")
 
@@ -94,8 +106,12 @@ def explain_command(cfg: ExplainConfig) -> None:
 
 
 # name -> (its config, what it does); train and finetune are training runs (``run_lab``)
-ACTIONS = {"evaluate": (EvaluateConfig, evaluate_command), "export": (ExportConfig, export_command),
-           "predict": (PredictConfig, predict_command), "explain": (ExplainConfig, explain_command)}
+ACTIONS = {
+    "evaluate": (EvaluateConfig, evaluate_command),
+    "export": (ExportConfig, export_command),
+    "predict": (PredictConfig, predict_command),
+    "explain": (ExplainConfig, explain_command),
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -112,11 +128,18 @@ def main(argv: list[str] | None = None) -> int:
     if command == "finetune":
         from .finetune import FinetuneConfig, build_plan
 
-        return run_lab(prog, FinetuneConfig, build_plan, rest,
-                       "fine-tune a trained backbone on a new dataset, phase by phase")
+        return run_lab(
+            prog,
+            FinetuneConfig,
+            build_plan,
+            rest,
+            "fine-tune a trained backbone on a new dataset, phase by phase",
+        )
     if command not in ACTIONS:
-        print(f"{PROG}: error: unknown command {command!r}; choose one of {', '.join(COMMANDS)}",
-              file=sys.stderr)
+        print(
+            f"{PROG}: error: unknown command {command!r}; choose one of {', '.join(COMMANDS)}",
+            file=sys.stderr,
+        )
         return 2
     cfg_cls, action = ACTIONS[command]
     return run_command(prog, cfg_cls, action, rest, cfg_cls.__doc__.split(": ", 1)[1])

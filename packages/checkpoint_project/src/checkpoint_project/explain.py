@@ -1,7 +1,8 @@
 """explain: why a trained model predicts what it does for image files. Each image gets one PNG: the
 image, then its saliency, SmoothGrad, integrated-gradients and Grad-CAM maps over it (the methods of
 ``labs_core.explain``), titled with the predicted and top-k classes. Images are read and normalised
-exactly as ``predict`` reads them; an unreadable one is named at the end, after the others are done."""
+exactly as ``predict`` reads them; an unreadable one is named at the end, after the others are done.
+"""
 
 from __future__ import annotations
 
@@ -41,7 +42,9 @@ def image_files(args: list[str], bad: list[str]) -> list[tuple[Path, str]]:
     for arg in args:
         path = Path(arg)
         if path.is_dir():
-            files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in EXTENSIONS)
+            files = sorted(
+                p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in EXTENSIONS
+            )
             if not files:
                 bad.append(f"{path}: no images ({', '.join(sorted(EXTENSIONS))}) in this folder")
             found += [(f, "_".join(f.relative_to(path).with_suffix("").parts)) for f in files]
@@ -56,7 +59,8 @@ def image_files(args: list[str], bad: list[str]) -> list[tuple[Path, str]]:
 
 def png_names(files: list[tuple[Path, str]], folder: Path) -> list[Path]:
     """Each image's PNG in ``folder``: ``<name>.explain.png``, ``<name>-2.explain.png`` for the
-    second image of that name (two folders' cat/1.png and dog/1.png must not overwrite each other)."""
+    second image of that name (two folders' cat/1.png and dog/1.png must not overwrite each other).
+    """
     names, out = set(), []
     for _, name in files:
         stem, n = name, 1
@@ -68,15 +72,23 @@ def png_names(files: list[tuple[Path, str]], folder: Path) -> list[Path]:
     return out
 
 
-def explain_images(checkpoint: str, images: list[str], out: str | None = None, top_k: int = 3,
-                   say=print, overwrite: bool = False) -> list[Path]:
+def explain_images(
+    checkpoint: str,
+    images: list[str],
+    out: str | None = None,
+    top_k: int = 3,
+    say=print,
+    overwrite: bool = False,
+) -> list[Path]:
     """One PNG per readable image in ``out`` (default: ``default_out``); returns their paths. The
     folder is created with the first PNG, so a command that reads no image writes nothing. A PNG
     already there is replaced only when an earlier explain wrote it and ``overwrite`` says to."""
     path = Path(checkpoint)
     if path.suffix.lower() == ".onnx":
-        raise LabError(f"{path} is an ONNX model; explain needs the .pt checkpoint (the maps are gradients, "
-                       "which onnxruntime does not compute)")
+        raise LabError(
+            f"{path} is an ONNX model; explain needs the .pt checkpoint (the maps are gradients, "
+            "which onnxruntime does not compute)"
+        )
     folder = Path(out) if out else default_out(path)
     check_out(folder)
     model, ckpt = load_trained(path)
@@ -99,8 +111,13 @@ def explain_images(checkpoint: str, images: list[str], out: str | None = None, t
         folder.mkdir(parents=True, exist_ok=True)
         probs = write_explanations(model, x, mean, std, classes, dest, top_k, layer=layer)[0]
         values, idx = probs.topk(min(top_k, len(classes)))
-        say(f"{file}: " + ", ".join(f"{classes[i]} {v:.3f}" for v, i in zip(values.tolist(), idx.tolist(), strict=True))
-            + f" -> {dest}")
+        say(
+            f"{file}: "
+            + ", ".join(
+                f"{classes[i]} {v:.3f}" for v, i in zip(values.tolist(), idx.tolist(), strict=True)
+            )
+            + f" -> {dest}"
+        )
         written.append(dest)
     if bad:
         raise LabError(f"{len(bad)} of {total} image(s) could not be read: " + "; ".join(bad))

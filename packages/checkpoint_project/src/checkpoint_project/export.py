@@ -24,7 +24,13 @@ FORMATS = ("onnx",)
 TOLERANCE = 1e-4
 
 
-OUR_KEYS = {"classes", "mean", "std", "input_shape", "source_checkpoint"}  # what every export's metadata holds
+OUR_KEYS = {
+    "classes",
+    "mean",
+    "std",
+    "input_shape",
+    "source_checkpoint",
+}  # what every export's metadata holds
 
 
 def onnx_is_ours(path: Path) -> bool:
@@ -46,8 +52,10 @@ def check_target(source: Path, target: Path, overwrite: bool = False) -> None:
     checkpoint being exported, a name without ``.onnx``, a folder, and any existing file but an ONNX
     model this project exported, which is replaced only with ``--overwrite``."""
     if target.exists() and source.exists() and target.samefile(source):
-        raise LabError(f"--out {target} is the checkpoint being exported; it is never written over "
-                       "(give another --out)")
+        raise LabError(
+            f"--out {target} is the checkpoint being exported; it is never written over "
+            "(give another --out)"
+        )
     if target.suffix.lower() != ".onnx":
         raise LabError(f"--out {target}: an ONNX model's file name ends in .onnx (nothing written)")
     if target.is_dir():
@@ -57,7 +65,9 @@ def check_target(source: Path, target: Path, overwrite: bool = False) -> None:
     check_writable(target, target.parents)
 
 
-def export(checkpoint: str, fmt: str = "onnx", out: str | None = None, say=print, overwrite: bool = False) -> Path:
+def export(
+    checkpoint: str, fmt: str = "onnx", out: str | None = None, say=print, overwrite: bool = False
+) -> Path:
     """Export ``checkpoint`` to ONNX in a private temporary folder beside ``out`` (the exporter's
     external-data file stays in there; the weights are saved inline), verify it with onnxruntime,
     then move it into place: the output appears whole or not at all, and nothing else is left. An
@@ -73,13 +83,20 @@ def export(checkpoint: str, fmt: str = "onnx", out: str | None = None, say=print
     try:
         diff = _export_verified(model, ckpt, checkpoint, batch, target)
     except OSError as exc:
-        raise LabError(f"--out {target}: cannot write there ({exc.strerror or one_line(exc)})") from None
-    say(f"exported {target}: onnx.checker passed; onnxruntime matches PyTorch on a real batch of {len(batch)} "
-        f"(max abs difference {diff:.1e}); dynamic batch axis; class names and normalisation in the metadata")
+        raise LabError(
+            f"--out {target}: cannot write there ({exc.strerror or one_line(exc)})"
+        ) from None
+    say(
+        f"exported {target}: onnx.checker passed; onnxruntime matches PyTorch on a real batch of"
+        f" {len(batch)} (max abs difference {diff:.1e}); dynamic batch axis; class names and"
+        " normalisation in the metadata"
+    )
     return target
 
 
-def _export_verified(model, ckpt: dict, checkpoint: str, batch: torch.Tensor, target: Path) -> float:
+def _export_verified(
+    model, ckpt: dict, checkpoint: str, batch: torch.Tensor, target: Path
+) -> float:
     import onnx
     import onnxruntime as ort
 
@@ -87,12 +104,25 @@ def _export_verified(model, ckpt: dict, checkpoint: str, batch: torch.Tensor, ta
     with tempfile.TemporaryDirectory(prefix=f".{target.name}.", dir=target.parent) as work:
         raw, final = Path(work) / "exported.onnx", Path(work) / "model.onnx"
         with contextlib.redirect_stdout(io.StringIO()):  # the exporter narrates its passes
-            torch.onnx.export(model, (batch[:2],), str(raw), input_names=["images"], output_names=["logits"],
-                              dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=4096)},), dynamo=True)
+            torch.onnx.export(
+                model,
+                (batch[:2],),
+                str(raw),
+                input_names=["images"],
+                output_names=["logits"],
+                dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=4096)},),
+                dynamo=True,
+            )
         proto = onnx.load(str(raw))  # with its external data, if the exporter wrote any
-        meta = {"classes": json.dumps(ckpt["classes"]), "mean": json.dumps(ckpt["mean"]), "std": json.dumps(ckpt["std"]),
-                "input_shape": json.dumps(ckpt["input_shape"]), "model": ckpt["config"]["model"],
-                "source_checkpoint": str(checkpoint), "written_by": WRITER}
+        meta = {
+            "classes": json.dumps(ckpt["classes"]),
+            "mean": json.dumps(ckpt["mean"]),
+            "std": json.dumps(ckpt["std"]),
+            "input_shape": json.dumps(ckpt["input_shape"]),
+            "model": ckpt["config"]["model"],
+            "source_checkpoint": str(checkpoint),
+            "written_by": WRITER,
+        }
         for key, value in meta.items():
             entry = proto.metadata_props.add()
             entry.key, entry.value = key, value
@@ -104,6 +134,9 @@ def _export_verified(model, ckpt: dict, checkpoint: str, batch: torch.Tensor, ta
             want = model(batch).numpy()
         diff = float(np.abs(got - want).max())
         if diff > TOLERANCE:
-            raise LabError(f"ONNX export of {checkpoint}: onnxruntime differs from PyTorch by {diff:.2e} (> {TOLERANCE})")
+            raise LabError(
+                f"ONNX export of {checkpoint}: onnxruntime differs from PyTorch by {diff:.2e} (>"
+                f" {TOLERANCE})"
+            )
         os.replace(final, target)
     return diff

@@ -38,15 +38,23 @@ class FinetuneConfig(RunConfig):
     lab = PROJECT
     data_kinds = ("image",)  # the backbones are convolutional nets
 
-    source: str = arg("", "backbone: one of our checkpoints, or torchvision:NAME, any torchvision classification "
-                      "model (resnet18, vgg16, mobilenet_v3_small, efficientnet_b0, ...) with its published weights",
-                      flag="--from")
+    source: str = arg(
+        "",
+        "backbone: one of our checkpoints, or torchvision:NAME, any torchvision classification"
+        " model (resnet18, vgg16, mobilenet_v3_small, efficientnet_b0, ...) with its published"
+        " weights",
+        flag="--from",
+    )
     weights: str = arg("", "a local weights file for a torchvision:... backbone (no download)")
     dataset: str = arg("imagefolder", "the new dataset (usually imagefolder with --data-dir)")
     head_epochs: int = arg(3, "epochs of phase 0: the new head only, backbone frozen", high=100_000)
-    stage_epochs: int = arg(2, "epochs of each later phase (one more stage unfrozen each time)", high=100_000)
+    stage_epochs: int = arg(
+        2, "epochs of each later phase (one more stage unfrozen each time)", high=100_000
+    )
     unfreeze: int = arg(2, "how many stages to unfreeze, from the top, one per phase", high=1000)
-    lr_decay: float = arg(0.3, "learning-rate factor per stage of depth below the head (discriminative rates)")
+    lr_decay: float = arg(
+        0.3, "learning-rate factor per stage of depth below the head (discriminative rates)"
+    )
     lr: float = arg(3e-3, "learning rate of the head (stages get lr * lr_decay^depth)")
     monitor: str = arg("val_acc", "metric that decides the best checkpoint and early stopping")
 
@@ -54,20 +62,35 @@ class FinetuneConfig(RunConfig):
         super().resolve(explicit)
         fixed = sorted({"epochs", "optimizer", "scheduler"} & explicit)
         if fixed:
-            raise LabError(f"finetune sets --{fixed[0]} itself (phases of --head-epochs and --stage-epochs, AdamW "
-                           "with per-stage rates); leave it out")
+            raise LabError(
+                f"finetune sets --{fixed[0]} itself (phases of --head-epochs and --stage-epochs,"
+                " AdamW with per-stage rates); leave it out"
+            )
         self.epochs = self.head_epochs + self.stage_epochs * self.unfreeze
 
     def validate(self) -> None:
         super().validate()
         if not self.source:
-            raise LabError("--from is required: a checkpoint path or torchvision:NAME (e.g. torchvision:resnet18)")
+            raise LabError(
+                "--from is required: a checkpoint path or torchvision:NAME (e.g."
+                " torchvision:resnet18)"
+            )
         if self.resume:
-            raise LabError("finetune does not resume; start it again, --from the checkpoint it wrote")
+            raise LabError(
+                "finetune does not resume; start it again, --from the checkpoint it wrote"
+            )
         if self.val_fraction <= 0:
             raise LabError("fine-tuning needs a validation split (--val-fraction > 0)")
-        if self.head_epochs < 1 or self.stage_epochs < 1 or self.unfreeze < 0 or not 0 < self.lr_decay <= 1:
-            raise LabError("--head-epochs and --stage-epochs must be >= 1, --unfreeze >= 0, --lr-decay in (0, 1]")
+        if (
+            self.head_epochs < 1
+            or self.stage_epochs < 1
+            or self.unfreeze < 0
+            or not 0 < self.lr_decay <= 1
+        ):
+            raise LabError(
+                "--head-epochs and --stage-epochs must be >= 1, --unfreeze >= 0, --lr-decay in"
+                " (0, 1]"
+            )
 
 
 def load_backbone(cfg: FinetuneConfig, num_classes: int, in_shape) -> tuple[nn.Module, str, int]:
@@ -81,17 +104,25 @@ def load_backbone(cfg: FinetuneConfig, num_classes: int, in_shape) -> tuple[nn.M
             url = weights_url(name)
             hub = Path(torch.hub.get_dir()) / "checkpoints"
             try:
-                state = torch.hub.load_state_dict_from_url(url, progress=False, check_hash=True, weights_only=True)
+                state = torch.hub.load_state_dict_from_url(
+                    url, progress=False, check_hash=True, weights_only=True
+                )
             except Exception as exc:  # offline, proxy, truncated download
-                raise LabError(f"could not download the published {name} weights ({type(exc).__name__}: "
-                               f"{str(exc)[:120]}); put {url.rsplit('/', 1)[-1]} in {hub}/ or pass --weights FILE") from None
+                raise LabError(
+                    f"could not download the published {name} weights ({type(exc).__name__}:"
+                    f" {str(exc)[:120]}); put {url.rsplit('/', 1)[-1]} in {hub}/ or pass --weights"
+                    " FILE"
+                ) from None
         load_model_state(net, state, f"{cfg.weights or 'the downloaded file'} (as {name} weights)")
         model = TorchvisionNet(name, num_classes, net)
         check_input(model.net, name, in_shape)
         return model, cfg.source, 0
     model, ckpt = load_trained(cfg.source)
     if ckpt["input_shape"][0] != in_shape[0]:
-        raise LabError(f"{cfg.source} expects {ckpt['input_shape'][0]}-channel images; the new dataset has {in_shape[0]}")
+        raise LabError(
+            f"{cfg.source} expects {ckpt['input_shape'][0]}-channel images; the new dataset has"
+            f" {in_shape[0]}"
+        )
     replace_head(model, num_classes)
     return model, ckpt["config"]["model"], ckpt["config"].get("width", 0)
 
@@ -107,12 +138,22 @@ def _load_weights_file(path: Path) -> dict:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # torch's message advises turning weights-only loading off: never pass that on
-        raise LabError(f"--weights {path} is not a weights file (not a state dict that torch.save wrote, "
-                       "or it holds Python objects; it was not opened)") from None
+    except (
+        Exception
+    ):  # torch's message advises turning weights-only loading off: never pass that on
+        raise LabError(
+            f"--weights {path} is not a weights file (not a state dict that torch.save wrote, "
+            "or it holds Python objects; it was not opened)"
+        ) from None
     state = state.get("model", state) if isinstance(state, dict) else state
-    if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise LabError(f"--weights {path} holds a {type(state).__name__}, not a state dict (names -> tensors)")
+    if (
+        not isinstance(state, dict)
+        or not state
+        or not all(isinstance(v, torch.Tensor) for v in state.values())
+    ):
+        raise LabError(
+            f"--weights {path} holds a {type(state).__name__}, not a state dict (names -> tensors)"
+        )
     return state
 
 
@@ -135,7 +176,7 @@ class Phases(Callback):
         """Asked for afresh each time: the model's current parameters (sharded ones under --fsdp)."""
         stages = self.model.stage_parameters()
         groups = [{"params": self.model.head_parameters(), "lr": self.cfg.lr}]
-        for depth, stage in enumerate(reversed(stages[len(stages) - phase:]), start=1):
+        for depth, stage in enumerate(reversed(stages[len(stages) - phase :]), start=1):
             groups.append({"params": stage, "lr": self.cfg.lr * self.cfg.lr_decay**depth})
         return groups
 
@@ -159,18 +200,36 @@ class Phases(Callback):
             trainer.optimizer = self.optimizer(phase)
         what = "head only, backbone frozen" if phase == 0 else f"head + top {phase} stage(s)"
         trained = sum(p.numel() for g in self.groups(phase) for p in g["params"])
-        self.say(f"\nphase {phase} ({what}): {trained:,} of {sum(p.numel() for p in self.model.parameters()):,} "
-                 "parameters train; learning rates " + ", ".join(f"{g['lr']:.1e}" for g in self.groups(phase)))
+        self.say(
+            f"\nphase {phase} ({what}): {trained:,} of"
+            f" {sum(p.numel() for p in self.model.parameters()):,} parameters train; learning"
+            " rates " + ", ".join(f"{g['lr']:.1e}" for g in self.groups(phase))
+        )
 
     def on_validation_end(self, trainer, logs) -> None:
         logs["phase"] = self.phase
-        if trainer.epoch in self.starts[1:] or trainer.epoch == trainer.epochs:  # the phase's last epoch
+        if (
+            trainer.epoch in self.starts[1:] or trainer.epoch == trainer.epochs
+        ):  # the phase's last epoch
             after = logs["val_acc"]
-            what = "head only, backbone frozen" if self.phase == 0 else f"head + top {self.phase} stage(s)"
-            self.phases.append({"phase": self.phase, "trains": what, "val_acc_before": self.before,
-                                "val_acc_after": after, "gain": after - self.before})
-            self.say(f"phase {self.phase} gained {after - self.before:+.4f} validation accuracy "
-                     f"({self.before:.4f} -> {after:.4f})")
+            what = (
+                "head only, backbone frozen"
+                if self.phase == 0
+                else f"head + top {self.phase} stage(s)"
+            )
+            self.phases.append(
+                {
+                    "phase": self.phase,
+                    "trains": what,
+                    "val_acc_before": self.before,
+                    "val_acc_after": after,
+                    "gain": after - self.before,
+                }
+            )
+            self.say(
+                f"phase {self.phase} gained {after - self.before:+.4f} validation accuracy "
+                f"({self.before:.4f} -> {after:.4f})"
+            )
             self.before = after
 
 
@@ -186,8 +245,12 @@ def build_plan(run) -> Plan:
     """The core's classifier plan on the backbone ``--from`` names, trained in phases (``Phases``
     builds each phase's optimizer); the report writes phases.json."""
     cfg = run.cfg
-    plan = classifier_plan(run, functools.partial(finetune_model, cfg),
-                           extend_report=phases_report, note=f"fine-tuning {cfg.source}")
+    plan = classifier_plan(
+        run,
+        functools.partial(finetune_model, cfg),
+        extend_report=phases_report,
+        note=f"fine-tuning {cfg.source}",
+    )
     phases = Phases(cfg, plan.model, run.say)
     plan.callbacks.append(phases)
     plan.make_optimizer = phases.first_optimizer

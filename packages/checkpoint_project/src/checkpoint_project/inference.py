@@ -21,13 +21,19 @@ def load_trained(path: str | Path, device="cpu") -> tuple[nn.Module, dict]:
     ckpt = load_checkpoint(path)
     cfg = ckpt.get("config") or {}
     if ckpt.get("lab") != PROJECT or not isinstance(cfg, dict) or "model" not in cfg:
-        raise LabError(f"{path} is a {ckpt.get('lab', 'foreign')} checkpoint, not a {PROJECT} one "
-                       "(train one with: uv run --package checkpoint-project train)")
+        raise LabError(
+            f"{path} is a {ckpt.get('lab', 'foreign')} checkpoint, not a {PROJECT} one "
+            "(train one with: uv run --package checkpoint-project train)"
+        )
     missing = [key for key in TRAINED_KEYS if key not in ckpt]
     if missing:
-        raise LabError(f"{path} is not a complete {PROJECT} checkpoint: no {', '.join(map(repr, missing))} "
-                       f"entr{'y' if len(missing) == 1 else 'ies'}")
-    model = build_model(cfg["model"], tuple(ckpt["input_shape"]), len(ckpt["classes"]), cfg.get("width", 0))
+        raise LabError(
+            f"{path} is not a complete {PROJECT} checkpoint: no {', '.join(map(repr, missing))} "
+            f"entr{'y' if len(missing) == 1 else 'ies'}"
+        )
+    model = build_model(
+        cfg["model"], tuple(ckpt["input_shape"]), len(ckpt["classes"]), cfg.get("width", 0)
+    )
     state = ckpt["model"]
     if cfg["model"] == "torchvision:resnet18" and any(k.startswith("stages.") for k in state):
         state = _resnet18_v1_keys(state)
@@ -38,20 +44,26 @@ def load_trained(path: str | Path, device="cpu") -> tuple[nn.Module, dict]:
 def _resnet18_v1_keys(state: dict) -> dict:
     """A ResNet-18 fine-tuned before any torchvision model could be (its stages and head were ours:
     ``stages.0`` = conv1, bn1; ``stages.1-4`` = layer1-4; ``head.2`` = fc), in today's keys."""
-    renames = {"stages.0.0.": "net.conv1.", "stages.0.1.": "net.bn1.", "head.2.": "net.fc.",
-               **{f"stages.{k}.": f"net.layer{k}." for k in range(1, 5)}}
+    renames = {
+        "stages.0.0.": "net.conv1.",
+        "stages.0.1.": "net.bn1.",
+        "head.2.": "net.fc.",
+        **{f"stages.{k}.": f"net.layer{k}." for k in range(1, 5)},
+    }
     out = {}
     for key, value in state.items():
         old = next((o for o in renames if key.startswith(o)), None)
-        out[renames[old] + key[len(old):] if old else key] = value
+        out[renames[old] + key[len(old) :] if old else key] = value
     return out
 
 
 @torch.no_grad()
-def predict_probs(model: nn.Module, loader, device, tta: bool = False, autocast=None,
-                  flip_only: bool = False) -> tuple[Tensor, Tensor]:
+def predict_probs(
+    model: nn.Module, loader, device, tta: bool = False, autocast=None, flip_only: bool = False
+) -> tuple[Tensor, Tensor]:
     """Softmax probabilities (N, C) and targets (N,) over ``loader``; with ``tta`` the average of
-    the image's and its mirror image's probabilities; with ``flip_only`` the mirror images' alone."""
+    the image's and its mirror image's probabilities; with ``flip_only`` the mirror images' alone.
+    """
     import contextlib
 
     model.eval()

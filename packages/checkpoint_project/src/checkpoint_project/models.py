@@ -37,7 +37,9 @@ class StagedNet(nn.Module):
 
     stages: nn.ModuleList
     head: nn.Module
-    grad_checkpoint = False  # recompute each segment's activations in the backward pass (training only)
+    grad_checkpoint = (
+        False  # recompute each segment's activations in the backward pass (training only)
+    )
 
     def segments(self) -> list[nn.Module]:
         """The pieces activation checkpointing keeps only the inputs of, input to output."""
@@ -46,7 +48,9 @@ class StagedNet(nn.Module):
     def features(self, x: Tensor) -> Tensor:
         if self.grad_checkpoint and self.training:
             return run_segments(self.segments(), x, enabled=True)
-        for stage in self.stages:  # stage by stage: hooks on a stage (Grad-CAM, feature maps) see it run
+        for (
+            stage
+        ) in self.stages:  # stage by stage: hooks on a stage (Grad-CAM, feature maps) see it run
             x = stage(x)
         return x
 
@@ -67,10 +71,16 @@ class CustomCNN(StagedNet):
         c = in_channels
         stages = []
         for out in w:
-            stages.append(nn.Sequential(*conv_bn(c, out), *conv_bn(out, out), nn.MaxPool2d(2), nn.Dropout(dropout)))
+            stages.append(
+                nn.Sequential(
+                    *conv_bn(c, out), *conv_bn(out, out), nn.MaxPool2d(2), nn.Dropout(dropout)
+                )
+            )
             c = out
         self.stages = nn.ModuleList(stages)
-        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(c, num_classes))
+        self.head = nn.Sequential(
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(c, num_classes)
+        )
 
 
 class BasicBlock(nn.Module):
@@ -83,8 +93,11 @@ class BasicBlock(nn.Module):
         self.bn1 = nn.BatchNorm2d(c_out)
         self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(c_out)
-        self.shortcut = nn.Identity() if stride == 1 and c_in == c_out else nn.Sequential(
-            nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
+        self.shortcut = (
+            nn.Identity()
+            if stride == 1 and c_in == c_out
+            else nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         out = torch.relu(self.bn1(self.conv1(x)))
@@ -99,7 +112,9 @@ class ResNet(StagedNet):
         stages = [stem]
         c = w[0]
         for i, out in enumerate(w):
-            layers = [BasicBlock(c, out, 1 if i == 0 else 2)] + [BasicBlock(out, out) for _ in range(blocks - 1)]
+            layers = [BasicBlock(c, out, 1 if i == 0 else 2)] + [
+                BasicBlock(out, out) for _ in range(blocks - 1)
+            ]
             stages.append(nn.Sequential(*layers))
             c = out
         self.stages = nn.ModuleList(stages)
@@ -122,7 +137,8 @@ class Scale(nn.Module):
 
 class FastNet(StagedNet):
     """conv(64) -> [conv, pool, BN, GELU, conv, BN, GELU] x 3 (widths 4w, 4w, 4w) -> global max-pool
-    -> linear, scaled by 1/9 (a small head scale keeps early logits calm with a high learning rate)."""
+    -> linear, scaled by 1/9 (a small head scale keeps early logits calm with a high learning rate).
+    """
 
     def __init__(self, in_channels: int, num_classes: int, width: int = 64):
         super().__init__()
@@ -130,13 +146,23 @@ class FastNet(StagedNet):
         stages = [nn.Sequential(*conv_bn(in_channels, widths[0], nn.GELU))]
         c = widths[0]
         for out in widths[1:]:
-            stages.append(nn.Sequential(
-                nn.Conv2d(c, out, 3, padding=1, bias=False), nn.MaxPool2d(2), nn.BatchNorm2d(out), nn.GELU(),
-                *conv_bn(out, out, nn.GELU)))
+            stages.append(
+                nn.Sequential(
+                    nn.Conv2d(c, out, 3, padding=1, bias=False),
+                    nn.MaxPool2d(2),
+                    nn.BatchNorm2d(out),
+                    nn.GELU(),
+                    *conv_bn(out, out, nn.GELU),
+                )
+            )
             c = out
         self.stages = nn.ModuleList(stages)
-        self.head = nn.Sequential(nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Linear(c, num_classes, bias=False),
-                                  Scale(1 / 9))
+        self.head = nn.Sequential(
+            nn.AdaptiveMaxPool2d(1),
+            nn.Flatten(),
+            nn.Linear(c, num_classes, bias=False),
+            Scale(1 / 9),
+        )
 
 
 class PatchWhitening(nn.Module):
@@ -160,9 +186,13 @@ class PatchWhitening(nn.Module):
         """``images (N, C, H, W)``, normalised as training sees them."""
         c = images.shape[1]
         patches = images.double().unfold(2, 2, 1).unfold(3, 2, 1)  # (N, C, H-1, W-1, 2, 2)
-        patches = patches.permute(0, 2, 3, 1, 4, 5).reshape(-1, c * 4)  # one row per patch, in weight order
+        patches = patches.permute(0, 2, 3, 1, 4, 5).reshape(
+            -1, c * 4
+        )  # one row per patch, in weight order
         eigenvalues, eigenvectors = torch.linalg.eigh(torch.cov(patches.T))
-        filters = (eigenvectors.T / (eigenvalues.clamp(min=0) + self.eps).sqrt()[:, None]).reshape(c * 4, c, 2, 2)
+        filters = (eigenvectors.T / (eigenvalues.clamp(min=0) + self.eps).sqrt()[:, None]).reshape(
+            c * 4, c, 2, 2
+        )
         self.conv.weight.copy_(torch.cat([filters, -filters]).float())
         self.conv.bias.zero_()
 
@@ -194,20 +224,34 @@ class CompactNet(StagedNet):
         stages: list[nn.Module] = [nn.Sequential(self.whiten, nn.GELU())]
         c = 8 * in_channels
         for out in (width, 4 * width, 4 * width):
-            stages.append(nn.Sequential(
-                nn.Conv2d(c, out, 3, padding=1, bias=False), nn.MaxPool2d(2, ceil_mode=ceil), speed_record_bn(out),
-                nn.GELU(), nn.Conv2d(out, out, 3, padding=1, bias=False), speed_record_bn(out), nn.GELU()))
+            stages.append(
+                nn.Sequential(
+                    nn.Conv2d(c, out, 3, padding=1, bias=False),
+                    nn.MaxPool2d(2, ceil_mode=ceil),
+                    speed_record_bn(out),
+                    nn.GELU(),
+                    nn.Conv2d(out, out, 3, padding=1, bias=False),
+                    speed_record_bn(out),
+                    nn.GELU(),
+                )
+            )
             c = out
         self.stages = nn.ModuleList(stages)
-        self.head = nn.Sequential(nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Linear(c, num_classes, bias=False),
-                                  Scale(1 / 9))
+        self.head = nn.Sequential(
+            nn.AdaptiveMaxPool2d(1),
+            nn.Flatten(),
+            nn.Linear(c, num_classes, bias=False),
+            Scale(1 / 9),
+        )
         with torch.no_grad():
             for m in self.stages[1:].modules():
                 if isinstance(m, nn.Conv2d):
-                    nn.init.dirac_(m.weight[:min(m.in_channels, m.out_channels)])
+                    nn.init.dirac_(m.weight[: min(m.in_channels, m.out_channels)])
 
 
-def build_model(name: str, in_shape: tuple[int, ...], num_classes: int, width: int = 0) -> nn.Module:
+def build_model(
+    name: str, in_shape: tuple[int, ...], num_classes: int, width: int = 0
+) -> nn.Module:
     c = in_shape[0]
     if name == "compact":
         return CompactNet(c, num_classes, width or 32, min(in_shape[1:]))
@@ -227,7 +271,10 @@ def build_model(name: str, in_shape: tuple[int, ...], num_classes: int, width: i
 def enable_grad_checkpoint(model: nn.Module, name: str) -> None:
     """Train ``model`` (built as ``name``) with activation checkpointing, or refuse in one line."""
     if name not in GRAD_CHECKPOINT_MODELS or not isinstance(model, StagedNet):
-        raise LabError(f"--grad-checkpoint applies to --model {' or '.join(GRAD_CHECKPOINT_MODELS)} (not {name})")
+        raise LabError(
+            f"--grad-checkpoint applies to --model {' or '.join(GRAD_CHECKPOINT_MODELS)} (not"
+            f" {name})"
+        )
     model.grad_checkpoint = True
 
 

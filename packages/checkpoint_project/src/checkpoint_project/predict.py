@@ -22,7 +22,9 @@ def preprocess(path: Path, shape: list[int], mean, std) -> np.ndarray:
         im = im.convert("L")
     x = np.asarray(im, dtype=np.float32) / 255.0
     x = x[None] if c == 1 else x.transpose(2, 0, 1)
-    return (x - np.asarray(mean, dtype=np.float32)[:, None, None]) / np.asarray(std, dtype=np.float32)[:, None, None]
+    return (x - np.asarray(mean, dtype=np.float32)[:, None, None]) / np.asarray(
+        std, dtype=np.float32
+    )[:, None, None]
 
 
 def predict(model_path: str, images: list[str], top_k: int = 3, say=print) -> list[dict]:
@@ -44,11 +46,17 @@ def predict(model_path: str, images: list[str], top_k: int = 3, say=print) -> li
                 return model(torch.from_numpy(x)).numpy()
 
     results, bad = [], []
-    for image in images:  # every readable image gets its prediction; the bad ones are listed at the end
+    for (
+        image
+    ) in images:  # every readable image gets its prediction; the bad ones are listed at the end
         try:
             refuse_special(image, "an image")
             if not Path(image).is_file():
-                raise LabError(f"{image} is a directory" if Path(image).is_dir() else f"image not found: {image}")
+                raise LabError(
+                    f"{image} is a directory"
+                    if Path(image).is_dir()
+                    else f"image not found: {image}"
+                )
             x = preprocess(Path(image), shape, mean, std)[None]
         except LabError as exc:
             bad.append(str(exc))

@@ -34,6 +34,23 @@ from .errors import LabError, NonFiniteLossError
 from .seed import seed_everything
 from .trainer import Callback, ClassificationLoss, Trainer
 
-__all__ = ["Callback", "Checkpointing", "ClassificationLoss", "EarlyStopping", "LabError", "NonFiniteLossError",
-           "Precision", "ProgressBar", "RunConfig", "RunLogger", "Trainer", "arg", "load_checkpoint",
-           "load_model_state", "parse_config", "pick_device", "save_checkpoint", "seed_everything"]
+__all__ = [
+    "Callback",
+    "Checkpointing",
+    "ClassificationLoss",
+    "EarlyStopping",
+    "LabError",
+    "NonFiniteLossError",
+    "Precision",
+    "ProgressBar",
+    "RunConfig",
+    "RunLogger",
+    "Trainer",
+    "arg",
+    "load_checkpoint",
+    "load_model_state",
+    "parse_config",
+    "pick_device",
+    "save_checkpoint",
+    "seed_everything",
+]

@@ -37,7 +37,9 @@ class Probe:
     batch_size: int
     fits: bool
     images_per_s: float | None  # None when the step ran out of memory
-    peak_mib: float | None  # what the budget is checked against (CUDA reserved, or process resident)
+    peak_mib: (
+        float | None
+    )  # what the budget is checked against (CUDA reserved, or process resident)
     note: str = ""
 
     def to_dict(self) -> dict:
@@ -59,8 +61,10 @@ def search(probe: Callable[[int], Probe], cap: int, start: int = START) -> list[
             break
         size = min(2 * size, cap)
     if fitted is None:
-        raise LabError(f"even a batch of {size} does not fit ({result.note}); give a larger --memory-budget "
-                       "or a smaller model")
+        raise LabError(
+            f"even a batch of {size} does not fit ({result.note}); give a larger --memory-budget "
+            "or a smaller model"
+        )
     while failed is not None:
         mid = (fitted + failed) // 2
         if fitted >= 8:
@@ -82,12 +86,19 @@ def suggestion(tried: list[Probe]) -> tuple[int, int]:
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
-    return isinstance(exc, torch.cuda.OutOfMemoryError) or (isinstance(exc, RuntimeError)
-                                                            and "out of memory" in str(exc))
+    return isinstance(exc, torch.cuda.OutOfMemoryError) or (
+        isinstance(exc, RuntimeError) and "out of memory" in str(exc)
+    )
 
 
-def measure(size: int, make_batch: Callable[[int], object], step: Callable[[object], object],
-            device: torch.device, budget_mib: float | None, steps: int = STEPS) -> Probe:
+def measure(
+    size: int,
+    make_batch: Callable[[int], object],
+    step: Callable[[object], object],
+    device: torch.device,
+    budget_mib: float | None,
+    steps: int = STEPS,
+) -> Probe:
     """One probe: a warm-up step and at least ``steps`` timed steps on a batch of ``size``; its speed and
     peak memory."""
     release_freed()
@@ -131,5 +142,7 @@ def format_table(tried: list[Probe], measure_name: str) -> str:
     for p in sorted(tried, key=lambda p: p.batch_size):
         speed = f"{p.images_per_s:,.0f}" if p.images_per_s is not None else "-"
         peak = f"{p.peak_mib:,.0f} MiB" if p.peak_mib is not None else "-"
-        lines.append(f"{p.batch_size:>7}  {speed:>10}  {peak:>22}  {'yes' if p.fits else 'no: ' + p.note}")
+        lines.append(
+            f"{p.batch_size:>7}  {speed:>10}  {peak:>22}  {'yes' if p.fits else 'no: ' + p.note}"
+        )
     return "\n".join(lines)

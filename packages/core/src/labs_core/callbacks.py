@@ -48,15 +48,19 @@ class EarlyStopping(Callback):
     def on_fit_start(self, trainer: Trainer) -> None:
         if self.wait >= self.patience:  # resumed from the checkpoint of a run that had stopped here
             trainer.should_stop = True
-            trainer.stop_reason = f"early stopping: the resumed run had already stopped ({trainer.monitor})"
+            trainer.stop_reason = (
+                f"early stopping: the resumed run had already stopped ({trainer.monitor})"
+            )
 
     def on_epoch_end(self, trainer: Trainer, logs: dict) -> None:
         self.wait = 0 if trainer.improved else self.wait + 1
         if self.wait >= self.patience:
             trainer.should_stop = True
-            trainer.stop_reason = (f"early stopping: {trainer.monitor} has not improved for "
-                                   f"{self.patience} epoch(s) (best {trainer.best['value']:.4g} "
-                                   f"at epoch {trainer.best['epoch']})")
+            trainer.stop_reason = (
+                f"early stopping: {trainer.monitor} has not improved for "
+                f"{self.patience} epoch(s) (best {trainer.best['value']:.4g} "
+                f"at epoch {trainer.best['epoch']})"
+            )
 
     def state_dict(self) -> dict:
         return {"wait": self.wait}
@@ -74,7 +78,9 @@ class Clock(Callback):
         self.before, self.started = 0.0, None
 
     def elapsed(self) -> float:
-        return self.before + (time.perf_counter() - self.started if self.started is not None else 0.0)
+        return self.before + (
+            time.perf_counter() - self.started if self.started is not None else 0.0
+        )
 
     def on_fit_start(self, trainer: Trainer) -> None:
         self.started = time.perf_counter()
@@ -119,7 +125,9 @@ class RunLogger(Callback):
         from torch.utils.tensorboard import SummaryWriter
 
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self._writer = SummaryWriter(log_dir=str(self.run_dir / "tb"), purge_step=resumed_at + 1 if resumed_at else None)
+        self._writer = SummaryWriter(
+            log_dir=str(self.run_dir / "tb"), purge_step=resumed_at + 1 if resumed_at else None
+        )
 
     def write_history(self, history: list[dict]) -> None:
         """``metrics.jsonl`` holding exactly ``history``, written atomically."""
@@ -131,14 +139,18 @@ class RunLogger(Callback):
         atomic_write_bytes(self.jsonl, lambda f: f.write(data))
 
     def on_fit_start(self, trainer: Trainer) -> None:
-        if self._writer is None:  # the first fit (a multi-phase run keeps logging to the same files)
+        if (
+            self._writer is None
+        ):  # the first fit (a multi-phase run keeps logging to the same files)
             self.open(trainer.global_step)
             self.write_history(trainer.history)
 
     def on_step_end(self, trainer: Trainer, loss) -> None:
         if self.log_every and trainer.global_step % self.log_every == 0:
             self.writer.add_scalar("step/train_loss", loss.item(), trainer.global_step)
-            self.writer.add_scalar("step/lr", trainer.optimizer.param_groups[0]["lr"], trainer.global_step)
+            self.writer.add_scalar(
+                "step/lr", trainer.optimizer.param_groups[0]["lr"], trainer.global_step
+            )
 
     def on_epoch_end(self, trainer: Trainer, logs: dict) -> None:
         try:
@@ -147,7 +159,9 @@ class RunLogger(Callback):
                     self.writer.add_scalar(f"epoch/{key}", value, logs["step"])
             self.writer.flush()
         except OSError as exc:  # the writer's thread met a full disk: one line naming the folder
-            fault = faults.append_fault(exc, f"TensorBoard events in {self.run_dir / 'tb'}", self.run_dir)
+            fault = faults.append_fault(
+                exc, f"TensorBoard events in {self.run_dir / 'tb'}", self.run_dir
+            )
             if fault is None:
                 raise
             raise fault from None
@@ -196,8 +210,13 @@ class ProgressBar(Callback):
             total = len(trainer.train_loader)
         except TypeError:
             total = None
-        self.bar = tqdm(total=total, desc=f"epoch {trainer.epoch + 1}/{trainer.epochs}", leave=False,
-                        dynamic_ncols=True, initial=trainer.batch_in_epoch)
+        self.bar = tqdm(
+            total=total,
+            desc=f"epoch {trainer.epoch + 1}/{trainer.epochs}",
+            leave=False,
+            dynamic_ncols=True,
+            initial=trainer.batch_in_epoch,
+        )
 
     def on_step_end(self, trainer: Trainer, loss) -> None:
         if self.bar is not None:

@@ -62,7 +62,9 @@ def atomic_write_file(path: str | os.PathLike, write_to) -> None:
         except BaseException as exc:
             if tmp is not None:
                 Path(tmp).unlink(missing_ok=True)
-            fault = faults.write_fault(exc, path)  # a full or read-only disk: one line, not a traceback
+            fault = faults.write_fault(
+                exc, path
+            )  # a full or read-only disk: one line, not a traceback
             if fault is not None:
                 raise fault from None
             raise
@@ -112,17 +114,25 @@ def refuse_finished(state: dict, cfg) -> None:
     mid_epoch = bool(state.get("batch_in_epoch", 0))
     wait = (state.get("callbacks") or {}).get("EarlyStopping", {}).get("wait", 0)
     if epochs >= cfg.epochs:
-        raise NothingToDo(f"already finished {epochs} epoch{'s' * (epochs != 1)}; nothing to do "
-                          f"(give --epochs more than {epochs} to continue)")
+        raise NothingToDo(
+            f"already finished {epochs} epoch{'s' * (epochs != 1)}; nothing to do "
+            f"(give --epochs more than {epochs} to continue)"
+        )
     if cfg.max_steps and steps >= cfg.max_steps:
-        raise NothingToDo(f"already took {steps} steps (--max-steps {cfg.max_steps}); nothing to do "
-                          "(give a larger --max-steps, or none, to continue)")
+        raise NothingToDo(
+            f"already took {steps} steps (--max-steps {cfg.max_steps}); nothing to do "
+            "(give a larger --max-steps, or none, to continue)"
+        )
     if getattr(cfg, "patience", 0) and wait >= cfg.patience and not mid_epoch:
-        raise NothingToDo(f"already stopped early after {epochs} epochs (no improvement for {wait}); "
-                          "nothing to do (give a larger --patience, or 0, to continue)")
+        raise NothingToDo(
+            f"already stopped early after {epochs} epochs (no improvement for {wait}); "
+            "nothing to do (give a larger --patience, or 0, to continue)"
+        )
 
 
-def load_checkpoint(path: str | os.PathLike, map_location="cpu", require: tuple[str, ...] = ("model",)) -> dict:
+def load_checkpoint(
+    path: str | os.PathLike, map_location="cpu", require: tuple[str, ...] = ("model",)
+) -> dict:
     """Load a checkpoint with ``weights_only=True``; any failure becomes one clear ``LabError`` that
     names the file (and never passes on torch's advice to turn weights-only loading off).
     ``require``: the entries the caller reads, each checked here."""
@@ -138,23 +148,37 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu", require: tuple[
     except OSError as exc:
         raise LabError(f"cannot read checkpoint {path}: {exc.strerror or exc}") from None
     if head != b"PK" and not head.startswith(b"\x80"):  # neither torch.save's zip nor a pickle
-        raise LabError(f"checkpoint {path} is corrupt or not a checkpoint of this project (not a file torch.save wrote)")
+        raise LabError(
+            f"checkpoint {path} is corrupt or not a checkpoint of this project (not a file"
+            " torch.save wrote)"
+        )
     try:
         with warnings.catch_warnings():  # torch warns about pickle protocols of foreign files
             warnings.simplefilter("ignore")
             state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
         if "weights only" in str(exc).lower() or "weights_only" in str(exc):
-            raise LabError(f"{path} is not a checkpoint of this project: it holds Python objects, not only tensors "
-                           "and plain values (it was not opened, so nothing in it ran)") from None
-        raise LabError(f"{path} is not a checkpoint of this project (not a file torch.save wrote)") from None
+            raise LabError(
+                f"{path} is not a checkpoint of this project: it holds Python objects, not only"
+                " tensors and plain values (it was not opened, so nothing in it ran)"
+            ) from None
+        raise LabError(
+            f"{path} is not a checkpoint of this project (not a file torch.save wrote)"
+        ) from None
     except OSError as exc:
         raise LabError(f"cannot read checkpoint {path}: {exc.strerror or exc}") from None
     except Exception as exc:  # truncated zip, garbage bytes
-        reason = one_line(exc).split(". ")[0][:120] if isinstance(exc, RuntimeError) else "unreadable"
-        raise LabError(f"checkpoint {path} is corrupt or not a checkpoint of this project ({reason})") from None
+        reason = (
+            one_line(exc).split(". ")[0][:120] if isinstance(exc, RuntimeError) else "unreadable"
+        )
+        raise LabError(
+            f"checkpoint {path} is corrupt or not a checkpoint of this project ({reason})"
+        ) from None
     if not isinstance(state, dict):
-        raise LabError(f"{path} is not a checkpoint of this project (it holds a {type(state).__name__}, not a dict)")
+        raise LabError(
+            f"{path} is not a checkpoint of this project (it holds a {type(state).__name__}, not a"
+            " dict)"
+        )
     require_entries(state, require, path)
     check_values(state, path)
     return state
@@ -166,14 +190,22 @@ def check_values(state: dict, path: str | os.PathLike) -> None:
     for key in ("epoch", "global_step"):
         value = state.get(key)
         if isinstance(value, (int, float)) and not isinstance(value, bool) and not value >= 0:
-            raise LabError(f"{path} is damaged: its {key!r} is {value} (a count of training done is never "
-                           "negative)")
+            raise LabError(
+                f"{path} is damaged: its {key!r} is {value} (a count of training done is never "
+                "negative)"
+            )
     model = state.get("model")
-    for name, tensor in (model.items() if isinstance(model, dict) else ()):
-        if isinstance(tensor, torch.Tensor) and tensor.is_floating_point() and not torch.isfinite(tensor).all():
+    for name, tensor in model.items() if isinstance(model, dict) else ():
+        if (
+            isinstance(tensor, torch.Tensor)
+            and tensor.is_floating_point()
+            and not torch.isfinite(tensor).all()
+        ):
             bad = int((~torch.isfinite(tensor)).sum())
-            raise LabError(f"{path} is damaged: weight {name!r} holds {bad} NaN or infinite value(s), so every "
-                           "prediction would be nan")
+            raise LabError(
+                f"{path} is damaged: weight {name!r} holds {bad} NaN or infinite value(s), so every"
+                " prediction would be nan"
+            )
 
 
 def require_entries(state: dict, keys: tuple[str, ...], path: str | os.PathLike) -> None:
@@ -181,9 +213,14 @@ def require_entries(state: dict, keys: tuple[str, ...], path: str | os.PathLike)
     missing = [key for key in keys if key not in state]
     if missing:
         what = "a checkpoint of this project" if "model" in missing else "a complete checkpoint"
-        raise LabError(f"{path} is not {what}: no {', '.join(map(repr, missing))} entr{'y' if len(missing) == 1 else 'ies'}")
+        raise LabError(
+            f"{path} is not {what}: no {', '.join(map(repr, missing))}"
+            f" entr{'y' if len(missing) == 1 else 'ies'}"
+        )
     if "model" in keys and not isinstance(state["model"], dict):
-        raise LabError(f"{path} is not a checkpoint of this project: its 'model' entry is not a state dict")
+        raise LabError(
+            f"{path} is not a checkpoint of this project: its 'model' entry is not a state dict"
+        )
 
 
 def strip_prefix(state_dict: dict, prefixes=("module.", "_orig_mod.")) -> dict:
@@ -195,7 +232,7 @@ def strip_prefix(state_dict: dict, prefixes=("module.", "_orig_mod.")) -> dict:
             changed = False
             for p in prefixes:
                 if key.startswith(p):
-                    key, changed = key[len(p):], True
+                    key, changed = key[len(p) :], True
         out[key] = value
     return out
 
@@ -208,7 +245,8 @@ def load_model_state(model: nn.Module, state_dict: dict, source: str = "checkpoi
 
 def check_model_state(model: nn.Module, state_dict: dict, source: str = "checkpoint") -> None:
     """Whether ``state_dict`` fits ``model`` (keys and shapes, wrapper prefixes aside); one line
-    naming what does not. A sharded model's state dict shows whole shapes, so it is checked alike."""
+    naming what does not. A sharded model's state dict shows whole shapes, so it is checked alike.
+    """
     state_dict = strip_prefix(state_dict)
     own = model.state_dict()
     missing = [k for k in own if k not in state_dict]

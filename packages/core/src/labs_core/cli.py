@@ -1,12 +1,12 @@
 """What every command's ``main`` shares: flags parsed into a config, one-line errors, exit codes.
 
-    run_lab(prog, Config, build_plan, argv)   a lab's whole ``main``: the flags become a
-                                              ``Config``, then ``run.execute(cfg, build_plan)``
-    run_command(prog, Config, action, argv)   any other command (``checkpoint-project export``,
-                                              ``lab1-conv compare``): the flags, then ``action(cfg)``
-    Guard(prog)                               around both: a ``LabError`` (or an ``OSError``
-                                              naming a file) is one line on stderr and exit code
-                                              2, Ctrl-C exit code 130
+run_lab(prog, Config, build_plan, argv)   a lab's whole ``main``: the flags become a
+                                          ``Config``, then ``run.execute(cfg, build_plan)``
+run_command(prog, Config, action, argv)   any other command (``checkpoint-project export``,
+                                          ``lab1-conv compare``): the flags, then ``action(cfg)``
+Guard(prog)                               around both: a ``LabError`` (or an ``OSError``
+                                          naming a file) is one line on stderr and exit code
+                                          2, Ctrl-C exit code 130
 """
 
 from __future__ import annotations
@@ -68,9 +68,15 @@ class Guard:
         print(f"{self.prog}: {message}", file=sys.stderr)
 
 
-def run_lab(prog: str, cfg_cls: type, build_plan: Callable, argv: list[str] | None = None,
-            description: str = "", subcommands: Subcommands | None = None,
-            preview: Callable[[object], bool] | None = None) -> int:
+def run_lab(
+    prog: str,
+    cfg_cls: type,
+    build_plan: Callable,
+    argv: list[str] | None = None,
+    description: str = "",
+    subcommands: Subcommands | None = None,
+    preview: Callable[[object], bool] | None = None,
+) -> int:
     """A lab's whole ``main``: ``PROG [flags]`` trains (``run.execute(cfg, build_plan)``);
     ``PROG NAME ...`` runs a subcommand (``lab0-mlp lesson tensors``), whose errors the same
     guard answers. ``preview(cfg)`` may
@@ -89,8 +95,13 @@ def run_lab(prog: str, cfg_cls: type, build_plan: Callable, argv: list[str] | No
     return guard.code
 
 
-def run_command(prog: str, cfg_cls: type, action: Callable[[object], object],
-                argv: list[str] | None = None, description: str = "") -> int:
+def run_command(
+    prog: str,
+    cfg_cls: type,
+    action: Callable[[object], object],
+    argv: list[str] | None = None,
+    description: str = "",
+) -> int:
     """A command other than training: its flags (a config class, declared like a lab's) parsed,
     then ``action(cfg)``, with the same one-line errors and exit codes."""
     from .config import parse_config

@@ -24,11 +24,22 @@ from .memory import parse_size
 from .validate import DATA_FILES, IMAGE_DATA, When, check_applies, check_float_range
 
 
-def arg(default: Any = dataclasses.MISSING, help: str = "", *, choices=None,
-        default_factory=dataclasses.MISSING, nargs_optional_const: str | None = None,
-        flag: str | None = None, low: float | None = None, high: float | None = None,
-        below: float | None = None, required: bool = False, positional: bool = False,
-        metavar: str | None = None, applies=None):
+def arg(
+    default: Any = dataclasses.MISSING,
+    help: str = "",
+    *,
+    choices=None,
+    default_factory=dataclasses.MISSING,
+    nargs_optional_const: str | None = None,
+    flag: str | None = None,
+    low: float | None = None,
+    high: float | None = None,
+    below: float | None = None,
+    required: bool = False,
+    positional: bool = False,
+    metavar: str | None = None,
+    applies=None,
+):
     """A config field with the help text (and choices) its flag shows; ``flag`` overrides the
     flag's name (for a field that cannot be named like its flag, e.g. ``--from``). ``low`` and
     ``high`` bound a number (each item of a list) and ``below`` bounds it strictly from above,
@@ -36,9 +47,19 @@ def arg(default: Any = dataclasses.MISSING, help: str = "", *, choices=None,
     ``positional``: an argument without a flag (``predict IMAGE ...``). ``applies``: when the
     flag changes the run (``validate.When``, or a tuple of them); given when it would change
     nothing, it is refused."""
-    meta = {"help": help, "choices": choices, "const": nargs_optional_const, "flag": flag,
-            "low": low, "high": high, "below": below, "required": required,
-            "positional": positional, "metavar": metavar, "applies": applies}
+    meta = {
+        "help": help,
+        "choices": choices,
+        "const": nargs_optional_const,
+        "flag": flag,
+        "low": low,
+        "high": high,
+        "below": below,
+        "required": required,
+        "positional": positional,
+        "metavar": metavar,
+        "applies": applies,
+    }
     if default_factory is not dataclasses.MISSING:
         return field(default_factory=default_factory, metadata=meta)
     return field(default=default, metadata=meta)
@@ -88,7 +109,8 @@ class ConfigPart:
     def validate(self) -> None:
         """The checks every field gets, whichever part or lab declares it: a float must be finite,
         an int must fit what torch takes (``MAX_INT``), and each number must lie within its
-        field's ``low``/``high``. Parts and labs add their own rules on top (calling ``super()``)."""
+        field's ``low``/``high``. Parts and labs add their own rules on top (calling ``super()``).
+        """
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             for item in value if isinstance(value, list) else [value]:
@@ -111,23 +133,42 @@ class RunOptions(ConfigPart):
     epochs: int = arg(10, "number of training epochs")
     batch_size: int = arg(64, "batch size (per process under torchrun)")
     max_steps: int = arg(0, "stop after this many optimizer steps (0: no limit)")
-    overfit: int = arg(0, "train and evaluate on the same N fixed training samples, no augmentation (0: off)")
+    overfit: int = arg(
+        0, "train and evaluate on the same N fixed training samples, no augmentation (0: off)"
+    )
     seed: int = arg(0, "random seed (Python, NumPy, torch, data order)", low=0, high=2**32 - 1)
     device: str = arg("auto", "auto, cpu, cuda, cuda:N or mps")
     precision: str = arg("fp32", "numeric precision policy", choices=("fp32", "bf16", "fp16"))
     deterministic: bool = arg(False, "use deterministic algorithms only (and deterministic cuDNN)")
-    out: str = arg("", "run directory (default: runs/<lab>/<timestamp>); one that holds a run is refused unless "
-                   "--resume continues it or --overwrite replaces it")
-    overwrite: bool = arg(False, "replace the run already in --out (its checkpoints, metrics, logs and figures are "
-                          "deleted first)")
-    resume: str | None = arg(None, "resume from a checkpoint; with no PATH, --out's last.pt or else the latest "
-                             "run's", nargs_optional_const="latest")
+    out: str = arg(
+        "",
+        "run directory (default: runs/<lab>/<timestamp>); one that holds a run is refused unless "
+        "--resume continues it or --overwrite replaces it",
+    )
+    overwrite: bool = arg(
+        False,
+        "replace the run already in --out (its checkpoints, metrics, logs and figures are "
+        "deleted first)",
+    )
+    resume: str | None = arg(
+        None,
+        "resume from a checkpoint; with no PATH, --out's last.pt or else the latest run's",
+        nargs_optional_const="latest",
+    )
     quiet: bool = arg(False, "no progress bar and no per-epoch lines")
-    dist_timeout: float = arg(300.0, "torchrun: seconds a process waits for the others before the run stops")
-    compile: bool = arg(False, "train the model compiled with torch.compile (inductor; on CPU it needs a C++ compiler); "
-                        "evaluation and checkpoints use the model as written")
-    fsdp: bool = arg(False, "torchrun: shard the model's parameters, gradients and optimizer state across the "
-                     "processes (FSDP) instead of replicating them (DDP); checkpoints stay whole")
+    dist_timeout: float = arg(
+        300.0, "torchrun: seconds a process waits for the others before the run stops"
+    )
+    compile: bool = arg(
+        False,
+        "train the model compiled with torch.compile (inductor; on CPU it needs a C++ compiler); "
+        "evaluation and checkpoints use the model as written",
+    )
+    fsdp: bool = arg(
+        False,
+        "torchrun: shard the model's parameters, gradients and optimizer state across the "
+        "processes (FSDP) instead of replicating them (DDP); checkpoints stay whole",
+    )
 
     def validate(self) -> None:
         super().validate()
@@ -142,11 +183,15 @@ class RunOptions(ConfigPart):
             if reason:
                 raise LabError(reason)
         if self.fsdp and int(os.environ.get("WORLD_SIZE", "1")) < 2:
-            raise LabError("--fsdp shards the model across processes: launch the run with "
-                           "torchrun --nproc-per-node N (N >= 2)")
+            raise LabError(
+                "--fsdp shards the model across processes: launch the run with "
+                "torchrun --nproc-per-node N (N >= 2)"
+            )
         if self.fsdp and self.precision == "fp16":
-            raise LabError("--fsdp with --precision fp16 is not supported (its gradient scaler does not handle "
-                           "sharded gradients here); use --precision bf16")
+            raise LabError(
+                "--fsdp with --precision fp16 is not supported (its gradient scaler does not handle"
+                " sharded gradients here); use --precision bf16"
+            )
 
     def resolve(self, explicit: set[str]) -> None:
         super().resolve(explicit)
@@ -162,26 +207,45 @@ class OptimOptions(ConfigPart):
     optimizer: str = arg("adamw", "optimizer", choices=("sgd", "adam", "adamw"))
     momentum: float = arg(0.9, "momentum for SGD (Nesterov)", applies=When("optimizer", "sgd"))
     weight_decay: float = arg(0.0, "weight decay")
-    scheduler: str = arg("none", "learning-rate schedule", choices=("none", "cosine", "onecycle", "step"))
-    warmup_epochs: float = arg(0.0, "linear warm-up length in epochs (cosine schedule)",
-                               applies=When("scheduler", "cosine"))
+    scheduler: str = arg(
+        "none", "learning-rate schedule", choices=("none", "cosine", "onecycle", "step")
+    )
+    warmup_epochs: float = arg(
+        0.0,
+        "linear warm-up length in epochs (cosine schedule)",
+        applies=When("scheduler", "cosine"),
+    )
     grad_accum: int = arg(1, "micro-batches accumulated per optimizer step")
     grad_clip: float = arg(0.0, "clip the global gradient norm to this value (0: off)")
-    patience: int = arg(0, "early stopping: epochs without improvement of --monitor before stopping (0: off)")
+    patience: int = arg(
+        0, "early stopping: epochs without improvement of --monitor before stopping (0: off)"
+    )
     monitor: str = arg("val_loss", "metric that decides the best checkpoint and early stopping")
-    monitor_mode: str = arg("auto", "whether --monitor improves going down or up (auto: from its name, "
-                            "loss -> min, acc/f1/map -> max)", choices=("auto", "min", "max"))
+    monitor_mode: str = arg(
+        "auto",
+        "whether --monitor improves going down or up (auto: from its name, "
+        "loss -> min, acc/f1/map -> max)",
+        choices=("auto", "min", "max"),
+    )
 
     def validate(self) -> None:
         super().validate()
         _at_least(1, grad_accum=self.grad_accum)
-        _at_least(0, weight_decay=self.weight_decay, grad_clip=self.grad_clip, patience=self.patience,
-                  warmup_epochs=self.warmup_epochs, momentum=self.momentum)
+        _at_least(
+            0,
+            weight_decay=self.weight_decay,
+            grad_clip=self.grad_clip,
+            patience=self.patience,
+            warmup_epochs=self.warmup_epochs,
+            momentum=self.momentum,
+        )
         if not self.lr > 0 or self.lr == float("inf"):
             raise LabError(f"--lr must be a positive number (got {self.lr})")
 
 
-NO_OVERFIT = When("overfit", 0, text="a run without --overfit (which trains on fixed, unaugmented samples)")
+NO_OVERFIT = When(
+    "overfit", 0, text="a run without --overfit (which trains on fixed, unaugmented samples)"
+)
 
 
 @dataclass
@@ -190,32 +254,70 @@ class DataOptions(ConfigPart):
 
     data_kinds: ClassVar[tuple[str, ...]] = ("image", "tabular")  # what the lab's models take
 
-    dataset: str = arg("digits", "dataset name: digits, mnist, fashion-mnist, cifar10, imagefolder, csv, synthetic")
-    data_dir: str = arg("data", "folder for downloaded data, or the image folder / CSV file for "
-                        "imagefolder / csv", applies=DATA_FILES)
-    val_fraction: float = arg(0.1, "fraction of the training split held out for validation",
-                              low=0, below=1, applies=NO_OVERFIT)
-    test_fraction: float = arg(0.2, "a source without a test split (an image folder without test/, a CSV): the "
-                               "fraction held out as one, the same for every run; 0: none, more images "
-                               "train", low=0, below=1)
+    dataset: str = arg(
+        "digits", "dataset name: digits, mnist, fashion-mnist, cifar10, imagefolder, csv, synthetic"
+    )
+    data_dir: str = arg(
+        "data",
+        "folder for downloaded data, or the image folder / CSV file for imagefolder / csv",
+        applies=DATA_FILES,
+    )
+    val_fraction: float = arg(
+        0.1,
+        "fraction of the training split held out for validation",
+        low=0,
+        below=1,
+        applies=NO_OVERFIT,
+    )
+    test_fraction: float = arg(
+        0.2,
+        "a source without a test split (an image folder without test/, a CSV): the "
+        "fraction held out as one, the same for every run; 0: none, more images "
+        "train",
+        low=0,
+        below=1,
+    )
     stratify: bool = arg(True, "keep class proportions in the validation split")
-    augment: bool = arg(True, "random training augmentation (crop/translate, and flips where they "
-                        "make sense)", applies=(IMAGE_DATA, NO_OVERFIT))
-    pad: int = arg(0, "augmentation: random shifts of up to this many pixels (0: 1/8 of the image "
-                   "side)", applies=(IMAGE_DATA, When("augment", True), NO_OVERFIT))
+    augment: bool = arg(
+        True,
+        "random training augmentation (crop/translate, and flips where they make sense)",
+        applies=(IMAGE_DATA, NO_OVERFIT),
+    )
+    pad: int = arg(
+        0,
+        "augmentation: random shifts of up to this many pixels (0: 1/8 of the image side)",
+        applies=(IMAGE_DATA, When("augment", True), NO_OVERFIT),
+    )
     label_smoothing: float = arg(0.0, "label smoothing for the cross-entropy loss", low=0, below=1)
-    loader: str = arg("fast", "fast: whole split on the device, batched augmentation; standard: DataLoader from disk",
-                      choices=("fast", "standard"))
-    num_workers: int = arg(0, "DataLoader workers (--loader standard)", high=64, applies=When("loader", "standard"))
-    channels_last: bool = arg(False, "images and model in channels-last memory format (faster convs under autocast on GPUs)",
-                              applies=IMAGE_DATA)
+    loader: str = arg(
+        "fast",
+        "fast: whole split on the device, batched augmentation; standard: DataLoader from disk",
+        choices=("fast", "standard"),
+    )
+    num_workers: int = arg(
+        0, "DataLoader workers (--loader standard)", high=64, applies=When("loader", "standard")
+    )
+    channels_last: bool = arg(
+        False,
+        "images and model in channels-last memory format (faster convs under autocast on GPUs)",
+        applies=IMAGE_DATA,
+    )
     class_weights: bool = arg(False, "weight the loss by inverse class frequency (imbalanced data)")
     balanced_sampler: bool = arg(False, "sample training batches with class-balancing weights")
-    image_size: int = arg(0, "resize images to this size (imagefolder; 0: the lab's default)", high=512,
-                          applies=When("dataset", "imagefolder", "synthetic"))
-    label_column: str = arg("label", "csv: name of the label column", applies=When("dataset", "csv"))
-    skip_bad_files: bool = arg(False, "imagefolder: skip unreadable images (and report them) instead of stopping",
-                               applies=When("dataset", "imagefolder"))
+    image_size: int = arg(
+        0,
+        "resize images to this size (imagefolder; 0: the lab's default)",
+        high=512,
+        applies=When("dataset", "imagefolder", "synthetic"),
+    )
+    label_column: str = arg(
+        "label", "csv: name of the label column", applies=When("dataset", "csv")
+    )
+    skip_bad_files: bool = arg(
+        False,
+        "imagefolder: skip unreadable images (and report them) instead of stopping",
+        applies=When("dataset", "imagefolder"),
+    )
 
     def validate(self) -> None:
         super().validate()
@@ -223,14 +325,18 @@ class DataOptions(ConfigPart):
 
     def resolve(self, explicit: set[str]) -> None:
         super().resolve(explicit)
-        self.test_fraction_given = "test_fraction" in explicit  # refused where the data has its own test split
+        self.test_fraction_given = (
+            "test_fraction" in explicit
+        )  # refused where the data has its own test split
 
 
 @dataclass
 class BatchNormOptions(ConfigPart):
     """For models with batch norm, under torchrun."""
 
-    sync_bn: bool = arg(False, "torchrun: synchronise batch-norm statistics across processes (SyncBatchNorm)")
+    sync_bn: bool = arg(
+        False, "torchrun: synchronise batch-norm statistics across processes (SyncBatchNorm)"
+    )
 
     def validate(self) -> None:
         super().validate()
@@ -248,16 +354,27 @@ class RunConfig(DataOptions, BatchNormOptions, OptimOptions, RunOptions):
 class LoopOptions(ConfigPart):
     """The hand-written loop (``labs_core.loop``) in place of the core trainer."""
 
-    loop: str = arg("core", "the core trainer, or the training loop written out by hand", choices=("core", "manual"))
+    loop: str = arg(
+        "core",
+        "the core trainer, or the training loop written out by hand",
+        choices=("core", "manual"),
+    )
 
     def validate(self) -> None:
         super().validate()
         if self.loop != "manual":
             return
-        unsupported = {"resume": self.resume, "grad_accum": self.grad_accum > 1, "grad_clip": self.grad_clip,
-                       "max_steps": self.max_steps, "patience": self.patience, "precision": self.precision != "fp32",
-                       "compile": self.compile,
-                       "class_weights": self.class_weights, "torchrun": int(os.environ.get("WORLD_SIZE", "1")) > 1}
+        unsupported = {
+            "resume": self.resume,
+            "grad_accum": self.grad_accum > 1,
+            "grad_clip": self.grad_clip,
+            "max_steps": self.max_steps,
+            "patience": self.patience,
+            "precision": self.precision != "fp32",
+            "compile": self.compile,
+            "class_weights": self.class_weights,
+            "torchrun": int(os.environ.get("WORLD_SIZE", "1")) > 1,
+        }
         bad = [k for k, v in unsupported.items() if v]
         if bad:
             what = "a torchrun launch" if bad[0] == "torchrun" else f"--{_flag(bad[0])}"
@@ -270,59 +387,106 @@ class TuningOptions(ConfigPart):
     (``labs_core.tuning``). Each one restores the weights and optimizer it used, and writes its
     report into the run directory; the run then stops, or with --lr-find-then-train trains."""
 
-    lr_find: bool = arg(False, "run the learning-rate range test, write lr_find.png and lr_find.json, print the "
-                        "suggested --lr (fastai's valley rule; steepest descent beside it), and stop")
-    lr_find_then_train: bool = arg(False, "the range test, then train from the same weights with the suggested "
-                                   "rate as --lr")
-    lr_find_steps: int = arg(100, "range test: at most this many steps (it stops early when the loss diverges)",
-                             low=10, high=100_000)
+    lr_find: bool = arg(
+        False,
+        "run the learning-rate range test, write lr_find.png and lr_find.json, print the "
+        "suggested --lr (fastai's valley rule; steepest descent beside it), and stop",
+    )
+    lr_find_then_train: bool = arg(
+        False, "the range test, then train from the same weights with the suggested rate as --lr"
+    )
+    lr_find_steps: int = arg(
+        100,
+        "range test: at most this many steps (it stops early when the loss diverges)",
+        low=10,
+        high=100_000,
+    )
     lr_find_start: float = arg(1e-7, "range test: the first learning rate", low=0)
-    lr_find_end: float = arg(10.0, "range test: the last learning rate (rates grow geometrically)", low=0)
-    find_batch_size: bool = arg(False, "find the largest batch whose training step fits (CUDA: no out-of-memory; "
-                                "CPU: --memory-budget), print images/s at each size tried, write "
-                                "batch_size.json, and stop")
-    memory_budget: str = arg("", "batch-size finder: the most memory a probe may reach, e.g. 800M or 4GiB; on the "
-                             "CPU the process's peak resident memory (default: half of what it could reach), on "
-                             "CUDA the peak reserved (default: none, out-of-memory decides)")
+    lr_find_end: float = arg(
+        10.0, "range test: the last learning rate (rates grow geometrically)", low=0
+    )
+    find_batch_size: bool = arg(
+        False,
+        "find the largest batch whose training step fits (CUDA: no out-of-memory; "
+        "CPU: --memory-budget), print images/s at each size tried, write "
+        "batch_size.json, and stop",
+    )
+    memory_budget: str = arg(
+        "",
+        "batch-size finder: the most memory a probe may reach, e.g. 800M or 4GiB; on the "
+        "CPU the process's peak resident memory (default: half of what it could reach), on "
+        "CUDA the peak reserved (default: none, out-of-memory decides)",
+    )
 
-    TRAINING_ONLY: ClassVar[tuple[str, ...]] = ("epochs", "max_steps", "patience", "scheduler", "warmup_epochs",
-                                                "monitor", "monitor_mode", "loop")
+    TRAINING_ONLY: ClassVar[tuple[str, ...]] = (
+        "epochs",
+        "max_steps",
+        "patience",
+        "scheduler",
+        "warmup_epochs",
+        "monitor",
+        "monitor_mode",
+        "loop",
+    )
 
     def validate(self) -> None:
         super().validate()
         if not 0 < self.lr_find_start < self.lr_find_end:
-            raise LabError(f"--lr-find-start must be positive and below --lr-find-end (got {self.lr_find_start:g} "
-                           f"and {self.lr_find_end:g})")
+            raise LabError(
+                "--lr-find-start must be positive and below --lr-find-end (got"
+                f" {self.lr_find_start:g} and {self.lr_find_end:g})"
+            )
         if self.memory_budget:
-            parse_size(self.memory_budget)  # a size it cannot read stops here, before anything is written
+            parse_size(
+                self.memory_budget
+            )  # a size it cannot read stops here, before anything is written
 
     def resolve(self, explicit: set[str]) -> None:
         super().resolve(explicit)
         lr_find = self.lr_find or self.lr_find_then_train
-        finder = "--lr-find" + ("-then-train" if self.lr_find_then_train else "") if lr_find else "--find-batch-size"
-        if not lr_find and (used := sorted({"lr_find_steps", "lr_find_start", "lr_find_end"} & explicit)):
-            raise LabError(f"--{_flag(used[0])} sets the range test; it does nothing without --lr-find")
+        finder = (
+            "--lr-find" + ("-then-train" if self.lr_find_then_train else "")
+            if lr_find
+            else "--find-batch-size"
+        )
+        if not lr_find and (
+            used := sorted({"lr_find_steps", "lr_find_start", "lr_find_end"} & explicit)
+        ):
+            raise LabError(
+                f"--{_flag(used[0])} sets the range test; it does nothing without --lr-find"
+            )
         if "memory_budget" in explicit and not self.find_batch_size:
-            raise LabError("--memory-budget sets the batch-size finder's limit; it does nothing without "
-                           "--find-batch-size")
+            raise LabError(
+                "--memory-budget sets the batch-size finder's limit; it does nothing without "
+                "--find-batch-size"
+            )
         if not (lr_find or self.find_batch_size):
             return
         if lr_find and self.find_batch_size:
-            raise LabError("one finder at a time: --find-batch-size first, then --lr-find with the --batch-size "
-                           "it suggests")
+            raise LabError(
+                "one finder at a time: --find-batch-size first, then --lr-find with the"
+                " --batch-size it suggests"
+            )
         if self.resume:
             raise LabError(f"{finder} starts from fresh weights; it does not combine with --resume")
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-            raise LabError(f"{finder} runs in one process; run it without torchrun, then train under torchrun "
-                           "with what it suggests")
+            raise LabError(
+                f"{finder} runs in one process; run it without torchrun, then train under torchrun "
+                "with what it suggests"
+            )
         if "lr" in explicit and lr_find:
-            raise LabError(f"{finder} sweeps its own rates" + (" and trains with the one it suggests" if
-                           self.lr_find_then_train else "") + "; leave --lr out")
+            raise LabError(
+                f"{finder} sweeps its own rates"
+                + (" and trains with the one it suggests" if self.lr_find_then_train else "")
+                + "; leave --lr out"
+            )
         if "batch_size" in explicit and self.find_batch_size:
             raise LabError("--find-batch-size tries its own batch sizes; leave --batch-size out")
         if not self.lr_find_then_train and (used := sorted(set(self.TRAINING_ONLY) & explicit)):
-            raise LabError(f"{finder} stops before training, so --{_flag(used[0])} would change nothing"
-                           + (" (--lr-find-then-train trains after the test)" if lr_find else ""))
+            raise LabError(
+                f"{finder} stops before training, so --{_flag(used[0])} would change nothing"
+                + (" (--lr-find-then-train trains after the test)" if lr_find else "")
+            )
 
 
 MAX_INT = 2**31 - 1  # the largest count any flag needs; beyond it torch overflows
@@ -350,8 +514,14 @@ def check_number(f: dataclasses.Field, value) -> None:
 
 
 PARTS = (RunOptions, OptimOptions, DataOptions, BatchNormOptions, LoopOptions, TuningOptions)
-PART_TITLES = {LoopOptions: "training loop", TuningOptions: "finders (learning rate, batch size)", RunOptions: "run", OptimOptions: "optimisation and training hygiene",
-               DataOptions: "data pipeline", BatchNormOptions: "batch norm"}
+PART_TITLES = {
+    LoopOptions: "training loop",
+    TuningOptions: "finders (learning rate, batch size)",
+    RunOptions: "run",
+    OptimOptions: "optimisation and training hygiene",
+    DataOptions: "data pipeline",
+    BatchNormOptions: "batch norm",
+}
 
 
 def _at_least(low: int, **values) -> None:
@@ -368,7 +538,8 @@ def _flag(name: str) -> str:
 class _OneLineParser(argparse.ArgumentParser):
     """argparse, but an error is one line on stderr (no usage dump) and exit code 2, and a flag
     must be spelled whole: ``--epoch 3`` is refused, not taken as ``--epochs`` (what a recipe does
-    with a field depends on whether its flag was given, so a prefix could silently change nothing)."""
+    with a field depends on whether its flag was given, so a prefix could silently change nothing).
+    """
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, allow_abbrev=False, **kwargs)
@@ -412,9 +583,13 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
         kwargs: dict[str, Any] = {"dest": f.name, "help": meta.get("help", "")}
         if meta.get("positional"):
             del kwargs["dest"]  # argparse names a positional's value after it
-            groups[owner].add_argument(f.name, type=item if tp is list else tp,
-                                       nargs="+" if tp is list else None, help=kwargs["help"],
-                                       metavar=meta.get("metavar") or f.name.upper())
+            groups[owner].add_argument(
+                f.name,
+                type=item if tp is list else tp,
+                nargs="+" if tp is list else None,
+                help=kwargs["help"],
+                metavar=meta.get("metavar") or f.name.upper(),
+            )
             continue
         if meta.get("required"):
             kwargs["required"] = True
@@ -432,7 +607,9 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
             kwargs["type"] = tp
         kwargs["default"] = default
         if default not in (None, "", []) and tp is not bool:
-            kwargs["help"] += f" (default: {' '.join(map(str, default)) if tp is list else default})"
+            kwargs["help"] += (
+                f" (default: {' '.join(map(str, default)) if tp is list else default})"
+            )
         groups[owner].add_argument(meta.get("flag") or f"--{_flag(f.name)}", **kwargs)
 
 
@@ -443,7 +620,11 @@ def build_parser(cls: type, prog: str, description: str = "") -> argparse.Argume
 
 
 def config_from_namespace(cls: type, ns: argparse.Namespace, explicit: set[str] = frozenset()):
-    values = {f.name: getattr(ns, f.name) for f in dataclasses.fields(cls) if f.init and hasattr(ns, f.name)}
+    values = {
+        f.name: getattr(ns, f.name)
+        for f in dataclasses.fields(cls)
+        if f.init and hasattr(ns, f.name)
+    }
     cfg = cls(**values)
     ConfigPart.validate(cfg)  # each field within its own bounds first: a resolve may divide by one
     cfg.resolve(set(explicit))

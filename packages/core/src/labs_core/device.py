@@ -22,10 +22,16 @@ def pick_device(name: str = "auto") -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError as exc:
-        raise LabError(f"--device {name!r} is not a device name (use auto, cpu, cuda, cuda:N or mps)") from exc
+        raise LabError(
+            f"--device {name!r} is not a device name (use auto, cpu, cuda, cuda:N or mps)"
+        ) from exc
     if device.type == "cuda" and not torch.cuda.is_available():
         raise LabError(f"--device {name}: CUDA is not available on this machine (try --device cpu)")
-    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+    if (
+        device.type == "cuda"
+        and device.index is not None
+        and device.index >= torch.cuda.device_count()
+    ):
         raise LabError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) here")
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise LabError(f"--device {name}: MPS is not available on this machine (try --device cpu)")
@@ -81,9 +87,14 @@ def compile_unavailable() -> str | None:
     wanted = os.environ.get("CXX")
     if wanted:
         if shutil.which(wanted) is None:
-            return f"--compile needs a C++ compiler for torch.compile's CPU code; $CXX names {wanted!r}, not found"
+            return (
+                "--compile needs a C++ compiler for torch.compile's CPU code; $CXX names"
+                f" {wanted!r}, not found"
+            )
         return None
     if not any(shutil.which(name) for name in ("g++", "c++", "clang++")):
-        return ("--compile needs a C++ compiler for torch.compile's CPU code (none found: install g++ or clang++, "
-                "or set $CXX)")
+        return (
+            "--compile needs a C++ compiler for torch.compile's CPU code (none found: install g++"
+            " or clang++, or set $CXX)"
+        )
     return None

@@ -42,13 +42,18 @@ class DistInfo:
 
 def env_info() -> DistInfo:
     """What torchrun's environment says (rank 0 of 1 when not launched by torchrun)."""
-    return DistInfo(int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)),
-                    int(os.environ.get("LOCAL_RANK", 0)))
+    return DistInfo(
+        int(os.environ.get("RANK", 0)),
+        int(os.environ.get("WORLD_SIZE", 1)),
+        int(os.environ.get("LOCAL_RANK", 0)),
+    )
 
 
 def current() -> DistInfo:
     if dist.is_available() and dist.is_initialized():
-        return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
+        return DistInfo(
+            dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0))
+        )
     return DistInfo()
 
 
@@ -71,8 +76,11 @@ def init(device: torch.device, timeout_s: float = 300.0) -> tuple[DistInfo, torc
         torch.cuda.set_device(device)
     if not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
-        dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s),
-                                **({"device_id": device} if device.type == "cuda" else {}))
+        dist.init_process_group(
+            backend,
+            timeout=datetime.timedelta(seconds=timeout_s),
+            **({"device_id": device} if device.type == "cuda" else {}),
+        )
         atexit.register(shutdown)  # a no-op when cli.Guard (or the caller) already left the group
     return info, device
 
@@ -113,5 +121,7 @@ def explain(exc: Exception, timeout_s: float | None = None) -> DistributedError:
     """A failed collective, as one line naming this rank."""
     first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
     limit = f" within {timeout_s:.0f} s" if timeout_s else ""
-    return DistributedError(f"rank {current().rank}: another process failed or did not answer{limit}; "
-                            f"stopping ({first})")
+    return DistributedError(
+        f"rank {current().rank}: another process failed or did not answer{limit}; "
+        f"stopping ({first})"
+    )

@@ -75,14 +75,22 @@ def _repeat_target(target: Target, times: int, interleave: bool) -> Target:
 def saliency(model: nn.Module, x: Tensor, target: Target, abs: bool = True) -> Tensor:
     """Gradient of the target logit with respect to the input.
 
-    x (Tensor[N, C, H, W]); returns Tensor[N, C, H, W]: |gradient| with ``abs`` (Captum's default)."""
+    x (Tensor[N, C, H, W]); returns Tensor[N, C, H, W]: |gradient| with ``abs`` (Captum's default).
+    """
     with attribution_mode(model):
         grad = _input_gradient(model, x, target)
     return grad.abs() if abs else grad
 
 
-def smooth_grad(model: nn.Module, x: Tensor, target: Target, n_samples: int = 25, stdev: float = 0.15,
-                generator: torch.Generator | None = None, abs: bool = True) -> Tensor:
+def smooth_grad(
+    model: nn.Module,
+    x: Tensor,
+    target: Target,
+    n_samples: int = 25,
+    stdev: float = 0.15,
+    generator: torch.Generator | None = None,
+    abs: bool = True,
+) -> Tensor:
     """Saliency averaged over ``n_samples`` copies of each image with Gaussian noise of standard
     deviation ``stdev`` (in the input's units, as Captum's ``stdevs``) added.
 
@@ -113,8 +121,14 @@ def quadrature(method: str, steps: int) -> tuple[list[float], list[float]]:
     raise ValueError(f"unknown quadrature {method!r}; choose one of {', '.join(QUADRATURES)}")
 
 
-def integrated_gradients(model: nn.Module, x: Tensor, target: Target, baseline: Tensor | float = 0.0,
-                         steps: int = 50, method: str = "gausslegendre") -> Tensor:
+def integrated_gradients(
+    model: nn.Module,
+    x: Tensor,
+    target: Target,
+    baseline: Tensor | float = 0.0,
+    steps: int = 50,
+    method: str = "gausslegendre",
+) -> Tensor:
     """(x - baseline) * the integral over a in [0, 1] of d score / d input at baseline + a (x - baseline).
 
     x (Tensor[N, C, H, W]); baseline a number or a tensor broadcastable to x (0: the mean image, for
@@ -132,7 +146,9 @@ def integrated_gradients(model: nn.Module, x: Tensor, target: Target, baseline: 
     return mean_grad * (x - baseline)
 
 
-def grad_cam(model: nn.Module, layer: nn.Module, x: Tensor, target: Target, relu: bool = True) -> Tensor:
+def grad_cam(
+    model: nn.Module, layer: nn.Module, x: Tensor, target: Target, relu: bool = True
+) -> Tensor:
     """Grad-CAM at ``layer`` (one whose output is a feature map Tensor[N, K, h, w]).
 
     x (Tensor[N, C, H, W]); returns Tensor[N, 1, h, w] at the layer's resolution:
@@ -154,12 +170,19 @@ def grad_cam(model: nn.Module, layer: nn.Module, x: Tensor, target: Target, relu
         finally:
             handle.remove()
         if not kept:
-            raise ValueError(f"layer {type(layer).__name__} did not run in the model's forward pass")
+            raise ValueError(
+                f"layer {type(layer).__name__} did not run in the model's forward pass"
+            )
         acts = kept[-1]
         if acts.dim() != 4:
-            raise ValueError(f"Grad-CAM needs a layer whose output is (N, K, h, w); this one gives {tuple(acts.shape)}")
+            raise ValueError(
+                "Grad-CAM needs a layer whose output is (N, K, h, w); this one gives"
+                f" {tuple(acts.shape)}"
+            )
         (grads,) = torch.autograd.grad(_score(logits, target), acts)
-    weights = grads.mean(dim=(2, 3), keepdim=True)  # (N, K, 1, 1): how much each feature map matters
+    weights = grads.mean(
+        dim=(2, 3), keepdim=True
+    )  # (N, K, 1, 1): how much each feature map matters
     cam = (weights * acts).sum(1, keepdim=True).detach()
     return F.relu(cam) if relu else cam
 
@@ -170,8 +193,12 @@ def last_feature_layer(model: nn.Module, x: Tensor) -> nn.Module:
     forward pass of ``x``: the last conv stage of a classifier (its global pooling, 1 x 1, excluded;
     a container counts, being done after its children). Found by hooking every module once."""
     outputs: list[tuple[nn.Module, tuple[int, ...]]] = []
-    handles = [m.register_forward_hook(lambda m, i, o: outputs.append((m, tuple(o.shape))) if isinstance(o, Tensor) else None)
-               for m in model.modules()]
+    handles = [
+        m.register_forward_hook(
+            lambda m, i, o: outputs.append((m, tuple(o.shape))) if isinstance(o, Tensor) else None
+        )
+        for m in model.modules()
+    ]
     was_training = model.training
     model.eval()
     try:
@@ -182,7 +209,9 @@ def last_feature_layer(model: nn.Module, x: Tensor) -> nn.Module:
         model.train(was_training)
     maps = [m for m, shape in outputs if len(shape) == 4 and shape[2] * shape[3] > 1]
     if not maps:
-        raise ValueError("the model produces no feature map (N, K, h, w) larger than 1 x 1: Grad-CAM needs one")
+        raise ValueError(
+            "the model produces no feature map (N, K, h, w) larger than 1 x 1: Grad-CAM needs one"
+        )
     return maps[-1]
 
 
@@ -198,8 +227,17 @@ def heatmap(attribution: Tensor, size: tuple[int, int] | None = None) -> Tensor:
     return (m / top).clamp(max=1)
 
 
-def explain(model: nn.Module, x: Tensor, target: Target, layer: nn.Module | None = None, *, steps: int = 50,
-            n_samples: int = 25, noise: float = 0.15, seed: int = 0) -> dict[str, Tensor]:
+def explain(
+    model: nn.Module,
+    x: Tensor,
+    target: Target,
+    layer: nn.Module | None = None,
+    *,
+    steps: int = 50,
+    n_samples: int = 25,
+    noise: float = 0.15,
+    seed: int = 0,
+) -> dict[str, Tensor]:
     """All four methods for a batch x (Tensor[N, C, H, W]), as display maps (N, H, W) in [0, 1]
     keyed by ``METHODS``. SmoothGrad's noise is ``noise`` times each image's value range (the
     paper's 10-20 %) from a generator seeded with ``seed``; integrated gradients start from the zero
@@ -208,31 +246,64 @@ def explain(model: nn.Module, x: Tensor, target: Target, layer: nn.Module | None
     t = torch.as_tensor(target, device=x.device)
     t = t.expand(x.shape[0]) if t.dim() == 0 else t
     generator = torch.Generator(x.device).manual_seed(seed)
-    smooth = torch.cat([
-        smooth_grad(model, xi[None], ti, n_samples, noise * float(xi.max() - xi.min()), generator) for xi, ti in zip(x, t, strict=True)])
+    smooth = torch.cat(
+        [
+            smooth_grad(
+                model, xi[None], ti, n_samples, noise * float(xi.max() - xi.min()), generator
+            )
+            for xi, ti in zip(x, t, strict=True)
+        ]
+    )
     size = tuple(x.shape[2:])
-    return {"saliency": heatmap(saliency(model, x, t)), "smoothgrad": heatmap(smooth),
-            "integrated_gradients": heatmap(integrated_gradients(model, x, t, steps=steps)),
-            "grad_cam": heatmap(grad_cam(model, layer, x, t), size)}
+    return {
+        "saliency": heatmap(saliency(model, x, t)),
+        "smoothgrad": heatmap(smooth),
+        "integrated_gradients": heatmap(integrated_gradients(model, x, t, steps=steps)),
+        "grad_cam": heatmap(grad_cam(model, layer, x, t), size),
+    }
 
 
-COLUMNS = {"saliency": "saliency", "smoothgrad": "SmoothGrad", "integrated_gradients": "integrated gradients",
-           "grad_cam": "Grad-CAM"}
+COLUMNS = {
+    "saliency": "saliency",
+    "smoothgrad": "SmoothGrad",
+    "integrated_gradients": "integrated gradients",
+    "grad_cam": "Grad-CAM",
+}
 
 
-def describe_prediction(probs: Tensor, classes: list[str], top_k: int = 3, true: int | None = None) -> str:
+def describe_prediction(
+    probs: Tensor, classes: list[str], top_k: int = 3, true: int | None = None
+) -> str:
     """'predicted 3 (97%), true 3' and the top-k classes, from one image's probabilities (C,)."""
     values, idx = probs.float().topk(min(top_k, len(classes)))
-    line = f"predicted {classes[idx[0]]} ({values[0]:.0%})" + (f", true {classes[true]}" if true is not None else "")
-    return line + f"\ntop-{len(idx)}: " + ", ".join(f"{classes[i]} {v:.0%}" for v, i in zip(values.tolist(), idx.tolist(), strict=True))
+    line = f"predicted {classes[idx[0]]} ({values[0]:.0%})" + (
+        f", true {classes[true]}" if true is not None else ""
+    )
+    return (
+        line
+        + f"\ntop-{len(idx)}: "
+        + ", ".join(
+            f"{classes[i]} {v:.0%}" for v, i in zip(values.tolist(), idx.tolist(), strict=True)
+        )
+    )
 
 
-def write_explanations(model: nn.Module, x: Tensor, mean, std, classes: list[str], path, top_k: int = 3,
-                       labels: Tensor | None = None, **options) -> Tensor:
+def write_explanations(
+    model: nn.Module,
+    x: Tensor,
+    mean,
+    std,
+    classes: list[str],
+    path,
+    top_k: int = 3,
+    labels: Tensor | None = None,
+    **options,
+) -> Tensor:
     """Explain the model's prediction for each image of x (Tensor[N, C, H, W], normalised with
     ``mean`` and ``std`` per channel as in training) with every method, into one PNG at ``path``:
     a row per image (the image, then each map over it) titled with the predicted and top-k classes
-    (and the true one, from ``labels``). ``options`` go to ``explain``. Returns the probabilities (N, classes)."""
+    (and the true one, from ``labels``). ``options`` go to ``explain``. Returns the probabilities (N, classes).
+    """
     from .plots import plot_explanations
 
     x = x.detach().float()
@@ -242,8 +313,10 @@ def write_explanations(model: nn.Module, x: Tensor, mean, std, classes: list[str
     m = torch.as_tensor(mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
     s = torch.as_tensor(std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
     images = (x * s + m).clamp(0, 1)  # back to what the camera saw
-    titles = [describe_prediction(p, classes, top_k, None if labels is None else int(labels[i]))
-              for i, p in enumerate(probs)]
+    titles = [
+        describe_prediction(p, classes, top_k, None if labels is None else int(labels[i]))
+        for i, p in enumerate(probs)
+    ]
     plot_explanations(images, {COLUMNS[k]: v for k, v in maps.items()}, titles, path)
     return probs.cpu()
 

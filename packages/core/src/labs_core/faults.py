@@ -30,12 +30,21 @@ from pathlib import Path
 from .errors import LabError, one_line
 
 FAULT_EXIT = 1
-DISK_ERRNOS = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded",
-               errno.EROFS: "read-only file system", errno.EFBIG: "file too large for this file system"}
+DISK_ERRNOS = {
+    errno.ENOSPC: "no space left on device",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EROFS: "read-only file system",
+    errno.EFBIG: "file too large for this file system",
+}
 # What torch.save (its zip writer) says when a write of the file under it fails part-way.
-PARTIAL_WRITE = re.compile(r"unexpected pos|file write failed|PytorchStreamWriter failed", re.IGNORECASE)
-OOM = re.compile(r"can't allocate memory|out of memory|not enough memory|std::bad_alloc|"
-                 r"Storage size calculation overflowed", re.IGNORECASE)
+PARTIAL_WRITE = re.compile(
+    r"unexpected pos|file write failed|PytorchStreamWriter failed", re.IGNORECASE
+)
+OOM = re.compile(
+    r"can't allocate memory|out of memory|not enough memory|std::bad_alloc|"
+    r"Storage size calculation overflowed",
+    re.IGNORECASE,
+)
 
 
 class MachineFault(LabError):
@@ -177,8 +186,10 @@ def memory_line(exc: BaseException) -> str:
     size = f" (tried to allocate {format_bytes(int(match.group(1)))})" if match else ""
     match = re.search(r"[Tt]ried to allocate ([0-9.]+ [KMGT]?i?B)", str(exc)) if not size else None
     size = f" (tried to allocate {match.group(1)})" if match else size
-    return (f"out of memory{size}; use a smaller --batch-size, model or data, or a machine with more "
-            "memory (the last checkpoint written, if any, is kept)")
+    return (
+        f"out of memory{size}; use a smaller --batch-size, model or data, or a machine with more "
+        "memory (the last checkpoint written, if any, is kept)"
+    )
 
 
 def format_bytes(n: float) -> str:

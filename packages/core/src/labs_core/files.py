@@ -12,8 +12,12 @@ import stat
 
 from .errors import LabError
 
-KINDS = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
-         (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+KINDS = (
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
 
 
 def special_kind(path: str | os.PathLike) -> str | None:
@@ -29,5 +33,7 @@ def refuse_special(path: str | os.PathLike, what: str = "a data file") -> None:
     """One line, exit 2, for ``path`` naming a FIFO, device or socket where ``what`` belongs."""
     kind = special_kind(path)
     if kind is not None:
-        raise LabError(f"{path} is {kind}, not a regular file; {what} must be a file (reading this "
-                       "could wait or run forever)")
+        raise LabError(
+            f"{path} is {kind}, not a regular file; {what} must be a file (reading this "
+            "could wait or run forever)"
+        )

@@ -77,7 +77,13 @@ def activation_bytes(model: nn.Module, forward_fn, batch) -> int | None:
     try:
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), torch.enable_grad():
             out = forward_fn(model, probe)
-            outputs = out if isinstance(out, (list, tuple)) else list(out.values()) if isinstance(out, dict) else [out]
+            outputs = (
+                out
+                if isinstance(out, (list, tuple))
+                else list(out.values())
+                if isinstance(out, dict)
+                else [out]
+            )
             for o in outputs:
                 if isinstance(o, torch.Tensor):
                     count(o)
@@ -96,8 +102,9 @@ def activation_bytes(model: nn.Module, forward_fn, batch) -> int | None:
     return sum(saved.values()) * n // min(PROBE, n)
 
 
-def step_bytes(model: nn.Module, forward_fn, batch, optimizer: str, momentum: float = 0.0,
-               half: bool = False) -> dict | None:
+def step_bytes(
+    model: nn.Module, forward_fn, batch, optimizer: str, momentum: float = 0.0, half: bool = False
+) -> dict | None:
     """What one training step allocates beyond the model: ``{"gradients", "optimizer",
     "activations", "total"}`` in bytes; None when the activations cannot be measured."""
     acts = activation_bytes(model, forward_fn, batch)
@@ -163,14 +170,22 @@ def check_step_fits(run, plan) -> dict | None:
     if batch is None or room is None:
         return None
     cfg = run.cfg
-    need = step_bytes(plan.model, plan.forward_fn, batch, getattr(cfg, "optimizer", "adam"),
-                      getattr(cfg, "momentum", 0.0), getattr(cfg, "precision", "fp32") != "fp32")
+    need = step_bytes(
+        plan.model,
+        plan.forward_fn,
+        batch,
+        getattr(cfg, "optimizer", "adam"),
+        getattr(cfg, "momentum", 0.0),
+        getattr(cfg, "precision", "fp32") != "fp32",
+    )
     if need is None:
         return None
     if need["total"] > room[0]:
         size = len(batch[0]) if isinstance(batch, (list, tuple)) else "?"
-        raise LabError(f"one training step needs about {format_bytes(need['total'])} more memory (activations "
-                       f"of a batch of {size}: {format_bytes(need['activations'])}, gradients and optimizer "
-                       f"state: {format_bytes(need['gradients'] + need['optimizer'])}), more than the "
-                       f"{format_bytes(room[0])} left {room[1]}; use a smaller --batch-size or model")
+        raise LabError(
+            f"one training step needs about {format_bytes(need['total'])} more memory (activations "
+            f"of a batch of {size}: {format_bytes(need['activations'])}, gradients and optimizer "
+            f"state: {format_bytes(need['gradients'] + need['optimizer'])}), more than the "
+            f"{format_bytes(room[0])} left {room[1]}; use a smaller --batch-size or model"
+        )
     return need

@@ -110,8 +110,12 @@ def full_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> 
     return {"state": {index[name]: s for name, s in state["state"].items()}, "param_groups": groups}
 
 
-def load_full_state(model: nn.Module, optimizer: torch.optim.Optimizer | None, model_state: dict,
-                    optimizer_state: dict | None) -> None:
+def load_full_state(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer | None,
+    model_state: dict,
+    optimizer_state: dict | None,
+) -> None:
     """Load full (unsharded) state dicts, as every run writes them, into a sharded model and its
     optimizer: each process keeps its own slice. Every process passes the whole state."""
     api = _state_dict_api()
@@ -121,10 +125,17 @@ def load_full_state(model: nn.Module, optimizer: torch.optim.Optimizer | None, m
         names = {id(p): n for n, p in model.named_parameters()}
         order = [names[id(p)] for g in optimizer.param_groups for p in g["params"]]
         if len(order) != sum(len(g["params"]) for g in optimizer_state["param_groups"]):
-            raise ValueError("the optimizer state holds another number of parameters than this run's optimizer")
+            raise ValueError(
+                "the optimizer state holds another number of parameters than this run's optimizer"
+            )
         state = {order[i]: s for i, s in optimizer_state["state"].items()}
-        groups = [{**g, "params": [order[i] for i in g["params"]]} for g in optimizer_state["param_groups"]]
-        api.set_optimizer_state_dict(model, optimizer, {"state": state, "param_groups": groups}, options=options)
+        groups = [
+            {**g, "params": [order[i] for i in g["params"]]}
+            for g in optimizer_state["param_groups"]
+        ]
+        api.set_optimizer_state_dict(
+            model, optimizer, {"state": state, "param_groups": groups}, options=options
+        )
 
 
 def unsharded(model: nn.Module, plain: nn.Module) -> nn.Module:
@@ -146,7 +157,8 @@ def full_norm(norm: torch.Tensor) -> torch.Tensor:
 
 def broadcast_buffers(model: nn.Module) -> None:
     """Rank 0's buffers (batch-norm statistics) to every process, before a training forward: what DDP
-    does, so both keep the same statistics (FSDP shards parameters, not buffers, and leaves them be)."""
+    does, so both keep the same statistics (FSDP shards parameters, not buffers, and leaves them be).
+    """
     for buffer in model.buffers():
         dist.broadcast(buffer, 0)
 

@@ -35,10 +35,20 @@ class ManualLoop:
     after_print: Callable[[], None] | None = None  # lab0: the gradient norms under each line
 
 
-def run_manual(model: nn.Module, optimizer: torch.optim.Optimizer, train_loader, val_loader, epochs: int, *,
-               scheduler=None, scheduler_interval: str = "step", label_smoothing: float = 0.0,
-               say: Callable[[str], None] = print, print_every: int = 1,
-               after_print: Callable[[], None] | None = None) -> list[dict]:
+def run_manual(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    train_loader,
+    val_loader,
+    epochs: int,
+    *,
+    scheduler=None,
+    scheduler_interval: str = "step",
+    label_smoothing: float = 0.0,
+    say: Callable[[str], None] = print,
+    print_every: int = 1,
+    after_print: Callable[[], None] | None = None,
+) -> list[dict]:
     history = []
     for epoch in range(epochs):
         model.train()
@@ -63,7 +73,11 @@ def run_manual(model: nn.Module, optimizer: torch.optim.Optimizer, train_loader,
         logs["lr"] = optimizer.param_groups[0]["lr"]
         history.append(logs)
         if epoch == 0 or (epoch + 1) % print_every == 0 or epoch + 1 == epochs:
-            say("  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in logs.items()))
+            say(
+                "  ".join(
+                    f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in logs.items()
+                )
+            )
             if after_print is not None:
                 after_print()
     return history
@@ -75,7 +89,9 @@ def evaluate(model: nn.Module, loader, label_smoothing: float = 0.0) -> dict:
     total_loss, correct, seen = 0.0, 0, 0
     for x, y in loader:
         logits = model(x)
-        total_loss += F.cross_entropy(logits, y, reduction="sum", label_smoothing=label_smoothing).item()
+        total_loss += F.cross_entropy(
+            logits, y, reduction="sum", label_smoothing=label_smoothing
+        ).item()
         correct += (logits.argmax(1) == y).sum().item()
         seen += len(y)
     model.train()

@@ -39,10 +39,18 @@ class LRFindResult:
     steepest: float = math.nan
 
     def to_dict(self) -> dict:
-        return {"suggested_lr": self.valley, "rule": "valley (fastai)", "valley_lr": self.valley,
-                "steepest_lr": self.steepest, "steps_run": len(self.lrs), "stop_reason": self.stop_reason,
-                "curve": [{"lr": lr, "loss": raw, "smoothed": s}
-                          for lr, raw, s in zip(self.lrs, self.losses, self.smoothed, strict=True)]}
+        return {
+            "suggested_lr": self.valley,
+            "rule": "valley (fastai)",
+            "valley_lr": self.valley,
+            "steepest_lr": self.steepest,
+            "steps_run": len(self.lrs),
+            "stop_reason": self.stop_reason,
+            "curve": [
+                {"lr": lr, "loss": raw, "smoothed": s}
+                for lr, raw, s in zip(self.lrs, self.losses, self.smoothed, strict=True)
+            ],
+        }
 
 
 def lr_at(i: int, steps: int, start: float, end: float) -> float:
@@ -50,8 +58,15 @@ def lr_at(i: int, steps: int, start: float, end: float) -> float:
     return start * (end / start) ** (i / max(1, steps - 1))
 
 
-def range_test(optimizer: torch.optim.Optimizer, batches: Iterator, step: Callable[[object], float], *,
-               start: float = 1e-7, end: float = 10.0, steps: int = 100) -> LRFindResult:
+def range_test(
+    optimizer: torch.optim.Optimizer,
+    batches: Iterator,
+    step: Callable[[object], float],
+    *,
+    start: float = 1e-7,
+    end: float = 10.0,
+    steps: int = 100,
+) -> LRFindResult:
     """Run the test: ``step(batch)`` trains one step at the optimizer's current rate and returns the
     loss. Every param group gets the same rate (the one swept)."""
     lrs, losses, smoothed = [], [], []
@@ -71,13 +86,18 @@ def range_test(optimizer: torch.optim.Optimizer, batches: Iterator, step: Callab
         smoothed.append(smooth)
         best = min(best, smooth)
         if smooth > DIVERGED * best:
-            reason = f"loss diverged at lr {lr:.3g} (step {i + 1}: smoothed loss {smooth:.3g} > {DIVERGED:g}x best)"
+            reason = (
+                f"loss diverged at lr {lr:.3g} (step {i + 1}: smoothed loss {smooth:.3g} >"
+                f" {DIVERGED:g}x best)"
+            )
             break
     result = LRFindResult(lrs, losses, smoothed, reason)
     lo, hi = len(lrs) // 10, len(lrs) - 5
     if hi - lo < 3:
-        raise LabError(f"the range test stopped after {len(lrs)} steps ({reason}); too few points to suggest a rate: "
-                       "lower --lr-find-end or --lr-find-start, or give more --lr-find-steps")
+        raise LabError(
+            f"the range test stopped after {len(lrs)} steps ({reason}); too few points to suggest a"
+            " rate: lower --lr-find-end or --lr-find-start, or give more --lr-find-steps"
+        )
     result.valley = valley(lrs[lo:hi], smoothed[lo:hi])
     result.steepest = steepest(lrs[lo:hi], smoothed[lo:hi])
     return result
@@ -103,7 +123,10 @@ def valley(lrs: list[float], losses: list[float]) -> float:
 
 def steepest(lrs: list[float], losses: list[float]) -> float:
     """The rate where the loss falls fastest per unit of log(lr)."""
-    slopes = [(losses[i + 1] - losses[i]) / (math.log(lrs[i + 1]) - math.log(lrs[i])) for i in range(len(lrs) - 1)]
+    slopes = [
+        (losses[i + 1] - losses[i]) / (math.log(lrs[i + 1]) - math.log(lrs[i]))
+        for i in range(len(lrs) - 1)
+    ]
     return lrs[min(range(len(slopes)), key=slopes.__getitem__)]
 
 
@@ -115,7 +138,10 @@ def plot_lr_find(result: LRFindResult, path: str | Path, title: str = "") -> Non
     fig, ax = plt.subplots(figsize=(6, 3.8))
     ax.plot(result.lrs, result.losses, color="0.75", linewidth=0.8, label="loss")
     ax.plot(result.lrs, result.smoothed, color="C0", label="smoothed")
-    for lr, name, color in ((result.valley, "valley (suggested)", "C3"), (result.steepest, "steepest", "C2")):
+    for lr, name, color in (
+        (result.valley, "valley (suggested)", "C3"),
+        (result.steepest, "steepest", "C2"),
+    ):
         i = result.lrs.index(lr)
         ax.plot([lr], [result.smoothed[i]], "o", color=color, label=f"{name}: {lr:.2g}")
     ax.set_xscale("log")

@@ -50,7 +50,9 @@ def release_freed() -> None:
     measured starts from what is really in use."""
     gc.collect()
     if sys.platform.startswith("linux"):
-        with contextlib.suppress(OSError, AttributeError):  # another C library (musl): nothing to trim
+        with contextlib.suppress(
+            OSError, AttributeError
+        ):  # another C library (musl): nothing to trim
             ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
@@ -81,8 +83,10 @@ def describe_peak(peak: dict) -> str:
     MiB reserved, process 2,345 MiB resident``."""
     parts = []
     if "cuda_allocated_mib" in peak:
-        parts.append(f"CUDA {peak['cuda_allocated_mib']:,.0f} MiB allocated / {peak['cuda_reserved_mib']:,.0f} MiB "
-                     "reserved")
+        parts.append(
+            f"CUDA {peak['cuda_allocated_mib']:,.0f} MiB allocated /"
+            f" {peak['cuda_reserved_mib']:,.0f} MiB reserved"
+        )
     parts.append(f"process {peak['cpu_peak_rss_mib']:,.0f} MiB resident")
     return "peak memory: " + ", ".join(parts)
 
@@ -91,7 +95,9 @@ def parse_size(text: str, flag: str = "--memory-budget") -> float:
     """``512``, ``512M``, ``512MiB``, ``1.5G``, ``2GiB`` -> MiB (a bare number is MiB)."""
     match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([kmgt]?)(i?b)?\s*", text, re.IGNORECASE)
     if not match:
-        raise LabError(f"{flag} {text!r}: give a size such as 800M, 800MiB, 2G or 2GiB (a bare number is MiB)")
+        raise LabError(
+            f"{flag} {text!r}: give a size such as 800M, 800MiB, 2G or 2GiB (a bare number is MiB)"
+        )
     mib = float(match.group(1)) * _UNITS[match.group(2).lower()] / MIB
     if not mib > 0:
         raise LabError(f"{flag} must be positive (got {text!r})")
@@ -101,7 +107,9 @@ def parse_size(text: str, flag: str = "--memory-budget") -> float:
 def available_mib() -> float | None:
     """Memory the OS could still give (``MemAvailable``, Linux), or None where it cannot be read."""
     try:
-        match = re.search(r"^MemAvailable:\s+(\d+)\s+kB", Path("/proc/meminfo").read_text(), re.MULTILINE)
+        match = re.search(
+            r"^MemAvailable:\s+(\d+)\s+kB", Path("/proc/meminfo").read_text(), re.MULTILINE
+        )
     except OSError:
         return None
     return int(match.group(1)) / 1024 if match else None

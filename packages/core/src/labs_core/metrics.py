@@ -27,7 +27,9 @@ def topk_accuracy(logits: Tensor, targets: Tensor, k: int = 5) -> float:
 def confusion_matrix(preds: Tensor, targets: Tensor, num_classes: int) -> Tensor:
     """``cm[i, j]`` = number of samples of true class ``i`` predicted as ``j``. Returns (C, C) int64."""
     idx = targets.long() * num_classes + preds.long()
-    return torch.bincount(idx, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+    return torch.bincount(idx, minlength=num_classes * num_classes).reshape(
+        num_classes, num_classes
+    )
 
 
 def precision_recall_f1(cm: Tensor) -> dict[str, Tensor]:
@@ -39,7 +41,9 @@ def precision_recall_f1(cm: Tensor) -> dict[str, Tensor]:
     precision = torch.where(predicted > 0, tp / predicted.clamp(min=1), torch.zeros_like(tp))
     recall = torch.where(actual > 0, tp / actual.clamp(min=1), torch.zeros_like(tp))
     denom = precision + recall
-    f1 = torch.where(denom > 0, 2 * precision * recall / denom.clamp(min=1e-12), torch.zeros_like(tp))
+    f1 = torch.where(
+        denom > 0, 2 * precision * recall / denom.clamp(min=1e-12), torch.zeros_like(tp)
+    )
     return {"precision": precision, "recall": recall, "f1": f1}
 
 
@@ -53,7 +57,9 @@ def format_confusion_matrix(cm: Tensor, class_names: list[str]) -> str:
     return "\n".join(lines)
 
 
-def plot_confusion_matrix(cm: Tensor, class_names: list[str], path: str | Path | None = None, title: str = ""):
+def plot_confusion_matrix(
+    cm: Tensor, class_names: list[str], path: str | Path | None = None, title: str = ""
+):
     """Render the confusion matrix with class names; save a PNG if ``path`` is given. Returns the figure."""
     from .plots import pyplot, save_figure
 
@@ -74,8 +80,15 @@ def plot_confusion_matrix(cm: Tensor, class_names: list[str], path: str | Path |
         for i in range(n):
             for j in range(n):
                 v = cm[i, j].item()
-                ax.text(j, i, str(v), ha="center", va="center", fontsize=8,
-                        color="white" if v > vmax / 2 else "black")
+                ax.text(
+                    j,
+                    i,
+                    str(v),
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                    color="white" if v > vmax / 2 else "black",
+                )
     fig.tight_layout()
     if path is not None:
         save_figure(fig, path, dpi=100)

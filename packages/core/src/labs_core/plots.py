@@ -39,13 +39,20 @@ def save_figure(fig, path: str | Path, dpi: int = 100) -> None:
     atomic_write_bytes(path, lambda f: f.write(data))
 
 
-def plot_curves(history: list[dict], path: str | Path, groups: dict[str, list[str]] | None = None, title: str = "") -> None:
+def plot_curves(
+    history: list[dict],
+    path: str | Path,
+    groups: dict[str, list[str]] | None = None,
+    title: str = "",
+) -> None:
     """One panel per group of metrics against epoch, e.g. ``{"loss": ["train_loss", "val_loss"]}``."""
     plt = pyplot()
     groups = groups or {"loss": ["train_loss", "val_loss"], "accuracy": ["train_acc", "val_acc"]}
     groups = {g: [k for k in keys if any(k in h for h in history)] for g, keys in groups.items()}
     groups = {g: keys for g, keys in groups.items() if keys}
-    fig, axes = plt.subplots(1, max(1, len(groups)), figsize=(5 * max(1, len(groups)), 3.6), squeeze=False)
+    fig, axes = plt.subplots(
+        1, max(1, len(groups)), figsize=(5 * max(1, len(groups)), 3.6), squeeze=False
+    )
     for ax, (name, keys) in zip(axes[0], groups.items(), strict=False):
         for key in keys:
             pts = [(h["epoch"], h[key]) for h in history if key in h]
@@ -68,7 +75,8 @@ def plot_explanations(images, maps: dict, row_titles: list[str], path: str | Pat
 
     images (Tensor[N, C, H, W]) in [0, 1] for display; maps {column title: Tensor[N, H, W] in [0, 1]};
     ``row_titles``: one line or two per image (its prediction). The maps are drawn in colour at half
-    opacity over a grey version of the image, so where the model looked and what is there show at once."""
+    opacity over a grey version of the image, so where the model looked and what is there show at once.
+    """
     plt = pyplot()
     n, cols = len(images), 1 + len(maps)
     fig = plt.figure(figsize=(1.8 * cols, 2.2 * n + 0.25))
@@ -77,7 +85,9 @@ def plot_explanations(images, maps: dict, row_titles: list[str], path: str | Pat
         shown = image.permute(1, 2, 0).float().cpu().numpy()
         grey = shown.mean(2)
         axes = sub.subplots(1, cols)
-        sub.subplots_adjust(left=0.02, right=0.98, bottom=0.2, top=0.9 if i == 0 else 0.98, wspace=0.06)
+        sub.subplots_adjust(
+            left=0.02, right=0.98, bottom=0.2, top=0.9 if i == 0 else 0.98, wspace=0.06
+        )
         axes[0].imshow(shown[..., 0] if shown.shape[2] == 1 else shown, cmap="gray", vmin=0, vmax=1)
         for ax, m in zip(axes[1:], maps.values(), strict=True):
             ax.imshow(grey, cmap="gray", vmin=0, vmax=1)

@@ -48,8 +48,12 @@ def run_segments(segments: Iterable[nn.Module], x: Tensor, enabled: bool) -> Ten
             # recomputes values only: the buffer updates happen once, in the forward graph.
             x = checkpoint(segment, x, use_reentrant=False)
         else:
-            x = checkpoint(segment, x, use_reentrant=False,
-                           context_fn=lambda seg=segment: (contextlib.nullcontext(), buffers_kept(seg)))
+            x = checkpoint(
+                segment,
+                x,
+                use_reentrant=False,
+                context_fn=lambda seg=segment: (contextlib.nullcontext(), buffers_kept(seg)),
+            )
     return x
 
 

@@ -91,13 +91,25 @@ class Run:
             run.resume_path = resume_path(cfg)
             state = load_checkpoint(run.resume_path)
             if state.get("lab") not in (None, cfg.lab):
-                raise LabError(f"{run.resume_path} is a {state['lab']} checkpoint; {cfg.lab} cannot resume it")
+                raise LabError(
+                    f"{run.resume_path} is a {state['lab']} checkpoint; {cfg.lab} cannot resume it"
+                )
             require_entries(state, RESUME_KEYS, run.resume_path)
-            refuse_finished(state, cfg)  # a resume that adds nothing ends here, exit 0, nothing written
+            refuse_finished(
+                state, cfg
+            )  # a resume that adds nothing ends here, exit 0, nothing written
             run.resume_state = state
         in_run = run.resume_path is not None and run.resume_path.parent.name == "checkpoints"
-        folder = Path(cfg.out) if cfg.out else run.resume_path.parent.parent if in_run else new_run_dir(cfg.lab)
-        check_out(folder, resume_path=run.resume_path, overwrite=cfg.overwrite)  # every rank: all refuse together
+        folder = (
+            Path(cfg.out)
+            if cfg.out
+            else run.resume_path.parent.parent
+            if in_run
+            else new_run_dir(cfg.lab)
+        )
+        check_out(
+            folder, resume_path=run.resume_path, overwrite=cfg.overwrite
+        )  # every rank: all refuse together
         if info.is_main:
             run.run_dir = folder
         return run
@@ -143,7 +155,9 @@ def resume_path(cfg) -> Path:
     if cfg.out:
         path = Path(cfg.out) / "checkpoints" / "last.pt"
         if not path.is_file():
-            raise LabError(f"--resume: {cfg.out} holds no checkpoint to continue ({path} not found)")
+            raise LabError(
+                f"--resume: {cfg.out} holds no checkpoint to continue ({path} not found)"
+            )
         return path
     return find_latest_checkpoint(cfg.lab)
 
@@ -202,11 +216,15 @@ def resolve_monitor(cfg, plan: Plan, say=print) -> tuple[str, str]:
         monitor = f"train_{monitor[4:]}"
         say(f"note: no validation split, so --monitor {cfg.monitor} becomes {monitor}")
     if monitor not in logged:
-        raise LabError(f"--monitor {cfg.monitor}: not a metric of this run; it logs {', '.join(logged)}")
+        raise LabError(
+            f"--monitor {cfg.monitor}: not a metric of this run; it logs {', '.join(logged)}"
+        )
     mode = cfg.monitor_mode if cfg.monitor_mode != "auto" else metric_mode(monitor)
     if mode is None:
-        raise LabError(f"--monitor {monitor}: its name does not say whether higher or lower is better; "
-                       "add --monitor-mode min or --monitor-mode max")
+        raise LabError(
+            f"--monitor {monitor}: its name does not say whether higher or lower is better; "
+            "add --monitor-mode min or --monitor-mode max"
+        )
     return monitor, mode
 
 
@@ -216,16 +234,24 @@ def load_resume_state(run: Run, trainer: Trainer, schedule: dict, interval: str)
     schedule starts where the old run's progress, counted in epochs, puts it."""
     state, cfg = run.resume_state, run.cfg
     old = state.get("schedule") or {}
-    total, per_epoch, batches = (schedule["total_steps"], schedule["steps_per_epoch"],
-                                 schedule["batches_per_epoch"])
-    replan = (trainer.scheduler is not None and interval == "step"
-              and (old.get("total_steps"), old.get("steps_per_epoch")) != (total, per_epoch))
-    trainer.load_state_dict({**state, "scheduler": None} if replan else state,
-                            source=f"checkpoint {run.resume_path}")
+    total, per_epoch, batches = (
+        schedule["total_steps"],
+        schedule["steps_per_epoch"],
+        schedule["batches_per_epoch"],
+    )
+    replan = (
+        trainer.scheduler is not None
+        and interval == "step"
+        and (old.get("total_steps"), old.get("steps_per_epoch")) != (total, per_epoch)
+    )
+    trainer.load_state_dict(
+        {**state, "scheduler": None} if replan else state, source=f"checkpoint {run.resume_path}"
+    )
     old_batches = old.get("batches_per_epoch") or batches
     if trainer.batch_in_epoch and old_batches != batches:  # mid-epoch, another world size
-        trainer.batch_in_epoch = min(batches - 1,
-                                     round(trainer.batch_in_epoch * batches / old_batches))
+        trainer.batch_in_epoch = min(
+            batches - 1, round(trainer.batch_in_epoch * batches / old_batches)
+        )
     if not replan:
         return
     position = trainer.epoch * per_epoch + math.ceil(trainer.batch_in_epoch / cfg.grad_accum)
@@ -234,9 +260,11 @@ def load_resume_state(run: Run, trainer: Trainer, schedule: dict, interval: str)
         warnings.simplefilter("ignore")
         for _ in range(position):
             trainer.scheduler.step()
-    run.say(f"schedule re-planned for this run: {total} steps ({per_epoch} per epoch; the "
-            f"checkpoint's had {old.get('total_steps', '?')}), resuming at step {position} "
-            f"({position / max(1, total):.0%} of the way)")
+    run.say(
+        f"schedule re-planned for this run: {total} steps ({per_epoch} per epoch; the "
+        f"checkpoint's had {old.get('total_steps', '?')}), resuming at step {position} "
+        f"({position / max(1, total):.0%} of the way)"
+    )
 
 
 def execute(cfg, build_plan: Callable[[Run], Plan], stream=None) -> RunResult:
@@ -287,22 +315,48 @@ def build_trainer(run: Run, plan: Plan) -> Trainer:
     scheduler, interval = build_scheduler(cfg, optimizer, run.schedule)
     main = run.is_main
     run.logger = RunLogger(run.run_dir, quiet=cfg.quiet, stream=run.stream) if main else None
-    run.checkpointing = Checkpointing(run.run_dir / "checkpoints" if main else None, extra={
-        "config": cfg.to_dict(), "lab": cfg.lab, "schedule": run.schedule, **plan.checkpoint})
-    callbacks = [Clock(), *([run.logger, ProgressBar(cfg.quiet)] if main else []),
-                 run.checkpointing, *plan.callbacks]
+    run.checkpointing = Checkpointing(
+        run.run_dir / "checkpoints" if main else None,
+        extra={
+            "config": cfg.to_dict(),
+            "lab": cfg.lab,
+            "schedule": run.schedule,
+            **plan.checkpoint,
+        },
+    )
+    callbacks = [
+        Clock(),
+        *([run.logger, ProgressBar(cfg.quiet)] if main else []),
+        run.checkpointing,
+        *plan.callbacks,
+    ]
     if cfg.patience:
         callbacks.append(EarlyStopping(cfg.patience))
     trainer = Trainer(
-        model, optimizer, plan.train_loader, plan.val_loader,
-        loss_fn=plan.loss_fn or ClassificationLoss(), forward_fn=plan.forward_fn,
-        scheduler=scheduler, scheduler_interval=interval, precision=Precision(cfg.precision, run.device),
-        device=run.device, epochs=cfg.epochs, max_steps=cfg.max_steps, grad_accum=cfg.grad_accum,
-        grad_clip=cfg.grad_clip, monitor=run.monitor, mode=run.mode, callbacks=callbacks,
-        compile=cfg.compile)
+        model,
+        optimizer,
+        plan.train_loader,
+        plan.val_loader,
+        loss_fn=plan.loss_fn or ClassificationLoss(),
+        forward_fn=plan.forward_fn,
+        scheduler=scheduler,
+        scheduler_interval=interval,
+        precision=Precision(cfg.precision, run.device),
+        device=run.device,
+        epochs=cfg.epochs,
+        max_steps=cfg.max_steps,
+        grad_accum=cfg.grad_accum,
+        grad_clip=cfg.grad_clip,
+        monitor=run.monitor,
+        mode=run.mode,
+        callbacks=callbacks,
+        compile=cfg.compile,
+    )
     if run.resume_state is not None:
         load_resume_state(run, trainer, run.schedule, interval)
-        run.say(f"resuming from {run.resume_path} (epoch {trainer.epoch}, step {trainer.global_step})")
+        run.say(
+            f"resuming from {run.resume_path} (epoch {trainer.epoch}, step {trainer.global_step})"
+        )
     return trainer
 
 
@@ -316,9 +370,11 @@ def startup_line(run: Run, trainer: Trainer, plan: Plan) -> str:
         batch += f" | sharded (FSDP) over {world} processes"
     n_params = sum(p.numel() for p in model.parameters())
     compiled = " compiled" if cfg.compile else ""
-    return (f"{cfg.lab}: {plan.description} | {type(model).__name__} {n_params:,} params | "
-            f"{run.device} {cfg.precision}{compiled} | {batch} | "
-            f"{describe_peak(peak_memory(run.device))}")
+    return (
+        f"{cfg.lab}: {plan.description} | {type(model).__name__} {n_params:,} params | "
+        f"{run.device} {cfg.precision}{compiled} | {batch} | "
+        f"{describe_peak(peak_memory(run.device))}"
+    )
 
 
 def write_config(run: Run, trainer: Trainer, plan: Plan, found: dict | None = None) -> None:
@@ -327,12 +383,25 @@ def write_config(run: Run, trainer: Trainer, plan: Plan, found: dict | None = No
         return
     cfg, model = run.cfg, plan.model
     run.run_dir.mkdir(parents=True, exist_ok=True)
-    write_json(run.run_dir / "config.json", {**cfg.to_dict(), "lab": cfg.lab, "resolved": {
-        "device": str(run.device), "processes": run.dist.world,
-        "global_batch_size": cfg.batch_size * run.dist.world,
-        "parameters": sum(p.numel() for p in model.parameters()), "model": type(model).__name__,
-        "sharded": bool(run.sharded), "monitor": run.monitor, "monitor_mode": run.mode,
-        **({"lr_find": found["lr"]} if found else {}), **plan.resolved}})
+    write_json(
+        run.run_dir / "config.json",
+        {
+            **cfg.to_dict(),
+            "lab": cfg.lab,
+            "resolved": {
+                "device": str(run.device),
+                "processes": run.dist.world,
+                "global_batch_size": cfg.batch_size * run.dist.world,
+                "parameters": sum(p.numel() for p in model.parameters()),
+                "model": type(model).__name__,
+                "sharded": bool(run.sharded),
+                "monitor": run.monitor,
+                "monitor_mode": run.mode,
+                **({"lr_find": found["lr"]} if found else {}),
+                **plan.resolved,
+            },
+        },
+    )
 
 
 @contextlib.contextmanager
@@ -360,11 +429,19 @@ def run_manual_loop(run: Run, trainer: Trainer, plan: Plan) -> None:
     manual, cfg = plan.manual_loop, run.cfg
     if run.logger is not None:
         run.logger.open()
-    history = run_manual(trainer.module, trainer.optimizer, plan.train_loader, plan.val_loader,
-                         cfg.epochs, scheduler=trainer.scheduler,
-                         scheduler_interval=trainer.scheduler_interval,
-                         label_smoothing=manual.label_smoothing, say=run.say,
-                         print_every=manual.print_every, after_print=manual.after_print)
+    history = run_manual(
+        trainer.module,
+        trainer.optimizer,
+        plan.train_loader,
+        plan.val_loader,
+        cfg.epochs,
+        scheduler=trainer.scheduler,
+        scheduler_interval=trainer.scheduler_interval,
+        label_smoothing=manual.label_smoothing,
+        say=run.say,
+        print_every=manual.print_every,
+        after_print=manual.after_print,
+    )
     trainer.adopt_history(history, steps_per_epoch=len(plan.train_loader))
     if run.logger is not None:
         run.logger.write_history(trainer.history)
@@ -391,8 +468,10 @@ def write_summary(run: Run, trainer: Trainer, metrics: dict | None = None) -> di
     Written by rank 0 only (the others return the same dict and write nothing)."""
     last = trainer.history[-1] if trainer.history else {}
     summary = {
-        "metrics": {**{k: v for k, v in last.items() if k not in ("epoch", "step")},
-                    **(metrics or {})},
+        "metrics": {
+            **{k: v for k, v in last.items() if k not in ("epoch", "step")},
+            **(metrics or {}),
+        },
         "best": {**trainer.best, "mode": trainer.mode},
         "epochs_run": trainer.epoch,
         "steps": trainer.global_step,

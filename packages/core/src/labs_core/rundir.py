@@ -30,7 +30,14 @@ from .errors import LabError
 RUN_MARKERS = ("config.json", "metrics.jsonl", "summary.json", "checkpoints", "tb")
 # What --overwrite removes: the markers, and the reports and figures runs write beside them.
 RUN_FOLDERS = ("checkpoints", "tb", "profile")
-RUN_FILES = ("config.json", "metrics.jsonl", "summary.json", "phases.json", "lr_find.json", "batch_size.json")
+RUN_FILES = (
+    "config.json",
+    "metrics.jsonl",
+    "summary.json",
+    "phases.json",
+    "lr_find.json",
+    "batch_size.json",
+)
 RUN_PATTERNS = ("*.png", "*.txt")
 LOCK_NAME = ".lock"
 FRESH_LOCK_S = 10.0  # an unreadable lock younger than this is being written: treat it as held
@@ -64,7 +71,9 @@ def check_writable(out: Path, folders) -> None:
 WRITER = "PyTorch Labs"
 
 
-def check_replace(path: Path, *, overwrite: bool, ours: Callable[[Path], bool], flag: str = "--out") -> None:
+def check_replace(
+    path: Path, *, overwrite: bool, ours: Callable[[Path], bool], flag: str = "--out"
+) -> None:
     """The one rule for a file a command is about to write: a new name is fine; an existing file
     is replaced only when this project wrote it (``ours(path)``) and the command says to
     (``--overwrite``). Anything else is refused in one line, before anything is written."""
@@ -73,11 +82,15 @@ def check_replace(path: Path, *, overwrite: bool, ours: Callable[[Path], bool], 
     if path.is_dir():
         raise LabError(f"{flag} {path} is a folder; give a file name")
     if path.is_symlink() or not ours(path):
-        raise LabError(f"{flag} {path} exists and is not a file this project wrote; it is never written over "
-                       "(give another name)")
+        raise LabError(
+            f"{flag} {path} exists and is not a file this project wrote; it is never written over "
+            "(give another name)"
+        )
     if not overwrite:
-        raise LabError(f"{flag} {path} exists (an earlier output of this command); replace it with --overwrite, "
-                       "or give another name")
+        raise LabError(
+            f"{flag} {path} exists (an earlier output of this command); replace it with"
+            " --overwrite, or give another name"
+        )
 
 
 def png_is_ours(path: Path) -> bool:
@@ -99,10 +112,14 @@ def check_out(run_dir: Path, *, resume_path: Path | None, overwrite: bool) -> No
     check_writable(run_dir, (run_dir, *run_dir.parents))
     here = continues(run_dir, resume_path)
     if overwrite and here:
-        raise LabError(f"--overwrite would clear the run that --resume continues ({run_dir}); give one of them")
+        raise LabError(
+            f"--overwrite would clear the run that --resume continues ({run_dir}); give one of them"
+        )
     if holds_run(run_dir) and not here and not overwrite:
-        raise LabError(f"--out {run_dir} already holds a run; continue it with --resume, replace it with "
-                       "--overwrite, or give another --out")
+        raise LabError(
+            f"--out {run_dir} already holds a run; continue it with --resume, replace it with "
+            "--overwrite, or give another --out"
+        )
 
 
 def clear_run(run_dir: Path) -> None:
@@ -147,8 +164,10 @@ class RunDirLock:
             except FileExistsError:
                 owner = self._owner()
                 if owner is not None:
-                    raise LabError(f"{self.folder} is in use by another run ({owner}); wait for it to finish or "
-                                   f"give another --out (if no run is using it, delete {self.path})") from None
+                    raise LabError(
+                        f"{self.folder} is in use by another run ({owner}); wait for it to finish"
+                        f" or give another --out (if no run is using it, delete {self.path})"
+                    ) from None
                 self.path.unlink(missing_ok=True)  # stale: its process is gone
                 continue
             try:
@@ -216,9 +235,13 @@ def new_run_dir(lab: str, root: str | Path = "runs") -> Path:
 
 def find_latest_checkpoint(lab: str, root: str | Path = "runs") -> Path:
     """The newest ``runs/<lab>/*/checkpoints/last.pt`` (what ``--resume`` with no path means)."""
-    candidates = sorted(Path(root, lab).glob("*/checkpoints/last.pt"), key=lambda p: p.stat().st_mtime)
+    candidates = sorted(
+        Path(root, lab).glob("*/checkpoints/last.pt"), key=lambda p: p.stat().st_mtime
+    )
     if not candidates:
-        raise LabError(f"--resume: no earlier run with a checkpoint under {Path(root, lab)} (give a PATH)")
+        raise LabError(
+            f"--resume: no earlier run with a checkpoint under {Path(root, lab)} (give a PATH)"
+        )
     return candidates[-1]
 
 

@@ -30,7 +30,9 @@ def set_deterministic(on: bool) -> None:
         # cuBLAS needs a fixed workspace to be deterministic; must be set before the first matmul.
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     if on or torch.are_deterministic_algorithms_enabled():  # turning it off when already off
-        torch.use_deterministic_algorithms(on, warn_only=False)  # costs seconds (imports the compiler)
+        torch.use_deterministic_algorithms(
+            on, warn_only=False
+        )  # costs seconds (imports the compiler)
     torch.backends.cudnn.deterministic = on
     torch.backends.cudnn.benchmark = not on
 
@@ -78,7 +80,9 @@ def set_rng_state(state: dict) -> None:
             "gauss": n["gauss"],
         }
     )
-    torch.set_rng_state(state["torch"].cpu())  # a checkpoint loaded with map_location="cuda" moves it
+    torch.set_rng_state(
+        state["torch"].cpu()
+    )  # a checkpoint loaded with map_location="cuda" moves it
     if "cuda" in state and torch.cuda.is_available():
         cuda_states = [s.cpu() for s in state["cuda"]]
         if len(cuda_states) == torch.cuda.device_count():

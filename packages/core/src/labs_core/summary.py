@@ -19,7 +19,9 @@ class LayerRow:
     trainable: int
 
 
-def model_summary(model: nn.Module, example_input: torch.Tensor, leaves_only: bool = True) -> list[LayerRow]:
+def model_summary(
+    model: nn.Module, example_input: torch.Tensor, leaves_only: bool = True
+) -> list[LayerRow]:
     """Run ``example_input`` through ``model`` once and record every (leaf) module it touches, in call order."""
     rows: list[LayerRow] = []
     handles = []
@@ -34,12 +36,18 @@ def model_summary(model: nn.Module, example_input: torch.Tensor, leaves_only: bo
     def hook(name):
         def fn(module, inputs, output):
             own = list(module.parameters(recurse=False))
-            rows.append(LayerRow(
-                name=name, kind=type(module).__name__, module=module,
-                input_shape=shape_of(inputs), output_shape=shape_of(output),
-                params=sum(p.numel() for p in own),
-                trainable=sum(p.numel() for p in own if p.requires_grad),
-            ))
+            rows.append(
+                LayerRow(
+                    name=name,
+                    kind=type(module).__name__,
+                    module=module,
+                    input_shape=shape_of(inputs),
+                    output_shape=shape_of(output),
+                    params=sum(p.numel() for p in own),
+                    trainable=sum(p.numel() for p in own if p.requires_grad),
+                )
+            )
+
         return fn
 
     for name, module in model.named_modules():
@@ -60,18 +68,31 @@ def model_summary(model: nn.Module, example_input: torch.Tensor, leaves_only: bo
     return rows
 
 
-def format_summary(rows: list[LayerRow], model: nn.Module, extra: dict[str, str] | None = None) -> str:
+def format_summary(
+    rows: list[LayerRow], model: nn.Module, extra: dict[str, str] | None = None
+) -> str:
     """A text table; ``extra`` maps a layer name to a note shown in the last column."""
     extra = extra or {}
     header = ("layer", "type", "input", "output", "params", "")
     body = [
-        (r.name, r.kind, "x".join(map(str, r.input_shape)), "x".join(map(str, r.output_shape)),
-         f"{r.params:,}", extra.get(r.name, ""))
+        (
+            r.name,
+            r.kind,
+            "x".join(map(str, r.input_shape)),
+            "x".join(map(str, r.output_shape)),
+            f"{r.params:,}",
+            extra.get(r.name, ""),
+        )
         for r in rows
     ]
     widths = [max(len(str(line[i])) for line in [header, *body]) for i in range(len(header))]
-    fmt = lambda line: "  ".join(str(c).ljust(w) if i < 4 else str(c).rjust(w) if i == 4 else str(c)  # noqa: E731
-                                for i, (c, w) in enumerate(zip(line, widths, strict=True))).rstrip()
+
+    def fmt(line) -> str:
+        return "  ".join(
+            str(c).ljust(w) if i < 4 else str(c).rjust(w) if i == 4 else str(c)
+            for i, (c, w) in enumerate(zip(line, widths, strict=True))
+        ).rstrip()
+
     total = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     lines = [fmt(header), "-" * (sum(widths) + 2 * len(widths)), *map(fmt, body)]

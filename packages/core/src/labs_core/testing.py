@@ -19,21 +19,35 @@ import tempfile
 from pathlib import Path
 
 
-def launch(target: list[str], nproc: int = 2, timeout: float = 600, env: dict | None = None
-           ) -> subprocess.CompletedProcess:
+def launch(
+    target: list[str], nproc: int = 2, timeout: float = 600, env: dict | None = None
+) -> subprocess.CompletedProcess:
     """``torchrun --standalone --nproc-per-node N TARGET...`` (gloo on CPU, one thread per process).
     The result also holds ``rank_output``: {local rank: its own stdout + stderr}, read from the
     per-rank log files before they are deleted."""
     logs = Path(tempfile.mkdtemp(prefix="torchrun-logs-"))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc),
-           "--log-dir", str(logs), "--tee", "3", *target]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        str(nproc),
+        "--log-dir",
+        str(logs),
+        "--tee",
+        "3",
+        *target,
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", **(env or {})}
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
         try:
             out, err = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:  # past its time: ended whole, its workers too
-            proc.send_signal(signal.SIGTERM)  # the launcher stops its workers (each in its own session)
+            proc.send_signal(
+                signal.SIGTERM
+            )  # the launcher stops its workers (each in its own session)
             try:
                 out, err = proc.communicate(timeout=60)
             except subprocess.TimeoutExpired:
@@ -41,8 +55,9 @@ def launch(target: list[str], nproc: int = 2, timeout: float = 600, env: dict | 
                 out, err = proc.communicate()
             result = subprocess.CompletedProcess(cmd, proc.returncode, out, err)
             result.rank_output = _rank_output(logs)
-            raise AssertionError(f"torchrun did not finish within {timeout:.0f} s (ended)\n"
-                                 + failure_report(result)) from None
+            raise AssertionError(
+                f"torchrun did not finish within {timeout:.0f} s (ended)\n" + failure_report(result)
+            ) from None
         result = subprocess.CompletedProcess(cmd, proc.returncode, out, err)
         result.rank_output = _rank_output(logs)
     finally:
@@ -50,7 +65,9 @@ def launch(target: list[str], nproc: int = 2, timeout: float = 600, env: dict | 
     return result
 
 
-def torchrun(module: str, *args: str, nproc: int = 2, timeout: float = 600) -> subprocess.CompletedProcess:
+def torchrun(
+    module: str, *args: str, nproc: int = 2, timeout: float = 600
+) -> subprocess.CompletedProcess:
     """``torchrun --standalone --nproc-per-node N -m MODULE ARGS`` (see ``launch``)."""
     return launch(["-m", module, *args], nproc=nproc, timeout=timeout)
 
@@ -86,8 +103,11 @@ def failure_report(result: subprocess.CompletedProcess, limit: int = 8000) -> st
     for rank in order:
         text = ranks[rank]
         head = "first failing rank" if first and rank == int(first.group(1)) else "rank"
-        parts.append(f"=== {head} {rank}'s own output" + (f" (last {limit} characters)" if len(text) > limit else "")
-                     + f":\n{text[-limit:]}")
+        parts.append(
+            f"=== {head} {rank}'s own output"
+            + (f" (last {limit} characters)" if len(text) > limit else "")
+            + f":\n{text[-limit:]}"
+        )
     if not ranks:
         parts.append(f"console stderr (last {limit} characters):\n{err[-limit:]}")
     return "\n".join(parts)
@@ -159,8 +179,10 @@ def check_every_flag_is_read(cfg_cls, run, argvs: list[list[str]], out: Path, pr
 
     from .config import parse_config
 
-    configs = [parse_config(cfg_cls, [*argv, "--out", str(out / str(i))], prog)
-               for i, argv in enumerate(argvs)]
+    configs = [
+        parse_config(cfg_cls, [*argv, "--out", str(out / str(i))], prog)
+        for i, argv in enumerate(argvs)
+    ]
     unread = {f.name for f in dataclasses.fields(cfg_cls)} - fields_read(run, configs)
     assert not unread, f"flags that no run read: {sorted(unread)}"
 
@@ -184,8 +206,11 @@ def road_to_optimizer_step(main, argv: list[str]) -> list[str]:
             return
         frames = [f for f in inspect.stack()[1:] if "torch" not in Path(f.filename).parts]
         names = [f"{Path(f.filename).stem}.{f.function}" for f in reversed(frames)]
-        start = max(i for i, name in enumerate(names) if name.endswith(".main")
-                    and main.__module__.rsplit(".", 1)[-1] == name.split(".")[0])
+        start = max(
+            i
+            for i, name in enumerate(names)
+            if name.endswith(".main") and main.__module__.rsplit(".", 1)[-1] == name.split(".")[0]
+        )
         road.extend(names[start:])
 
     handle = register_optimizer_step_pre_hook(hook)
@@ -204,8 +229,12 @@ def pairwise(factors: dict[str, tuple], seed_cases: tuple[dict, ...] = ()) -> li
     import itertools
 
     names = list(factors)
-    uncovered = {((a, va), (b, vb)) for a, b in itertools.combinations(names, 2)
-                 for va in factors[a] for vb in factors[b]}
+    uncovered = {
+        ((a, va), (b, vb))
+        for a, b in itertools.combinations(names, 2)
+        for va in factors[a]
+        for vb in factors[b]
+    }
 
     def pairs(case: dict) -> set:
         return {((a, case[a]), (b, case[b])) for a, b in itertools.combinations(names, 2)}
@@ -214,8 +243,13 @@ def pairwise(factors: dict[str, tuple], seed_cases: tuple[dict, ...] = ()) -> li
     for case in cases:
         uncovered -= pairs(case)
     while uncovered:
-        best = max((dict(zip(names, values, strict=True)) for values in itertools.product(*factors.values())),
-                   key=lambda c: len(pairs(c) & uncovered))
+        best = max(
+            (
+                dict(zip(names, values, strict=True))
+                for values in itertools.product(*factors.values())
+            ),
+            key=lambda c: len(pairs(c) & uncovered),
+        )
         cases.append(best)
         uncovered -= pairs(best)
     return cases
@@ -277,13 +311,21 @@ def numeric_values(kind: type, low=None, high=None) -> list:
     values = [0.0, -1.0, HUGE_FLOAT, -HUGE_FLOAT, float("nan"), float("inf"), float("-inf"), 1e-300]
     for bound in (low, high):
         if bound is not None:
-            values += [float(bound), float(bound) - max(1e-9, abs(bound) * 1e-6),
-                       float(bound) + max(1e-9, abs(bound) * 1e-6)]
+            values += [
+                float(bound),
+                float(bound) - max(1e-9, abs(bound) * 1e-6),
+                float(bound) + max(1e-9, abs(bound) * 1e-6),
+            ]
     return list({repr(v): v for v in values}.values())
 
 
-def hostile_cases(cls, bases: dict[str, list[str]], prog: str = "lab", skip: tuple[str, ...] = (),
-                  command: tuple[str, ...] = ()) -> list[tuple[str, list[str], bool]]:
+def hostile_cases(
+    cls,
+    bases: dict[str, list[str]],
+    prog: str = "lab",
+    skip: tuple[str, ...] = (),
+    command: tuple[str, ...] = (),
+) -> list[tuple[str, list[str], bool]]:
     """``(case id, argv, runs)`` for every init field of config class ``cls``: each number at
     ``numeric_values``, each free-text field empty, on the first of ``bases`` (named argv lists)
     under which the field applies (its ``applies`` rules hold), so a flag of one dataset or task
@@ -291,7 +333,8 @@ def hostile_cases(cls, bases: dict[str, list[str]], prog: str = "lab", skip: tup
     test trains on it); the values accepted are thinned to the smallest and the largest of each
     field, the values between them taking the same path. Fields in ``skip`` are left out (the
     test says why: a flag that names a path has its own table of files). ``command``: words put
-    before the flags in each argv (a subcommand: ``("sample",)``), not part of what ``cls`` parses."""
+    before the flags in each argv (a subcommand: ``("sample",)``), not part of what ``cls`` parses.
+    """
     import contextlib
     import dataclasses
     import io
@@ -316,26 +359,44 @@ def hostile_cases(cls, bases: dict[str, list[str]], prog: str = "lab", skip: tup
             values = [""]
         else:
             continue
-        base_name = next((name for name, cfg in parsed.items() if cfg is not None and all(
-            not hasattr(cfg, r.field) or r.holds(cfg) for r in rules(cls, f.name))), next(iter(bases)))
+        base_name = next(
+            (
+                name
+                for name, cfg in parsed.items()
+                if cfg is not None
+                and all(not hasattr(cfg, r.field) or r.holds(cfg) for r in rules(cls, f.name))
+            ),
+            next(iter(bases)),
+        )
         default = f.default if f.default is not dataclasses.MISSING else None
         accepted, refused = [], []
         for value in values:
-            argv = [*bases[base_name], f"{flag}={value!r}" if kind is not str else f"{flag}={value}"]
+            argv = [
+                *bases[base_name],
+                f"{flag}={value!r}" if kind is not str else f"{flag}={value}",
+            ]
             try:
-                with contextlib.redirect_stderr(io.StringIO()):  # argparse's refusals: the test sees them
+                with contextlib.redirect_stderr(
+                    io.StringIO()
+                ):  # argparse's refusals: the test sees them
                     parse_config(cls, argv, prog)
                 accepted.append((value, argv))
             except (LabError, SystemExit):
                 refused.append((value, argv))
             except Exception:  # a bug the test is to show: run it, and its traceback fails the test
                 accepted.append((value, argv))
-        accepted = sorted(((v, a) for v, a in accepted if v != default or kind is str), key=lambda va: va[0])
-        if len(accepted) > 1:  # the largest; the smallest too where it is of another order (1 and 2**32 - 1)
+        accepted = sorted(
+            ((v, a) for v, a in accepted if v != default or kind is str), key=lambda va: va[0]
+        )
+        if (
+            len(accepted) > 1
+        ):  # the largest; the smallest too where it is of another order (1 and 2**32 - 1)
             low_end, high_end = accepted[0], accepted[-1]
             accepted = [low_end, high_end] if low_end[0] * 4 < high_end[0] else [high_end]
         for value, argv in refused + accepted:
-            cases.append((f"{base_name} {flag}={value!r}", [*command, *argv], (value, argv) in accepted))
+            cases.append(
+                (f"{base_name} {flag}={value!r}", [*command, *argv], (value, argv) in accepted)
+            )
     return cases
 
 
@@ -383,8 +444,13 @@ def write_dataset(name: str, root: Path, n: int = 24, classes: int = 3) -> list[
         folder = root / name
         folder.mkdir(parents=True, exist_ok=True)
         for split, count in (("train", n), ("t10k", n // 2)):
-            write_idx(folder / f"{split}-images-idx3-ubyte", rng.integers(0, 256, (count, 28, 28), dtype=np.uint8))
-            write_idx(folder / f"{split}-labels-idx1-ubyte", (np.arange(count) % classes).astype(np.uint8))
+            write_idx(
+                folder / f"{split}-images-idx3-ubyte",
+                rng.integers(0, 256, (count, 28, 28), dtype=np.uint8),
+            )
+            write_idx(
+                folder / f"{split}-labels-idx1-ubyte", (np.arange(count) % classes).astype(np.uint8)
+            )
         return ["--dataset", name, "--data-dir", str(root)]
     if name == "cifar10":
         folder = root / "cifar-10-batches-py"
@@ -403,7 +469,9 @@ def write_dataset(name: str, root: Path, n: int = 24, classes: int = 3) -> list[
                 Image.fromarray(pixels).save(root / "images" / f"c{c}" / f"{i}.png")
         return ["--dataset", "imagefolder", "--data-dir", str(root / "images")]
     if name == "csv":
-        rows = ["a,b,label"] + [f"{rng.random():.3f},{rng.random():.3f},k{i % classes}" for i in range(n)]
+        rows = ["a,b,label"] + [
+            f"{rng.random():.3f},{rng.random():.3f},k{i % classes}" for i in range(n)
+        ]
         (root / "table.csv").write_text("\n".join(rows) + "\n")
         return ["--dataset", "csv", "--data-dir", str(root / "table.csv")]
     raise ValueError(f"no writer for dataset {name!r}")
@@ -453,7 +521,9 @@ def fast_figures(monkeypatch) -> None:
     monkeypatch.setattr(agg.FigureCanvasAgg, "draw", draw)
 
 
-def run_hostile_case(main, argv: list[str], runs: bool, data: Path, tmp_path: Path, monkeypatch, capsys) -> int:
+def run_hostile_case(
+    main, argv: list[str], runs: bool, data: Path, tmp_path: Path, monkeypatch, capsys
+) -> int:
     """One row of a hostile-value table: ``{data}`` in ``argv`` becomes ``data``, the run goes into
     ``tmp_path`` (``--out ''`` too: the working directory is ``tmp_path``), and the outcome must be
     a finished run or one line and exit code 2; a value the config refuses never trains."""

@@ -100,9 +100,13 @@ class EpochSums:
             return {}
         keys = sorted(self.sums)
         count = torch.tensor(float(self.count), device=self.device)
-        totals = distributed.all_reduce_sum(torch.stack([self.sums[k].float() for k in keys] + [count]))
-        return {f"{prefix}_{k}": (totals[i] / totals[-1].clamp(min=1)).item()
-                for i, k in enumerate(keys)}
+        totals = distributed.all_reduce_sum(
+            torch.stack([self.sums[k].float() for k in keys] + [count])
+        )
+        return {
+            f"{prefix}_{k}": (totals[i] / totals[-1].clamp(min=1)).item()
+            for i, k in enumerate(keys)
+        }
 
 
 class NonFiniteWatch:
@@ -136,8 +140,9 @@ class NonFiniteWatch:
 
     @staticmethod
     def _stop(what: str) -> None:
-        raise NonFiniteLossError(f"{what}; stopped before writing anything (try a lower --lr or "
-                                 "--precision fp32)")
+        raise NonFiniteLossError(
+            f"{what}; stopped before writing anything (try a lower --lr or --precision fp32)"
+        )
 
 
 class Callback:
@@ -257,8 +262,13 @@ class Trainer:
                 self.epoch += 1
                 if self.scheduler is not None and self.scheduler_interval == "epoch":
                     self.scheduler.step()
-            logs = {"epoch": self.epoch if finished else self.epoch + 1, "step": self.global_step,
-                    **train_logs, **val_logs, "lr": self.optimizer.param_groups[0]["lr"]}
+            logs = {
+                "epoch": self.epoch if finished else self.epoch + 1,
+                "step": self.global_step,
+                **train_logs,
+                **val_logs,
+                "lr": self.optimizer.param_groups[0]["lr"],
+            }
             self._emit("on_validation_end", logs)
             self.record_epoch(logs)
             self._emit("on_epoch_end", logs)
@@ -305,9 +315,15 @@ class Trainer:
                 losses = self.loss_fn(as_fp32(out), batch)
                 loss = losses["loss"]
                 if check_finite:
-                    self.watch.track(loss, self.global_step + 1, self.epoch, where=(
-                        f"step {self.global_step + 1} (epoch {self.epoch + 1}, "
-                        f"batch {self.position + i + 1})"))
+                    self.watch.track(
+                        loss,
+                        self.global_step + 1,
+                        self.epoch,
+                        where=(
+                            f"step {self.global_step + 1} (epoch {self.epoch + 1}, "
+                            f"batch {self.position + i + 1})"
+                        ),
+                    )
                 prec.scaler.scale(loss / n).backward()  # scaled for fp16 only
             step_loss += loss.detach() / n
             self.sums.add(losses, batch_len(batch))
@@ -398,8 +414,10 @@ class Trainer:
         mine = _len_or_none(loader) or 0
         most = int(distributed.all_reduce_max(torch.tensor(mine, device=self.device)))
         if most > mine == 0:
-            raise LabError("--fsdp: this process has no evaluation data while another has some; "
-                           "use fewer processes or a larger split")
+            raise LabError(
+                "--fsdp: this process has no evaluation data while another has some; "
+                "use fewer processes or a larger split"
+            )
         return most
 
     def unshard(self, plain: nn.Module) -> None:
@@ -418,8 +436,11 @@ class Trainer:
         beat the best so far (then ``best`` is updated)."""
         value = logs.get(self.monitor)
         best = self.best["value"]
-        self.improved = value is not None and not (isinstance(value, float) and math.isnan(value)) and (
-            best is None or (value < best if self.mode == "min" else value > best))
+        self.improved = (
+            value is not None
+            and not (isinstance(value, float) and math.isnan(value))
+            and (best is None or (value < best if self.mode == "min" else value > best))
+        )
         if self.improved:
             self.best = {"metric": self.monitor, "value": float(value), "epoch": logs["epoch"]}
         self.history.append(logs)
@@ -438,12 +459,20 @@ class Trainer:
         that runs on rank 0 alone (an end-of-run report)."""
         rng = get_rng_state()
         if self.sharded and not gather:
-            raise ValueError("a sharded (FSDP) model's state is gathered from every process: call state_dict on each")
+            raise ValueError(
+                "a sharded (FSDP) model's state is gathered from every process: call state_dict on"
+                " each"
+            )
         state = {
             # Sharded (FSDP): the whole state, gathered on rank 0 as a plain model's (a collective).
-            "model": fsdp.full_model_state(self.module) if self.sharded else self.module.state_dict(),
-            "optimizer": (fsdp.full_optimizer_state(self.module, self.optimizer) if self.sharded
-                          else self.optimizer.state_dict()),
+            "model": (
+                fsdp.full_model_state(self.module) if self.sharded else self.module.state_dict()
+            ),
+            "optimizer": (
+                fsdp.full_optimizer_state(self.module, self.optimizer)
+                if self.sharded
+                else self.optimizer.state_dict()
+            ),
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
             "scaler": self.precision.scaler.state_dict() if self.precision.uses_scaler else None,
             "precision": self.precision.name,
@@ -455,8 +484,12 @@ class Trainer:
             "rng": rng,
             # Each process draws its own dropout masks: under torchrun every rank's RNG state is
             # kept (a collective: every process calls state_dict), for an exact resume.
-            "rng_per_rank": distributed.gather_objects(rng) if self.dist.enabled and gather else None,
-            "data": self.train_loader.state_dict() if hasattr(self.train_loader, "state_dict") else None,
+            "rng_per_rank": (
+                distributed.gather_objects(rng) if self.dist.enabled and gather else None
+            ),
+            "data": (
+                self.train_loader.state_dict() if hasattr(self.train_loader, "state_dict") else None
+            ),
             "callbacks": {type(cb).__name__: cb.state_dict() for cb in self.callbacks},
             "history": list(self.history),
         }
@@ -471,13 +504,17 @@ class Trainer:
             load_model_state(self.module, state["model"], source)
         try:
             if self.sharded:  # each process keeps its slice of the whole state
-                fsdp.load_full_state(self.module, self.optimizer, strip_prefix(state["model"]), state["optimizer"])
+                fsdp.load_full_state(
+                    self.module, self.optimizer, strip_prefix(state["model"]), state["optimizer"]
+                )
             else:
                 self.optimizer.load_state_dict(state["optimizer"])
             if self.scheduler is not None and state.get("scheduler") is not None:
                 self.scheduler.load_state_dict(state["scheduler"])
         except (ValueError, KeyError, RuntimeError) as exc:
-            raise LabError(f"{source}: optimizer or scheduler state does not fit this run ({exc})") from exc
+            raise LabError(
+                f"{source}: optimizer or scheduler state does not fit this run ({exc})"
+            ) from exc
         if self.precision.uses_scaler and state.get("scaler"):
             self.precision.scaler.load_state_dict(state["scaler"])
         self.epoch = state["epoch"]

@@ -82,6 +82,7 @@ def make_step(trainer: Trainer):
     clipping) on ``--grad-accum`` micro-batches, returning the mean loss as a float. A probe's
     loss may diverge (that is what the range test looks for), so it is not checked here, and the
     finders' steps leave the schedule and the step count alone (see ``bare_steps``)."""
+
     def step(micro_batches: list) -> float:
         return trainer.step(micro_batches, check_finite=False).item()
 
@@ -120,7 +121,9 @@ def probe(run, trainer: Trainer, kind: str) -> dict:
     snapshot = Snapshot(trainer)
     try:
         with bare_steps(trainer):
-            return find_lr(run, trainer) if kind == "lr" else find_batch_size(run, trainer, snapshot)
+            return (
+                find_lr(run, trainer) if kind == "lr" else find_batch_size(run, trainer, snapshot)
+            )
     finally:
         snapshot.restore()
 
@@ -148,17 +151,27 @@ def run_finder(run, trainer: Trainer, plan) -> dict:
 
 def find_lr(run, trainer: Trainer) -> dict:
     cfg = run.cfg
-    result = lr_finder.range_test(trainer.optimizer, cycle(trainer.train_loader, trainer.grad_accum),
-                                  make_step(trainer), start=cfg.lr_find_start, end=cfg.lr_find_end,
-                                  steps=cfg.lr_find_steps)
+    result = lr_finder.range_test(
+        trainer.optimizer,
+        cycle(trainer.train_loader, trainer.grad_accum),
+        make_step(trainer),
+        start=cfg.lr_find_start,
+        end=cfg.lr_find_end,
+        steps=cfg.lr_find_steps,
+    )
     found = {**result.to_dict(), "start": cfg.lr_find_start, "end": cfg.lr_find_end}
     if run.run_dir is not None:
-        lr_finder.plot_lr_find(result, run.run_dir / "lr_find.png",
-                               f"{cfg.lab}: learning-rate range test (batch {cfg.batch_size}, {cfg.optimizer})")
+        lr_finder.plot_lr_find(
+            result,
+            run.run_dir / "lr_find.png",
+            f"{cfg.lab}: learning-rate range test (batch {cfg.batch_size}, {cfg.optimizer})",
+        )
         write_json(run.run_dir / "lr_find.json", {**found, "config": cfg.to_dict()})
     run.say(f"lr finder: {len(result.lrs)} steps from {cfg.lr_find_start:g}; {result.stop_reason}")
-    run.say(f"suggested --lr {result.valley:.2e} (valley rule, fastai's default); steepest descent at "
-            f"{result.steepest:.2e}  (plot: {run.run_dir / 'lr_find.png' if run.run_dir else '-'})")
+    run.say(
+        f"suggested --lr {result.valley:.2e} (valley rule, fastai's default); steepest descent at "
+        f"{result.steepest:.2e}  (plot: {run.run_dir / 'lr_find.png' if run.run_dir else '-'})"
+    )
     return {k: v for k, v in found.items() if k != "curve"}
 
 
@@ -174,6 +187,7 @@ def epoch_samples(loader, batch_size: int) -> int:
 def batch_maker(loader):
     """``make(size)``: a training batch of ``size`` samples, joined from the loader's batches (the
     memory a step needs depends on the shapes, not on which samples they are)."""
+
     def make(size: int):
         parts, n = [], 0
         for (batch,) in cycle(loader):
@@ -206,10 +220,15 @@ def find_batch_size(run, trainer: Trainer, snapshot: Snapshot) -> dict:
     cap = epoch_samples(trainer.train_loader, cfg.batch_size)
     make, step = batch_maker(trainer.train_loader), make_step(trainer)
     what = "CUDA peak reserved" if device.type == "cuda" else "process peak resident"
-    run.say(f"batch-size finder: doubling from {batch_finder.START} up to {cap} (one epoch), "
-            f"then bisecting; images/s from the median of >= {batch_finder.STEPS} timed steps; fits: "
-            + ("no CUDA out-of-memory" + (f" and {what} <= {budget:,.0f} MiB" if budget else "")
-               if device.type == "cuda" else f"{what} memory <= {budget:,.0f} MiB"))
+    run.say(
+        f"batch-size finder: doubling from {batch_finder.START} up to {cap} (one epoch), "
+        f"then bisecting; images/s from the median of >= {batch_finder.STEPS} timed steps; fits: "
+        + (
+            "no CUDA out-of-memory" + (f" and {what} <= {budget:,.0f} MiB" if budget else "")
+            if device.type == "cuda"
+            else f"{what} memory <= {budget:,.0f} MiB"
+        )
+    )
 
     def probe(size: int) -> batch_finder.Probe:
         try:
@@ -219,9 +238,16 @@ def find_batch_size(run, trainer: Trainer, snapshot: Snapshot) -> dict:
 
     tried = batch_finder.search(probe, cap)
     largest, fastest = batch_finder.suggestion(tried)
-    found = {"suggested_batch_size": largest, "rule": "largest that fits", "fastest_batch_size": fastest,
-             "budget_mib": budget, "measure": what, "device": str(device), "precision": cfg.precision,
-             "probes": [p.to_dict() for p in tried]}
+    found = {
+        "suggested_batch_size": largest,
+        "rule": "largest that fits",
+        "fastest_batch_size": fastest,
+        "budget_mib": budget,
+        "measure": what,
+        "device": str(device),
+        "precision": cfg.precision,
+        "probes": [p.to_dict() for p in tried],
+    }
     run.say(batch_finder.format_table(tried, what))
     run.say(f"suggested --batch-size {largest} (the largest that fits); fastest: {fastest}")
     if run.run_dir is not None:

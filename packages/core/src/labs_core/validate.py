@@ -20,11 +20,20 @@ from .errors import LabError
 
 # What each dataset the core loads is: images (any of them can be augmented, resized where the
 # source is decoded by us) or rows of numbers.
-DATASET_KINDS = {"digits": "image", "mnist": "image", "fashion-mnist": "image", "cifar10": "image",
-                 "imagefolder": "image", "synthetic": "image", "csv": "tabular"}
+DATASET_KINDS = {
+    "digits": "image",
+    "mnist": "image",
+    "fashion-mnist": "image",
+    "cifar10": "image",
+    "imagefolder": "image",
+    "synthetic": "image",
+    "csv": "tabular",
+}
 IMAGE_DATASETS = tuple(name for name, kind in DATASET_KINDS.items() if kind == "image")
 BUILT_IN_DATASETS = ("digits", "synthetic")  # shipped or generated: no files, no --data-dir
-FLOAT32_MAX = 3.4028234663852886e38  # the largest float a float32 tensor holds; beyond it torch overflows
+FLOAT32_MAX = (
+    3.4028234663852886e38  # the largest float a float32 tensor holds; beyond it torch overflows
+)
 
 
 @dataclass(frozen=True)
@@ -58,9 +67,14 @@ class When:
         return f"--{_flag(self.field)} {value}"
 
 
-IMAGE_DATA = When("dataset", *IMAGE_DATASETS, text="image data (--dataset " + ", ".join(IMAGE_DATASETS) + ")")
-DATA_FILES = When("dataset", *(n for n in DATASET_KINDS if n not in BUILT_IN_DATASETS),
-                  text="a dataset read from files (not --dataset digits or synthetic)")
+IMAGE_DATA = When(
+    "dataset", *IMAGE_DATASETS, text="image data (--dataset " + ", ".join(IMAGE_DATASETS) + ")"
+)
+DATA_FILES = When(
+    "dataset",
+    *(n for n in DATASET_KINDS if n not in BUILT_IN_DATASETS),
+    text="a dataset read from files (not --dataset digits or synthetic)",
+)
 
 
 def rules(cls: type, name: str) -> list[When]:
@@ -90,8 +104,10 @@ def check_applies(cfg, explicit: set[str]) -> None:
         for rule in rules(type(cfg), f.name):
             if rule.field in names and not rule.holds(cfg):
                 flag = f.metadata.get("flag") or f"--{_flag(f.name)}"
-                raise LabError(f"{flag} applies to {rule.describe()} only (this run uses {rule.actual(cfg)}), "
-                               "so it would change nothing")
+                raise LabError(
+                    f"{flag} applies to {rule.describe()} only (this run uses {rule.actual(cfg)}), "
+                    "so it would change nothing"
+                )
 
 
 def check_data_kind(cfg) -> None:
@@ -101,14 +117,18 @@ def check_data_kind(cfg) -> None:
         return
     lab = getattr(type(cfg), "lab", "this lab")
     takes = ", ".join(n for n, k in DATASET_KINDS.items() if k in kinds)
-    raise LabError(f"--dataset {dataset} is {DATASET_KINDS[dataset]} data; {lab}'s models take "
-                   f"{' or '.join(kinds)} data only ({takes})")
+    raise LabError(
+        f"--dataset {dataset} is {DATASET_KINDS[dataset]} data; {lab}'s models take "
+        f"{' or '.join(kinds)} data only ({takes})"
+    )
 
 
 def check_float_range(flag: str, value: float) -> None:
     """A float flag a tensor op will use must fit a float32 (1e300 overflows inside torch)."""
     if abs(value) > FLOAT32_MAX:
-        raise LabError(f"{flag} must lie within float32's range, +-{FLOAT32_MAX:.3g} (got {value:g})")
+        raise LabError(
+            f"{flag} must lie within float32's range, +-{FLOAT32_MAX:.3g} (got {value:g})"
+        )
 
 
 def _flag(name: str) -> str:
@@ -126,5 +146,8 @@ def check_model_fits(parameters: int, flags: str) -> None:
     free = available_mib()
     need = parameters * BYTES_PER_PARAMETER / 2**20
     if free is not None and need > free:
-        raise LabError(f"{flags}: a model of {parameters:,} parameters needs about {need / 1024:,.1f} GiB to train, "
-                       f"more than the {free / 1024:,.1f} GiB of memory free here; a smaller model would fit")
+        raise LabError(
+            f"{flags}: a model of {parameters:,} parameters needs about {need / 1024:,.1f} GiB to"
+            f" train, more than the {free / 1024:,.1f} GiB of memory free here; a smaller model"
+            " would fit"
+        )

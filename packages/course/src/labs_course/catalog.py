@@ -49,13 +49,32 @@ def load_map() -> list[Section]:
         for i in s["items"]:
             notebooks = tuple(i.get("notebooks", ()))
             done_by = tuple(i.get("done_by", ())) or tuple(f"notebook:{n}" for n in notebooks)
-            when = i.get("done_when") or (" or ".join(f"the {n} notebook" for n in notebooks)
-                                          + " with every exercise done")
-            items.append(Item(i["id"], i["title"], i["what"].strip(), tuple(i.get("commands", ())),
-                              notebooks, i.get("also", "").strip(), done_by, when,
-                              tuple(i.get("next", ()))))
-        sections.append(Section(s["id"], s["title"], s["source"], s.get("intro", "").strip(),
-                                bool(s.get("checklist", False)), tuple(items)))
+            when = i.get("done_when") or (
+                " or ".join(f"the {n} notebook" for n in notebooks) + " with every exercise done"
+            )
+            items.append(
+                Item(
+                    i["id"],
+                    i["title"],
+                    i["what"].strip(),
+                    tuple(i.get("commands", ())),
+                    notebooks,
+                    i.get("also", "").strip(),
+                    done_by,
+                    when,
+                    tuple(i.get("next", ())),
+                )
+            )
+        sections.append(
+            Section(
+                s["id"],
+                s["title"],
+                s["source"],
+                s.get("intro", "").strip(),
+                bool(s.get("checklist", False)),
+                tuple(items),
+            )
+        )
     return sections
 
 
@@ -88,16 +107,31 @@ class Quiz:
 def quiz_phases() -> list[str]:
     """The phases that have a question bank, from the data files' names."""
     data = resources.files("labs_course").joinpath("data")
-    names = [p.name for p in data.iterdir() if p.name.startswith("quiz_phase") and p.name.endswith(".toml")]
+    names = [
+        p.name
+        for p in data.iterdir()
+        if p.name.startswith("quiz_phase") and p.name.endswith(".toml")
+    ]
     return sorted(n.removeprefix("quiz_phase").removesuffix(".toml") for n in names)
 
 
 def load_quiz(phase: str) -> Quiz:
     phases = quiz_phases()
     if phase not in phases:
-        raise CourseError(f"unknown phase {phase!r}; the quizzes are for phase {' and '.join(phases)}")
+        raise CourseError(
+            f"unknown phase {phase!r}; the quizzes are for phase {' and '.join(phases)}"
+        )
     raw = read_data(f"quiz_phase{phase}.toml")
-    questions = tuple(Question(q["id"], q.get("topic", ""), q["text"].strip(), tuple(q["choices"]),
-                               q["answer"].strip().lower(), q["why"].strip()) for q in raw["questions"])
+    questions = tuple(
+        Question(
+            q["id"],
+            q.get("topic", ""),
+            q["text"].strip(),
+            tuple(q["choices"]),
+            q["answer"].strip().lower(),
+            q["why"].strip(),
+        )
+        for q in raw["questions"]
+    )
     draw = int(raw.get("draw", len(questions)))
     return Quiz(str(raw["phase"]), raw["title"], int(raw["pass_mark"]), draw, questions)

@@ -70,8 +70,14 @@ def _next_lines(ledger: Ledger, sections: list[Section]) -> list[str]:
     for action in step.actions:
         if action.startswith("notebook:"):
             name = action.split(":", 1)[1]
-            out.append(wrap(f"open notebooks/{name}.ipynb (uv run jupyter lab) and run it to the "
-                            "end, every exercise done", "    ", "      "))
+            out.append(
+                wrap(
+                    f"open notebooks/{name}.ipynb (uv run jupyter lab) and run it to the "
+                    "end, every exercise done",
+                    "    ",
+                    "      ",
+                )
+            )
         else:
             out.append(wrap(f"$ uv run {action}", "    ", " " * 8))
     out.append(wrap(f"counts as done with: {step.item.done_when}", "    ", "      "))
@@ -89,10 +95,14 @@ def show_map(section_id: str | None) -> int:
             raise CourseError(f"unknown section {section_id!r}; choose one of {', '.join(known)}")
         sections = [s for s in sections if s.id == section_id]
     ledger = Ledger()
-    out = [wrap("PyTorch Labs as a course: every lab and lesson of the curriculum, the command and "
-                "notebook that teach it here, and your status. Run commands from the repository "
-                "root; open notebooks with `uv run jupyter lab` (folder notebooks/). "
-                "`course progress` says what made each checklist item done.")]
+    out = [
+        wrap(
+            "PyTorch Labs as a course: every lab and lesson of the curriculum, the command and "
+            "notebook that teach it here, and your status. Run commands from the repository "
+            "root; open notebooks with `uv run jupyter lab` (folder notebooks/). "
+            "`course progress` says what made each checklist item done."
+        )
+    ]
     for s in sections:
         out += ["", *_section_head(s, ledger)]
         if s.intro:
@@ -101,7 +111,10 @@ def show_map(section_id: str | None) -> int:
             out += _item_lines(item, ledger.status(item))
     out += ["", *_next_lines(ledger, all_sections)]
     if not section_id:
-        out += ["", wrap("Also: `course quiz 0|1`, `course progress`, `course log \"what I learned\"`.")]
+        out += [
+            "",
+            wrap('Also: `course quiz 0|1`, `course progress`, `course log "what I learned"`.'),
+        ]
     print("\n".join(out))
     return 0
 
@@ -125,8 +138,15 @@ def show_progress() -> int:
                     out.append(wrap(f"so far: {status.note}", PAD, PAD + " " * 8))
     others = [i for s in sections if not s.checklist for i in s.items]
     done = sum(ledger.status(i).done for i in others)
-    out += ["", wrap(f"The ten lessons and the topic notebooks: {done} of {len(others)} done "
-                     "(`course` shows them)."), "", *_next_lines(ledger, sections)]
+    out += [
+        "",
+        wrap(
+            f"The ten lessons and the topic notebooks: {done} of {len(others)} done "
+            "(`course` shows them)."
+        ),
+        "",
+        *_next_lines(ledger, sections),
+    ]
     print("\n".join(out))
     return 0
 
@@ -161,7 +181,9 @@ def run_quiz(phase: str, answers_text: str | None, seed: int | None, pool: bool)
 def run_log(words: list[str], last: int | None) -> int:
     if words:
         if last is not None:
-            raise CourseError("--last goes with reading the log (course log --last N), not with a new entry")
+            raise CourseError(
+                "--last goes with reading the log (course log --last N), not with a new entry"
+            )
         path = learnlog.append(" ".join(words))
         count = len(learnlog.entries(path.parent))
         print(wrap(f"added entry {count} to {learnlog.NAME} in {path.parent}"))
@@ -171,8 +193,12 @@ def run_log(words: list[str], last: int | None) -> int:
         raise CourseError(f"--last must be at least 1 (got {n})")
     found = learnlog.entries()
     if not found:
-        print(wrap(f"No entries in {learnlog.NAME} in {root()} yet. "
-                   "Add one: course log \"what I learned\""))
+        print(
+            wrap(
+                f"No entries in {learnlog.NAME} in {root()} yet. "
+                'Add one: course log "what I learned"'
+            )
+        )
         return 0
     shown = found[-n:]
     out = [wrap(f"The last {len(shown)} of {len(found)} entries of {learnlog.NAME}, in {root()}:")]
@@ -184,37 +210,73 @@ def run_log(words: list[str], last: int | None) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog=PROG, description=__doc__.split("\n\n")[0],
-                epilog=__doc__.split("\n", 2)[2], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = _Parser(
+        prog=PROG,
+        description=__doc__.split("\n\n")[0],
+        epilog=__doc__.split("\n", 2)[2],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    m = sub.add_parser("map", help="the course map (the default command)",
-                       description="Every lab and lesson of the curriculum documents, in order, with "
-                       "the command and notebook that teach it here and your status.")
-    m.add_argument("section", nargs="?", help="only this section: day1, phase0, phase1, series or topics")
+    m = sub.add_parser(
+        "map",
+        help="the course map (the default command)",
+        description=(
+            "Every lab and lesson of the curriculum documents, in order, with "
+            "the command and notebook that teach it here and your status."
+        ),
+    )
+    m.add_argument(
+        "section", nargs="?", help="only this section: day1, phase0, phase1, series or topics"
+    )
     phases = " or ".join(quiz_phases())
-    q = sub.add_parser("quiz", help=f"take a phase's quiz ({phases})",
-                       description="Ten multiple-choice questions drawn from the phase's pool of "
-                       "30 or more, their choices shuffled. After each miss: the right answer and "
-                       "why. "
-                       "8 of 10 passes. The attempt is recorded in runs/course/quiz/. "
-                       "A completed quiz exits 0, passed or failed (it prints PASS or FAIL).")
+    q = sub.add_parser(
+        "quiz",
+        help=f"take a phase's quiz ({phases})",
+        description=(
+            "Ten multiple-choice questions drawn from the phase's pool of "
+            "30 or more, their choices shuffled. After each miss: the right answer and "
+            "why. "
+            "8 of 10 passes. The attempt is recorded in runs/course/quiz/. "
+            "A completed quiz exits 0, passed or failed (it prints PASS or FAIL)."
+        ),
+    )
     q.add_argument("phase", metavar="PHASE", help=f"the phase: {phases}")
-    q.add_argument("--seed", type=int, metavar="N",
-                   help="draw N: the same questions and choices every time (default: a fresh draw)")
-    q.add_argument("--answers", metavar="a,c,b,...",
-                   help="answer every question of draw --seed N at once, in order (for scripts)")
-    q.add_argument("--pool", action="store_true",
-                   help="print the whole pool with the right answers and why (for teachers)")
-    sub.add_parser("progress", help="your checklists, from evidence; the next step",
-                   description="The first day, the Phase 0 labs and the Phase 1 checklist, in the "
-                   "map's order, each marked done only on evidence of its deliverable: a run under "
-                   "runs/ whose summary.json reached the target, a notebook whose exercises all "
-                   "passed, a passed quiz. Then the course's one next step.")
-    lg = sub.add_parser("log", help="add to or read LEARNING.md at the course root",
-                        description="With TEXT: append a date-stamped entry to LEARNING.md at the "
-                        "course root (the repository root, or $LABS_ROOT), whatever the current "
-                        "folder (created with a heading when missing). Without: print the last "
-                        "entries.")
+    q.add_argument(
+        "--seed",
+        type=int,
+        metavar="N",
+        help="draw N: the same questions and choices every time (default: a fresh draw)",
+    )
+    q.add_argument(
+        "--answers",
+        metavar="a,c,b,...",
+        help="answer every question of draw --seed N at once, in order (for scripts)",
+    )
+    q.add_argument(
+        "--pool",
+        action="store_true",
+        help="print the whole pool with the right answers and why (for teachers)",
+    )
+    sub.add_parser(
+        "progress",
+        help="your checklists, from evidence; the next step",
+        description=(
+            "The first day, the Phase 0 labs and the Phase 1 checklist, in the "
+            "map's order, each marked done only on evidence of its deliverable: a run under "
+            "runs/ whose summary.json reached the target, a notebook whose exercises all "
+            "passed, a passed quiz. Then the course's one next step."
+        ),
+    )
+    lg = sub.add_parser(
+        "log",
+        help="add to or read LEARNING.md at the course root",
+        description=(
+            "With TEXT: append a date-stamped entry to LEARNING.md at the "
+            "course root (the repository root, or $LABS_ROOT), whatever the current "
+            "folder (created with a heading when missing). Without: print the last "
+            "entries."
+        ),
+    )
     lg.add_argument("text", nargs="*", metavar="TEXT", help="what you learned (quote it, or not)")
     lg.add_argument("--last", type=int, metavar="N", help="how many entries to print (default 5)")
     site.add_parser(sub)

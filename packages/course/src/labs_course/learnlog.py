@@ -19,7 +19,9 @@ from .errors import CourseError
 from .paths import root
 
 NAME = "LEARNING.md"
-HEADING = "# Learning log\n\nWhat I learned, one dated entry at a time (`course log \"...\"` adds one).\n"
+HEADING = (
+    '# Learning log\n\nWhat I learned, one dated entry at a time (`course log "..."` adds one).\n'
+)
 ENTRY = re.compile(r"^## (\d{4}-\d{2}-\d{2}(?: \d{2}:\d{2})?)[ \t]*$", re.MULTILINE)
 
 
@@ -32,7 +34,7 @@ def append(text: str, folder: Path | None = None) -> Path:
     (the file unchanged) when the text is empty or the file cannot be written."""
     text = text.strip()
     if not text:
-        raise CourseError("the entry is empty: course log \"what I learned\"")
+        raise CourseError('the entry is empty: course log "what I learned"')
     path = (folder or root()) / NAME
     existed = path.exists()
     entry = f"\n## {time.strftime('%Y-%m-%d %H:%M')}\n\n{text}\n"
@@ -75,6 +77,6 @@ def entries(folder: Path | None = None) -> list[tuple[str, str]]:
     heads = list(ENTRY.finditer(content))
     out = []
     for head, nxt in zip(heads, [*heads[1:], None], strict=True):
-        body = content[head.end(): nxt.start() if nxt else len(content)]
+        body = content[head.end() : nxt.start() if nxt else len(content)]
         out.append((head.group(1), body.strip()))
     return out

@@ -6,9 +6,15 @@ REPOSITORY = "https://github.com/pytorch-labs/pytorch-labs"
 BRANCH = "main"
 
 # (distribution, folder under packages/) for everything a notebook may import
-PACKAGES = [("labs-core", "core"), ("lab0-mlp", "lab0_mlp"), ("lab1-conv", "lab1_conv"),
-            ("lab3-transformer", "lab3_transformer"), ("lab5-detection", "lab5_detection"),
-            ("checkpoint-project", "checkpoint_project"), ("labs-course", "course")]
+PACKAGES = [
+    ("labs-core", "core"),
+    ("lab0-mlp", "lab0_mlp"),
+    ("lab1-conv", "lab1_conv"),
+    ("lab3-transformer", "lab3_transformer"),
+    ("lab5-detection", "lab5_detection"),
+    ("checkpoint-project", "checkpoint_project"),
+    ("labs-course", "course"),
+]
 
 
 def github_path() -> str:

@@ -163,8 +163,10 @@ class Ledger:
             )
             return Status(
                 False,
-                note=f"{len(best)} of the {spec.count} different {spec.distinct} values "
-                f"needed: {have}",
+                note=(
+                    f"{len(best)} of the {spec.count} different {spec.distinct} values "
+                    f"needed: {have}"
+                ),
             )
         return Status(False, note=self._near_miss(spec, runs))
 
@@ -180,9 +182,11 @@ class Ledger:
             closest = min(runs, key=lambda r: sum(not c.holds(r.value(c.key)) for c in fixed))
             failed = [c for c in fixed if not c.holds(closest.value(c.key))]
             has = ", ".join(
-                f"{c.key}={_fmt(closest.value(c.key))}"
-                if closest.value(c.key) is not MISSING
-                else f"no {c.key}"
+                (
+                    f"{c.key}={_fmt(closest.value(c.key))}"
+                    if closest.value(c.key) is not MISSING
+                    else f"no {c.key}"
+                )
                 for c in failed
             )
             needs = ", ".join(map(str, failed))
@@ -202,8 +206,7 @@ class Ledger:
             )
         return (
             f"{len(near)} run(s) of the right kind (newest {self.show(near[0].path)}), "
-            "none with all of: "
-            + ", ".join(str(c) for c in result)
+            "none with all of: " + ", ".join(str(c) for c in result)
         )
 
     # -- notebooks and quizzes ------------------------------------------------------------------
@@ -220,8 +223,10 @@ class Ledger:
         if rec.total is None:
             return Status(
                 False,
-                note=f"notebook {name} ran ({rec.when[:16]}) before exercises were counted: "
-                "run it again",
+                note=(
+                    f"notebook {name} ran ({rec.when[:16]}) before exercises were counted: "
+                    "run it again"
+                ),
             )
         return Status(
             False,

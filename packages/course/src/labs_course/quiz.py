@@ -24,8 +24,11 @@ def draw(quiz: Quiz, seed: int) -> Quiz:
     for q in rng.sample(quiz.questions, min(quiz.draw, len(quiz.questions))):
         order = rng.sample(range(len(q.choices)), len(q.choices))
         right = LETTERS.index(q.answer)
-        asked.append(dataclasses.replace(q, choices=tuple(q.choices[i] for i in order),
-                                         answer=LETTERS[order.index(right)]))
+        asked.append(
+            dataclasses.replace(
+                q, choices=tuple(q.choices[i] for i in order), answer=LETTERS[order.index(right)]
+            )
+        )
     return dataclasses.replace(quiz, questions=tuple(asked))
 
 
@@ -36,9 +39,13 @@ def new_seed() -> int:
 def show_pool(quiz: Quiz, out=None) -> None:
     """Every question of the pool, with its right answer and why (for teachers)."""
     out = out or sys.stdout
-    print(wrap(f"{quiz.title}: the whole pool, {len(quiz.questions)} questions (an attempt draws "
-               f"{quiz.draw}, {quiz.pass_mark} right to pass; the right answer is marked *)"),
-          file=out)
+    print(
+        wrap(
+            f"{quiz.title}: the whole pool, {len(quiz.questions)} questions (an attempt draws "
+            f"{quiz.draw}, {quiz.pass_mark} right to pass; the right answer is marked *)"
+        ),
+        file=out,
+    )
     for n, q in enumerate(quiz.questions, 1):
         print(f"\n{n}. [{q.id}] ({q.topic})", file=out)
         print(wrap(q.text, "   "), file=out)
@@ -53,10 +60,14 @@ def parse_answers(text: str, quiz: Quiz) -> list[str]:
     answers = [a.strip().lower() for a in text.split(",")]
     n = len(quiz.questions)
     if len(answers) != n:
-        raise CourseError(f"--answers needs {n} comma-separated answers, one per question (got {len(answers)})")
+        raise CourseError(
+            f"--answers needs {n} comma-separated answers, one per question (got {len(answers)})"
+        )
     for i, (a, q) in enumerate(zip(answers, quiz.questions, strict=True), 1):
         if len(a) != 1 or a not in q.letters:
-            raise CourseError(f"--answers: answer {i} is {a!r}; each answer is one of {', '.join(q.letters)}")
+            raise CourseError(
+                f"--answers: answer {i} is {a!r}; each answer is one of {', '.join(q.letters)}"
+            )
     return answers
 
 
@@ -91,8 +102,13 @@ def run(quiz: Quiz, answers: list[str] | None = None, out=None, seed: int = 0) -
     record (``seed`` made the draw)."""
     out = out or sys.stdout
     total = len(quiz.questions)
-    print(wrap(f"{quiz.title} ({total} questions, {quiz.pass_mark} right to pass; draw {seed}: "
-               f"course quiz {quiz.phase} --seed {seed} asks the same)"), file=out)
+    print(
+        wrap(
+            f"{quiz.title} ({total} questions, {quiz.pass_mark} right to pass; draw {seed}: "
+            f"course quiz {quiz.phase} --seed {seed} asks the same)"
+        ),
+        file=out,
+    )
     if answers is None:
         print("Answer each with its letter and Enter.", file=out)
     given, missed = [], []
@@ -114,7 +130,18 @@ def run(quiz: Quiz, answers: list[str] | None = None, out=None, seed: int = 0) -
             missed.append(q.id)
     score = total - len(missed)
     passed = score >= quiz.pass_mark
-    print(f"\nscore {score}/{total}: {'PASS' if passed else 'FAIL'} ({quiz.pass_mark} needed)", file=out)
-    return {"phase": quiz.phase, "date": time.strftime("%Y-%m-%d %H:%M:%S"), "score": score,
-            "total": total, "passed": passed, "seed": seed,
-            "questions": [q.id for q in quiz.questions], "answers": given, "missed": missed}
+    print(
+        f"\nscore {score}/{total}: {'PASS' if passed else 'FAIL'} ({quiz.pass_mark} needed)",
+        file=out,
+    )
+    return {
+        "phase": quiz.phase,
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "score": score,
+        "total": total,
+        "passed": passed,
+        "seed": seed,
+        "questions": [q.id for q in quiz.questions],
+        "answers": given,
+        "missed": missed,
+    }

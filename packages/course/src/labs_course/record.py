@@ -99,9 +99,13 @@ def notebook_records(warn=None) -> dict[str, NotebookRecord]:
     for name, value in done.items():
         if isinstance(value, str):
             out[str(name)] = NotebookRecord(value, None, None)
-        elif (isinstance(value, dict) and isinstance(value.get("when"), str)
-              and _whole(value.get("passed")) and _whole(value.get("total"))
-              and value["passed"] <= value["total"]):
+        elif (
+            isinstance(value, dict)
+            and isinstance(value.get("when"), str)
+            and _whole(value.get("passed"))
+            and _whole(value.get("total"))
+            and value["passed"] <= value["total"]
+        ):
             out[str(name)] = NotebookRecord(value["when"], value["passed"], value["total"])
         else:
             bad.append(str(name))

@@ -91,11 +91,15 @@ def find_labs(packages: Path) -> list[Lab]:
     labs = []
     for readme in sorted(packages.glob("*/README.md")):
         project_file = readme.with_name("pyproject.toml")
-        project = tomllib.loads(project_file.read_text("utf-8")).get("project", {}) \
-            if project_file.is_file() else {}
+        project = (
+            tomllib.loads(project_file.read_text("utf-8")).get("project", {})
+            if project_file.is_file()
+            else {}
+        )
         folder = readme.parent.name
-        labs.append(Lab(folder, project.get("name", folder),
-                        tuple(project.get("scripts", {})), readme))
+        labs.append(
+            Lab(folder, project.get("name", folder), tuple(project.get("scripts", {})), readme)
+        )
     return labs
 
 
@@ -107,8 +111,10 @@ def check_out(out: Path) -> None:
     if out.is_symlink() or (out.exists() and not out.is_dir()):
         raise CourseError(f"--out {out} is not a folder; give a new folder or a site built before")
     if out.is_dir() and any(out.iterdir()) and not (out / MARKER).is_file():
-        raise CourseError(f"--out {out} holds files that are not a site `course site` built; "
-                          "give a new or empty folder")
+        raise CourseError(
+            f"--out {out} holds files that are not a site `course site` built; "
+            "give a new or empty folder"
+        )
 
 
 def _replace(out: Path, built: Path) -> None:
@@ -143,8 +149,12 @@ def execute(nb, env_root: Path) -> str | None:
 
     env = dict(os.environ, LABS_ROOT=str(env_root), PYDEVD_DISABLE_FILE_VALIDATION="1")
     env.pop("MPLBACKEND", None)  # matplotlib's inline backend: figures become outputs
-    client = NotebookClient(nb, timeout=CELL_TIMEOUT, kernel_name="python3",
-                            resources={"metadata": {"path": str(env_root)}})
+    client = NotebookClient(
+        nb,
+        timeout=CELL_TIMEOUT,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(env_root)}},
+    )
     try:
         # the kernel's own log (cell output comes over its channels): not on the learner's screen
         client.execute(env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -171,23 +181,34 @@ def _temporary_root() -> tempfile.TemporaryDirectory:
 def _environment():
     import jinja2
 
-    return jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
-                              undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+    )
 
 
 def _exporter():
     import jinja2
     from nbconvert import HTMLExporter
 
-    exporter = HTMLExporter(template_name="lab", template_file="lesson.html.j2",
-                            embed_images=True, extra_loaders=[jinja2.FileSystemLoader(TEMPLATES)])
+    exporter = HTMLExporter(
+        template_name="lab",
+        template_file="lesson.html.j2",
+        embed_images=True,
+        extra_loaders=[jinja2.FileSystemLoader(TEMPLATES)],
+    )
     exporter.log.setLevel(logging.ERROR)  # not "alternative text is missing" for every figure
     return exporter
 
 
 def _neighbour(lesson: Lesson | None) -> dict | None:
-    return None if lesson is None else {"href": f"{lesson.name}.html",
-                                        "title": lesson.title or lesson.name}
+    return (
+        None
+        if lesson is None
+        else {"href": f"{lesson.name}.html", "title": lesson.title or lesson.name}
+    )
 
 
 def notebook_title(nb) -> str:
@@ -200,13 +221,18 @@ def notebook_title(nb) -> str:
     return ""
 
 
-def render_lesson(exporter, nb, lesson: Lesson, before: Lesson | None, after: Lesson | None,
-                  folder: Path) -> str:
+def render_lesson(
+    exporter, nb, lesson: Lesson, before: Lesson | None, after: Lesson | None, folder: Path
+) -> str:
     """The lesson page of an executed notebook; ``folder`` resolves its markdown's images."""
-    site = {"up": "../", "prev": _neighbour(before), "next": _neighbour(after),
-            "colab": colab_url(f"{lesson.name}.ipynb"),
-            "command": f"uv run jupyter lab notebooks/{lesson.name}.ipynb",
-            "where": [item.title for item in lesson.items]}
+    site = {
+        "up": "../",
+        "prev": _neighbour(before),
+        "next": _neighbour(after),
+        "colab": colab_url(f"{lesson.name}.ipynb"),
+        "command": f"uv run jupyter lab notebooks/{lesson.name}.ipynb",
+        "where": [item.title for item in lesson.items],
+    }
     resources = {"metadata": {"name": lesson.name, "path": str(folder)}, "site": site}
     body, _ = exporter.from_notebook_node(nb, resources=resources)
     return body
@@ -230,8 +256,9 @@ def _markdown(rewrite, embed, heading_id):
         def image(self, text: str, url: str, title: str | None = None) -> str:
             return super().image(text, embed(url), title)
 
-    md = mistune.create_markdown(renderer=Renderer(escape=False),
-                                 plugins=["table", "strikethrough", "url"])
+    md = mistune.create_markdown(
+        renderer=Renderer(escape=False), plugins=["table", "strikethrough", "url"]
+    )
     add_toc_hook(md, min_level=1, max_level=6, heading_id=heading_id)
     return md
 
@@ -298,19 +325,29 @@ def render_index(env, sections: list[Section], lessons: dict[str, Lesson], labs:
     for section in sections:
         entries = []
         for item in section.items:
-            item_lessons = [{"name": n, "href": lessons[n].href if lessons[n].built else None}
-                            for n in item.notebooks]
+            item_lessons = [
+                {"name": n, "href": lessons[n].href if lessons[n].built else None}
+                for n in item.notebooks
+            ]
             item_labs = []
             for command in item.commands:
                 lab = by_script.get(command.split()[0]) if command.split() else None
                 if lab is not None and lab not in item_labs:
                     item_labs.append(lab)
             entries.append({"item": item, "lessons": item_lessons, "labs": item_labs})
-        shown.append({"id": section.id, "title": section.title, "source": section.source,
-                      "intro": section.intro, "entries": entries})
+        shown.append(
+            {
+                "id": section.id,
+                "title": section.title,
+                "source": section.source,
+                "intro": section.intro,
+                "entries": entries,
+            }
+        )
     site = {"up": "", "prev": None, "next": None}
-    return env.get_template("index.html.j2").render(sections=shown, labs=labs, site=site,
-                                                    title="The course map")
+    return env.get_template("index.html.j2").render(
+        sections=shown, labs=labs, site=site, title="The course map"
+    )
 
 
 # ---------------------------------------------------------------- the build
@@ -324,8 +361,9 @@ def _warn(line: str) -> None:
     print(f"course site: {line}", file=sys.stderr, flush=True)
 
 
-def build(out: Path, sections: list[Section], notebooks: Path, repo: Path,
-          executed: Path | None = None) -> Report:
+def build(
+    out: Path, sections: list[Section], notebooks: Path, repo: Path, executed: Path | None = None
+) -> Report:
     """Build the site into ``out``: lessons from ``executed`` (run notebooks) or from
     ``notebooks`` run here; lab pages from ``repo``/packages/*/README.md."""
     out = out.absolute()
@@ -392,8 +430,10 @@ def _build_into(site: Path, sections, notebooks: Path, repo: Path, executed: Pat
             lesson.built, lesson.title = True, notebook_title(nb)
     built = [lesson for lesson in lessons if lesson.built]
     if executed is not None and lessons and not built and not report.failed:
-        raise CourseError(f"--executed {executed} holds none of the map's notebooks "
-                          f"({lessons[0].name}.ipynb, ...)")
+        raise CourseError(
+            f"--executed {executed} holds none of the map's notebooks "
+            f"({lessons[0].name}.ipynb, ...)"
+        )
     (site / "lessons").mkdir()
     exporter = _exporter()
     for i, lesson in enumerate(built):
@@ -409,8 +449,12 @@ def _build_into(site: Path, sections, notebooks: Path, repo: Path, executed: Pat
     bar = {"up": "../", "prev": None, "next": None}
     for lab in labs:
         page = env.get_template("lab.html.j2").render(
-            lab=lab, labs=labs, body=render_readme(lab, labs, names, repo),
-            title=_readme_title(lab.readme, lab.name), site=bar)
+            lab=lab,
+            labs=labs,
+            body=render_readme(lab, labs, names, repo),
+            title=_readme_title(lab.readme, lab.name),
+            site=bar,
+        )
         (site / "labs" / f"{lab.folder}.html").write_text(page, "utf-8")
         report.labs.append(lab.folder)
     by_name = {lesson.name: lesson for lesson in lessons}
@@ -463,7 +507,7 @@ def broken_links(site: Path) -> list[str]:
             if ok and parts.fragment and target.suffix == ".html":
                 ok = unquote(parts.fragment) in pages[target].ids if target in pages else False
             if not ok:
-                problems.append(f"{page.relative_to(site).as_posix()}: {attribute}=\"{url}\"")
+                problems.append(f'{page.relative_to(site).as_posix()}: {attribute}="{url}"')
     return problems
 
 
@@ -472,18 +516,35 @@ def broken_links(site: Path) -> list[str]:
 
 def add_parser(sub) -> None:
     """The ``site`` subcommand, for ``course``'s parser."""
-    s = sub.add_parser("site", help="build the course as a static website",
-                       description="The course map as the index, one page per notebook (run, with "
-                       "its outputs and figures, a Colab badge, the local command, previous and "
-                       "next), one per lab README. Without --executed each notebook runs here "
-                       "(LABS_QUICK=1 shortens them). Exit 1 when a notebook failed (named on "
-                       "stderr; the other pages are built).")
-    s.add_argument("--out", type=Path, metavar="DIR",
-                   help="where the site goes (default: runs/course/site); replaced only when it "
-                   "is empty or a site built by this command")
-    s.add_argument("--executed", type=Path, metavar="DIR",
-                   help="build from notebooks already run, DIR/<name>.ipynb (for example the "
-                   "test suite's LABS_EXECUTED_DIR), instead of running them")
+    s = sub.add_parser(
+        "site",
+        help="build the course as a static website",
+        description=(
+            "The course map as the index, one page per notebook (run, with "
+            "its outputs and figures, a Colab badge, the local command, previous and "
+            "next), one per lab README. Without --executed each notebook runs here "
+            "(LABS_QUICK=1 shortens them). Exit 1 when a notebook failed (named on "
+            "stderr; the other pages are built)."
+        ),
+    )
+    s.add_argument(
+        "--out",
+        type=Path,
+        metavar="DIR",
+        help=(
+            "where the site goes (default: runs/course/site); replaced only when it "
+            "is empty or a site built by this command"
+        ),
+    )
+    s.add_argument(
+        "--executed",
+        type=Path,
+        metavar="DIR",
+        help=(
+            "build from notebooks already run, DIR/<name>.ipynb (for example the "
+            "test suite's LABS_EXECUTED_DIR), instead of running them"
+        ),
+    )
 
 
 def run(args: argparse.Namespace) -> int:

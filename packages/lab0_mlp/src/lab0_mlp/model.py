@@ -19,8 +19,16 @@ class MLP(nn.Module):
     so a state dict moves between the two and the same seed gives the same weights.
     """
 
-    def __init__(self, in_shape: tuple[int, ...], num_classes: int, hidden: list[int] | tuple[int, ...] = (128,),
-                 activation: str = "relu", dropout: float = 0.0, batch_norm: bool = False, layers: str = "scratch"):
+    def __init__(
+        self,
+        in_shape: tuple[int, ...],
+        num_classes: int,
+        hidden: list[int] | tuple[int, ...] = (128,),
+        activation: str = "relu",
+        dropout: float = 0.0,
+        batch_norm: bool = False,
+        layers: str = "scratch",
+    ):
         super().__init__()
         if layers not in ("scratch", "torch"):
             raise ValueError("layers must be 'scratch' or 'torch'")
@@ -30,7 +38,9 @@ class MLP(nn.Module):
         linear = ops.Linear if scratch else nn.Linear
         norm = ops.BatchNorm1d if scratch else nn.BatchNorm1d
         drop = ops.Dropout if scratch else nn.Dropout
-        act = {"relu": ops.ReLU if scratch else nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU}[activation]
+        act = {"relu": ops.ReLU if scratch else nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU}[
+            activation
+        ]
 
         blocks: list[nn.Module] = [nn.Flatten()]
         width = math.prod(in_shape)

@@ -1,13 +1,13 @@
 """The pieces of an MLP, written from scratch. Each has a PyTorch twin it is tested against:
 
-    Linear          <-> nn.Linear          (same init, same outputs and gradients)
-    ReLU            <-> nn.ReLU
-    ReLUFunction    <-> torch.relu         (hand-written backward, gradcheck in float64)
-    LinearFunction  <-> F.linear           (hand-written backward, gradcheck in float64)
-    BatchNorm1d     <-> nn.BatchNorm1d     (running statistics are buffers, not parameters)
-    Dropout         <-> nn.Dropout
-    log_softmax     <-> F.log_softmax      (log-sum-exp: stable for huge logits)
-    cross_entropy   <-> F.cross_entropy
+Linear          <-> nn.Linear          (same init, same outputs and gradients)
+ReLU            <-> nn.ReLU
+ReLUFunction    <-> torch.relu         (hand-written backward, gradcheck in float64)
+LinearFunction  <-> F.linear           (hand-written backward, gradcheck in float64)
+BatchNorm1d     <-> nn.BatchNorm1d     (running statistics are buffers, not parameters)
+Dropout         <-> nn.Dropout
+log_softmax     <-> F.log_softmax      (log-sum-exp: stable for huge logits)
+cross_entropy   <-> F.cross_entropy
 """
 
 from __future__ import annotations
@@ -62,7 +62,9 @@ class Linear(nn.Module):
     that) and b from the same range; we draw in the same order so one seed gives the same numbers.
     """
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True, custom_backward: bool = True):
+    def __init__(
+        self, in_features: int, out_features: int, bias: bool = True, custom_backward: bool = True
+    ):
         super().__init__()
         self.in_features, self.out_features = in_features, out_features
         self.custom_backward = custom_backward
@@ -89,7 +91,10 @@ class Linear(nn.Module):
         return y + self.bias if self.bias is not None else y
 
     def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features},"
+            f" bias={self.bias is not None}"
+        )
 
 
 class ReLU(nn.Module):

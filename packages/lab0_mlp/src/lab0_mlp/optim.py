@@ -11,8 +11,17 @@ import torch
 class SGD(torch.optim.Optimizer):
     """v <- mu * v + g;  p <- p - lr * (g + mu * v if nesterov else v).  g includes weight decay."""
 
-    def __init__(self, params, lr: float, momentum: float = 0.0, weight_decay: float = 0.0, nesterov: bool = False):
-        super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov))
+    def __init__(
+        self,
+        params,
+        lr: float,
+        momentum: float = 0.0,
+        weight_decay: float = 0.0,
+        nesterov: bool = False,
+    ):
+        super().__init__(
+            params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov)
+        )
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -39,9 +48,19 @@ class Adam(torch.optim.Optimizer):
     """m <- b1 m + (1 - b1) g;  v <- b2 v + (1 - b2) g^2;  bias-corrected m_hat, v_hat;
     p <- p - lr * m_hat / (sqrt(v_hat) + eps). ``decoupled=True`` gives AdamW (decay p directly)."""
 
-    def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.0,
-                 decoupled: bool = False):
-        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, decoupled=decoupled))
+    def __init__(
+        self,
+        params,
+        lr: float = 1e-3,
+        betas=(0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        decoupled: bool = False,
+    ):
+        super().__init__(
+            params,
+            dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, decoupled=decoupled),
+        )
 
     @torch.no_grad()
     def step(self, closure=None):

@@ -14,7 +14,9 @@ from labs_core.summary import format_summary, model_summary
 
 from .ops import conv_output_size
 
-MAX_SHOWN = 64  # channels drawn at most: a grid of thousands of axes takes minutes and shows nothing
+MAX_SHOWN = (
+    64  # channels drawn at most: a grid of thousands of axes takes minutes and shows nothing
+)
 
 
 def _grid(n: int) -> tuple[int, int]:
@@ -42,7 +44,9 @@ def plot_filters(model: nn.Module, path: Path) -> None:
             ax.imshow(img.permute(1, 2, 0).numpy())
         else:
             ax.imshow(k.mean(0).numpy(), cmap="RdBu_r")
-    fig.suptitle("first-layer filters" + (f" (the first {MAX_SHOWN})" if len(w) == MAX_SHOWN else ""))
+    fig.suptitle(
+        "first-layer filters" + (f" (the first {MAX_SHOWN})" if len(w) == MAX_SHOWN else "")
+    )
     fig.tight_layout()
     save_figure(fig, path, dpi=100)
     plt.close(fig)
@@ -57,14 +61,23 @@ def plot_feature_maps(model: nn.Module, image: torch.Tensor, path: Path) -> None
 
     was_training = model.training
     model.eval()
-    feats = model.features[:3](image[None])[0].float().cpu()[:MAX_SHOWN]  # conv -> bn -> relu: (C_out, H, W)
+    feats = (
+        model.features[:3](image[None])[0].float().cpu()[:MAX_SHOWN]
+    )  # conv -> bn -> relu: (C_out, H, W)
     model.train(was_training)
     rows, cols = _grid(len(feats) + 1)
     fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.0, rows * 1.0), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     src = image.float().cpu()
-    axes.flat[0].imshow(src.mean(0).numpy() if src.shape[0] != 3 else ((src - src.min()) / (src.max() - src.min() + 1e-8)).permute(1, 2, 0).numpy(), cmap="gray")
+    axes.flat[0].imshow(
+        (
+            src.mean(0).numpy()
+            if src.shape[0] != 3
+            else ((src - src.min()) / (src.max() - src.min() + 1e-8)).permute(1, 2, 0).numpy()
+        ),
+        cmap="gray",
+    )
     axes.flat[0].set_title("input", fontsize=7)
     for ax, f in zip(axes.flat[1:], feats, strict=False):
         ax.imshow(f.numpy(), cmap="viridis")
@@ -86,7 +99,9 @@ def shape_table(model: torch.nn.Module, in_shape: tuple[int, ...]) -> str:
             k, s, p, d = (v if isinstance(v, int) else v[0] for v in (k, s, p, d))
             pred = conv_output_size(r.input_shape[2], k, s, p, d)
             ok = "ok" if pred == r.output_shape[2] else "MISMATCH"
-            notes[r.name] = f"floor(({r.input_shape[2]} + 2*{p} - {d}*({k}-1) - 1)/{s}) + 1 = {pred}  {ok}"
+            notes[r.name] = (
+                f"floor(({r.input_shape[2]} + 2*{p} - {d}*({k}-1) - 1)/{s}) + 1 = {pred}  {ok}"
+            )
     return format_summary(rows, model, notes)
 
 
@@ -100,6 +115,11 @@ def explain_test_images(model: torch.nn.Module, loaders, count: int, path: Path,
         if n == count:
             break
     data = loaders.data
-    write_explanations(model, torch.cat(xs), data.mean, data.std, data.classes, path, labels=torch.cat(ys))
+    write_explanations(
+        model, torch.cat(xs), data.mean, data.std, data.classes, path, labels=torch.cat(ys)
+    )
     note = "" if n == count else f" (the test split has only {n})"
-    say(f"why these predictions: {path} (saliency, SmoothGrad, integrated gradients, Grad-CAM for {n} test images{note})")
+    say(
+        f"why these predictions: {path} (saliency, SmoothGrad, integrated gradients, Grad-CAM for"
+        f" {n} test images{note})"
+    )

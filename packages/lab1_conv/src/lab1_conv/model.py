@@ -25,8 +25,15 @@ class CNN(nn.Module):
     ``head="flatten"`` keeps where things are (better for centred digits, as in the fast recipe).
     """
 
-    def __init__(self, in_shape: tuple[int, int, int], num_classes: int, widths=(32, 64, 128),
-                 dropout: float = 0.25, conv: str = "scratch", head: str = "avg"):
+    def __init__(
+        self,
+        in_shape: tuple[int, int, int],
+        num_classes: int,
+        widths=(32, 64, 128),
+        dropout: float = 0.25,
+        conv: str = "scratch",
+        head: str = "avg",
+    ):
         super().__init__()
         c, h, w = in_shape
         layers: list[nn.Module] = []
@@ -39,10 +46,17 @@ class CNN(nn.Module):
             c = width
         self.features = nn.Sequential(*layers)
         if head == "avg":
-            self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(c, num_classes))
+            self.head = nn.Sequential(
+                nn.AdaptiveAvgPool2d(1),
+                nn.Flatten(),
+                nn.Dropout(dropout),
+                nn.Linear(c, num_classes),
+            )
         elif head == "flatten":
             fh, fw = h // 2**pools, w // 2**pools  # each max-pool floors the side by half
-            self.head = nn.Sequential(nn.Flatten(), nn.Dropout(dropout), nn.Linear(c * fh * fw, num_classes))
+            self.head = nn.Sequential(
+                nn.Flatten(), nn.Dropout(dropout), nn.Linear(c * fh * fw, num_classes)
+            )
         else:
             raise ValueError("head must be 'avg' or 'flatten'")
 
@@ -68,8 +82,18 @@ class ReferenceNet(nn.Module):
     def __init__(self, num_classes: int = 10):
         super().__init__()
         self.net = nn.Sequential(
-            nn.Conv2d(1, 32, 3), nn.ReLU(), nn.Conv2d(32, 64, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Dropout(0.25),
-            nn.Flatten(), nn.Linear(9216, 128), nn.ReLU(), nn.Dropout(0.5), nn.Linear(128, num_classes))
+            nn.Conv2d(1, 32, 3),
+            nn.ReLU(),
+            nn.Conv2d(32, 64, 3),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Dropout(0.25),
+            nn.Flatten(),
+            nn.Linear(9216, 128),
+            nn.ReLU(),
+            nn.Dropout(0.5),
+            nn.Linear(128, num_classes),
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)

@@ -41,55 +41,99 @@ def chars_plan(run) -> Plan:
     loss; the report adds the whole validation split's loss and a sample."""
     cfg = run.cfg
     source = cfg.data_dir if cfg.dataset == "text" else "tiny Shakespeare"
-    data = CharData.from_text(load_text_dataset(cfg.dataset, cfg.data_dir), cfg.block_size, source=source)
+    data = CharData.from_text(
+        load_text_dataset(cfg.dataset, cfg.data_dir), cfg.block_size, source=source
+    )
     for note in data.notes:
         run.say(f"note: {note}")
     train_ids, val_ids = data.train, data.val
-    if cfg.overfit:  # the first N windows' worth of text, trained on (random windows) and evaluated on
-        train_ids = val_ids = data.train[:cfg.overfit * cfg.block_size + 1]
+    if (
+        cfg.overfit
+    ):  # the first N windows' worth of text, trained on (random windows) and evaluated on
+        train_ids = val_ids = data.train[: cfg.overfit * cfg.block_size + 1]
         if len(train_ids) < cfg.block_size + 1:
             raise LabError(f"--overfit {cfg.overfit}: the training split holds no full window")
     tokenizer, device = data.tokenizer, run.device
-    model_cfg = TransformerConfig(len(tokenizer), cfg.block_size, cfg.dim, cfg.heads, cfg.layers, dropout=cfg.dropout,
-                                  positions=cfg.positions, attention=cfg.attention, tie_weights=True)
-    train = RandomWindows(train_ids, cfg.block_size, cfg.batch_size, cfg.eval_every, seed=cfg.seed, device=device,
-                          **run.shard)
-    val = ValidationWindows(val_ids, cfg.block_size, 256, limit=cfg.val_windows, device=device, **run.shard)
+    model_cfg = TransformerConfig(
+        len(tokenizer),
+        cfg.block_size,
+        cfg.dim,
+        cfg.heads,
+        cfg.layers,
+        dropout=cfg.dropout,
+        positions=cfg.positions,
+        attention=cfg.attention,
+        tie_weights=True,
+    )
+    train = RandomWindows(
+        train_ids,
+        cfg.block_size,
+        cfg.batch_size,
+        cfg.eval_every,
+        seed=cfg.seed,
+        device=device,
+        **run.shard,
+    )
+    val = ValidationWindows(
+        val_ids, cfg.block_size, 256, limit=cfg.val_windows, device=device, **run.shard
+    )
 
     def report(run, trainer):
         run_dir = run.run_dir
         atomic_write_text(run_dir / "tokenizer.json", json.dumps(tokenizer.state_dict()))
-        plot_curves(trainer.history, run_dir / "loss_curve.png", {"loss (nats/char)": ["train_loss", "val_loss"]},
-                    title=f"{PROG}: characters")
+        plot_curves(
+            trainer.history,
+            run_dir / "loss_curve.png",
+            {"loss (nats/char)": ["train_loss", "val_loss"]},
+            title=f"{PROG}: characters",
+        )
         last = trainer.history[-1]
-        whole = whole_split_loss(trainer, ValidationWindows(val_ids, cfg.block_size, 256, device=device))
+        whole = whole_split_loss(
+            trainer, ValidationWindows(val_ids, cfg.block_size, 256, device=device)
+        )
         metrics = {"full_val_loss": whole, "full_val_bpc": whole / LN2}
         part = f"{val.tokens:,} characters" if cfg.val_windows else "the whole split"
-        run.say(f"validation loss on the whole split: {whole:.4f} nats/char = {whole / LN2:.4f} bits/char "
-                f"(last evaluation, {part}: {last['val_loss']:.4f}; best {trainer.best['value']:.4f}) after "
-                f"{trainer.global_step} steps, {last['elapsed_s']:.1f} s of training")
+        run.say(
+            f"validation loss on the whole split: {whole:.4f} nats/char = {whole / LN2:.4f}"
+            f" bits/char (last evaluation, {part}: {last['val_loss']:.4f}; best"
+            f" {trainer.best['value']:.4f}) after {trainer.global_step} steps,"
+            f" {last['elapsed_s']:.1f} s of training"
+        )
         if not cfg.sample_tokens:
             return metrics
         model = trainer.module
-        start = "\n" if "\n" in tokenizer.index else tokenizer.decode(data.train[:1])  # no line breaks
-        text = sample_text(model, tokenizer, start, cfg.sample_tokens, temperature=0.8, top_k=40,
-                           seed=cfg.seed)
+        start = (
+            "\n" if "\n" in tokenizer.index else tokenizer.decode(data.train[:1])
+        )  # no line breaks
+        text = sample_text(
+            model, tokenizer, start, cfg.sample_tokens, temperature=0.8, top_k=40, seed=cfg.seed
+        )
         atomic_write_text(run_dir / "sample.txt", text)
-        run.say(f"\n--- a sample (temperature 0.8, top-k 40; saved as {run_dir / 'sample.txt'}) ---{text}\n---")
+        run.say(
+            f"\n--- a sample (temperature 0.8, top-k 40; saved as {run_dir / 'sample.txt'})"
+            f" ---{text}\n---"
+        )
         return metrics
 
     model = TinyTransformer(model_cfg)
     model.grad_checkpoint = cfg.grad_checkpoint
     return Plan(
-        model=model, train_loader=train, val_loader=val, loss_fn=lm_loss,
-        metrics=("loss", "bpc"), added_metrics=("elapsed_s",),
+        model=model,
+        train_loader=train,
+        val_loader=val,
+        loss_fn=lm_loss,
+        metrics=("loss", "bpc"),
+        added_metrics=("elapsed_s",),
         make_optimizer=make_optimizer,
-        description=(f"characters of {source} ({len(data.train):,} train / {len(data.val):,} validation, "
-                     f"{len(tokenizer)} symbols; windows of {cfg.block_size}, {cfg.eval_every} steps per evaluation, "
-                     f"{val.tokens:,} validation characters)"),
+        description=(
+            f"characters of {source} ({len(data.train):,} train / {len(data.val):,} validation,"
+            f" {len(tokenizer)} symbols; windows of {cfg.block_size}, {cfg.eval_every} steps per"
+            f" evaluation, {val.tokens:,} validation characters)"
+        ),
         resolved={"task": "chars", "model": vars(model_cfg), "vocabulary": tokenizer.chars},
         checkpoint={"model_config": vars(model_cfg), "tokenizer": tokenizer.state_dict()},
-        report=report)
+        report=report,
+    )
 
 
 def make_optimizer(cfg, model):
@@ -120,15 +164,26 @@ def whole_split_loss(trainer, windows: ValidationWindows) -> float:
 
 @dataclass
 class SampleConfig(ConfigPart):
-    checkpoint: str = arg("", "a --task chars checkpoint (.pt), or its run directory (its best.pt); default: "
-                          "the latest --task chars run under runs/lab3-transformer")
+    checkpoint: str = arg(
+        "",
+        "a --task chars checkpoint (.pt), or its run directory (its best.pt); default: "
+        "the latest --task chars run under runs/lab3-transformer",
+    )
     prompt: str = arg("\n", "text to continue (default: a new line)")
-    tokens: int = arg(500, f"characters to generate (at most {MAX_SAMPLE_TOKENS:,}); printed as they come",
-                      low=1, high=MAX_SAMPLE_TOKENS)
-    temperature: float = arg(0.8, "softmax temperature (0: always the most likely character)", low=0)
+    tokens: int = arg(
+        500,
+        f"characters to generate (at most {MAX_SAMPLE_TOKENS:,}); printed as they come",
+        low=1,
+        high=MAX_SAMPLE_TOKENS,
+    )
+    temperature: float = arg(
+        0.8, "softmax temperature (0: always the most likely character)", low=0
+    )
     top_k: int = arg(40, "sample among the K most likely characters (0: all)", low=0)
     seed: int = arg(0, "random seed: the same seed gives the same text", low=0, high=2**32 - 1)
-    cache: bool = arg(True, "keep keys and values of the context (KV cache): one token per forward step")
+    cache: bool = arg(
+        True, "keep keys and values of the context (KV cache): one token per forward step"
+    )
     device: str = arg("cpu", "cpu, cuda, cuda:N, mps or auto")
 
     def validate(self) -> None:
@@ -146,8 +201,10 @@ def latest_chars_run(root: str | Path = "runs") -> Path:
         if task == "chars" and (config.parent / "checkpoints" / "best.pt").is_file():
             runs.append(config.parent)
     if not runs:
-        raise LabError(f"no --task chars run under {Path(root, PROG)}: train one with `{PROG} --task chars`, "
-                       "or give --checkpoint PATH")
+        raise LabError(
+            f"no --task chars run under {Path(root, PROG)}: train one with `{PROG} --task chars`, "
+            "or give --checkpoint PATH"
+        )
     return max(runs, key=lambda p: (p / "checkpoints" / "best.pt").stat().st_mtime)
 
 
@@ -158,7 +215,9 @@ def load_char_model(path: str | Path, device) -> tuple[TinyTransformer, CharToke
     state = load_checkpoint(path)
     if "tokenizer" not in state or "model_config" not in state:
         task = (state.get("config") or {}).get("task", "another lab's")
-        raise LabError(f"{path} holds a --task {task} model; sample needs a --task chars checkpoint")
+        raise LabError(
+            f"{path} holds a --task {task} model; sample needs a --task chars checkpoint"
+        )
     model = TinyTransformer(TransformerConfig(**state["model_config"]))
     load_model_state(model, state["model"], f"checkpoint {path}")
     return model.to(device), CharTokenizer.from_state_dict(state["tokenizer"])
@@ -166,14 +225,28 @@ def load_char_model(path: str | Path, device) -> tuple[TinyTransformer, CharToke
 
 def sample_command(argv: list[str]) -> int:
     try:
-        cfg = parse_config(SampleConfig, argv, f"{PROG} sample", "Generate text from a --task chars checkpoint.")
+        cfg = parse_config(
+            SampleConfig, argv, f"{PROG} sample", "Generate text from a --task chars checkpoint."
+        )
     except SystemExit as exc:
         return int(exc.code or 0)
-    model, tokenizer = load_char_model(cfg.checkpoint or latest_chars_run(), pick_device(cfg.device))
-    tokenizer.encode(cfg.prompt)  # a character the model never saw: refused before anything is printed
+    model, tokenizer = load_char_model(
+        cfg.checkpoint or latest_chars_run(), pick_device(cfg.device)
+    )
+    tokenizer.encode(
+        cfg.prompt
+    )  # a character the model never saw: refused before anything is printed
     sys.stdout.write(cfg.prompt)
-    for char in stream_text(model, tokenizer, cfg.prompt, cfg.tokens, temperature=cfg.temperature,
-                            top_k=cfg.top_k, seed=cfg.seed, cache=cfg.cache):
+    for char in stream_text(
+        model,
+        tokenizer,
+        cfg.prompt,
+        cfg.tokens,
+        temperature=cfg.temperature,
+        top_k=cfg.top_k,
+        seed=cfg.seed,
+        cache=cfg.cache,
+    ):
         sys.stdout.write(char)  # each character as it is sampled: a long sample shows at once
         sys.stdout.flush()
     sys.stdout.write("\n")

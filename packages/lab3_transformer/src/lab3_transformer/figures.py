@@ -14,18 +14,24 @@ def attention_text(weights: torch.Tensor, tokens: list[str]) -> str:
     width = 4
     lines = ["     " + "".join(t.rjust(width) for t in tokens)]
     for q, row in zip(tokens, weights.tolist(), strict=True):
-        lines.append(q.rjust(4) + " " + "".join((f"{round(100 * v)}" if v >= 0.005 else ".").rjust(width) for v in row))
+        lines.append(
+            q.rjust(4)
+            + " "
+            + "".join((f"{round(100 * v)}" if v >= 0.005 else ".").rjust(width) for v in row)
+        )
     return "\n".join(lines)
 
 
-def show_attention(model, seq: torch.Tensor, src_len: int, tgt_len: int, run_dir: Path, say) -> list[Path]:
+def show_attention(
+    model, seq: torch.Tensor, src_len: int, tgt_len: int, run_dir: Path, say
+) -> list[Path]:
     """Decode one held-out example greedily, then print and plot every layer's and head's attention."""
     from labs_core.plots import pyplot, save_figure
 
     plt = pyplot()
 
     model.eval()
-    out = model.generate(seq[None, :src_len + 1], tgt_len)
+    out = model.generate(seq[None, : src_len + 1], tgt_len)
     model(out[:, :-1])  # one more pass over the finished sequence, to read its attention
     tokens = [token_name(t) for t in out[0, :-1].tolist()]
     paths = []
@@ -55,10 +61,15 @@ def toy_report(run, trainer, *, example: torch.Tensor, src_len: int, tgt_len: in
     from labs_core.plots import plot_curves
 
     cfg, run_dir = run.cfg, run.run_dir
-    plot_curves(trainer.history, run_dir / "loss_curve.png",
-                {"loss": ["train_loss", "val_loss"],
-                 "accuracy": ["val_acc", "val_forced_seq_acc", "val_greedy_seq_acc"]},
-                title=f"lab3-transformer: {cfg.task}")
+    plot_curves(
+        trainer.history,
+        run_dir / "loss_curve.png",
+        {
+            "loss": ["train_loss", "val_loss"],
+            "accuracy": ["val_acc", "val_forced_seq_acc", "val_greedy_seq_acc"],
+        },
+        title=f"lab3-transformer: {cfg.task}",
+    )
     greedy = trainer.history[-1]["val_greedy_seq_acc"]
     run.say(f"held-out whole-sequence accuracy (greedy decoding): {greedy:.4f}")
     if cfg.show_attention:

@@ -29,7 +29,9 @@ def lm_loss(logits: Tensor, batch) -> dict[str, Tensor]:
     return {"loss": loss, "bpc": loss.detach() / LN2}
 
 
-def next_token(logits: Tensor, temperature: float, top_k: int, generator: torch.Generator | None) -> Tensor:
+def next_token(
+    logits: Tensor, temperature: float, top_k: int, generator: torch.Generator | None
+) -> Tensor:
     """One token from (V,) logits: argmax when ``temperature`` is 0; else softmax(logits / T)
     over the ``top_k`` most likely tokens (all when 0)."""
     if temperature == 0:
@@ -46,18 +48,43 @@ MAX_SAMPLE_TOKENS = 10_000  # the most characters ``sample --tokens`` generates 
 
 
 @torch.no_grad()
-def generate(model: TinyTransformer, prompt: Tensor, tokens: int, *, temperature: float = 1.0, top_k: int = 0,
-             generator: torch.Generator | None = None, cache: bool = True) -> Tensor:
+def generate(
+    model: TinyTransformer,
+    prompt: Tensor,
+    tokens: int,
+    *,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    generator: torch.Generator | None = None,
+    cache: bool = True,
+) -> Tensor:
     """``prompt`` (T0,) ids followed by ``tokens`` sampled ids (``generate_ids``, collected)."""
     seq = prompt.to(next(model.parameters()).device)
-    new = list(generate_ids(model, seq, tokens, temperature=temperature, top_k=top_k, generator=generator,
-                            cache=cache))
+    new = list(
+        generate_ids(
+            model,
+            seq,
+            tokens,
+            temperature=temperature,
+            top_k=top_k,
+            generator=generator,
+            cache=cache,
+        )
+    )
     return torch.cat([seq, *new]) if new else seq
 
 
 @torch.no_grad()
-def generate_ids(model: TinyTransformer, prompt: Tensor, tokens: int, *, temperature: float = 1.0, top_k: int = 0,
-                 generator: torch.Generator | None = None, cache: bool = True):
+def generate_ids(
+    model: TinyTransformer,
+    prompt: Tensor,
+    tokens: int,
+    *,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    generator: torch.Generator | None = None,
+    cache: bool = True,
+):
     """Yield ``tokens`` sampled ids, (1,) each, one at a time after ``prompt`` (T0,) ids, so a
     caller can show each as it comes.
 
@@ -90,19 +117,48 @@ def generate_ids(model: TinyTransformer, prompt: Tensor, tokens: int, *, tempera
         yield token
 
 
-def sample_text(model: TinyTransformer, tokenizer: CharTokenizer, prompt: str, tokens: int, *, temperature: float,
-                top_k: int, seed: int, cache: bool = True) -> str:
+def sample_text(
+    model: TinyTransformer,
+    tokenizer: CharTokenizer,
+    prompt: str,
+    tokens: int,
+    *,
+    temperature: float,
+    top_k: int,
+    seed: int,
+    cache: bool = True,
+) -> str:
     """The prompt and ``tokens`` characters after it, reproducible from ``seed``."""
-    return prompt + "".join(stream_text(model, tokenizer, prompt, tokens, temperature=temperature, top_k=top_k,
-                                        seed=seed, cache=cache))
+    return prompt + "".join(
+        stream_text(
+            model,
+            tokenizer,
+            prompt,
+            tokens,
+            temperature=temperature,
+            top_k=top_k,
+            seed=seed,
+            cache=cache,
+        )
+    )
 
 
-def stream_text(model: TinyTransformer, tokenizer: CharTokenizer, prompt: str, tokens: int, *, temperature: float,
-                top_k: int, seed: int, cache: bool = True):
+def stream_text(
+    model: TinyTransformer,
+    tokenizer: CharTokenizer,
+    prompt: str,
+    tokens: int,
+    *,
+    temperature: float,
+    top_k: int,
+    seed: int,
+    cache: bool = True,
+):
     """The ``tokens`` characters after ``prompt``, yielded one at a time as they are sampled
     (the same characters ``sample_text`` returns for the same ``seed``)."""
     ids = tokenizer.encode(prompt)
     generator = torch.Generator().manual_seed(seed)
-    for token in generate_ids(model, ids, tokens, temperature=temperature, top_k=top_k, generator=generator,
-                              cache=cache):
+    for token in generate_ids(
+        model, ids, tokens, temperature=temperature, top_k=top_k, generator=generator, cache=cache
+    ):
         yield tokenizer.decode(token.cpu())

@@ -22,7 +22,11 @@ def sequence_loss(src_len: int):
         pred_logits = logits[:, src_len:]  # position src_len holds SEP and predicts target[0]
         loss = F.cross_entropy(pred_logits.reshape(-1, VOCAB), y.reshape(-1))
         hit = pred_logits.argmax(-1) == y
-        return {"loss": loss, "acc": hit.float().mean(), "forced_seq_acc": hit.all(dim=1).float().mean()}
+        return {
+            "loss": loss,
+            "acc": hit.float().mean(),
+            "forced_seq_acc": hit.all(dim=1).float().mean(),
+        }
 
     return loss_fn
 
@@ -33,14 +37,16 @@ def teacher_forced(model, batch):
 
 
 @torch.no_grad()
-def greedy_accuracy(model, x: torch.Tensor, y: torch.Tensor, src_len: int, batch: int = 500) -> float:
+def greedy_accuracy(
+    model, x: torch.Tensor, y: torch.Tensor, src_len: int, batch: int = 500
+) -> float:
     """Whole-sequence accuracy of greedy decoding from ``source SEP`` alone."""
     was = model.training
     model.eval()
     correct = 0
     for i in range(0, len(x), batch):
-        out = model.generate(x[i:i + batch, :src_len + 1], y.shape[1])
-        correct += (out[:, src_len + 1:] == y[i:i + batch]).all(dim=1).sum().item()
+        out = model.generate(x[i : i + batch, : src_len + 1], y.shape[1])
+        correct += (out[:, src_len + 1 :] == y[i : i + batch]).all(dim=1).sum().item()
     model.train(was)
     return correct / len(x)
 

@@ -28,7 +28,9 @@ class TransformerConfig:
     dropout: float = 0.0  # toy tasks are noise-free: no regularisation needed
     positions: str = "sinusoidal"  # or "learned": how a token knows where it is
     attention: str = "scratch"  # or "torch": F.scaled_dot_product_attention
-    tie_weights: bool = False  # the output layer reuses the token embedding matrix (language models)
+    tie_weights: bool = (
+        False  # the output layer reuses the token embedding matrix (language models)
+    )
 
 
 class Block(nn.Module):
@@ -40,8 +42,11 @@ class Block(nn.Module):
         self.norm1 = LayerNorm(cfg.dim)
         self.attn = MultiHeadAttention(cfg.dim, cfg.heads, cfg.attention)
         self.norm2 = LayerNorm(cfg.dim)
-        self.mlp = nn.Sequential(nn.Linear(cfg.dim, cfg.mlp_ratio * cfg.dim), nn.GELU(),
-                                 nn.Linear(cfg.mlp_ratio * cfg.dim, cfg.dim))
+        self.mlp = nn.Sequential(
+            nn.Linear(cfg.dim, cfg.mlp_ratio * cfg.dim),
+            nn.GELU(),
+            nn.Linear(cfg.mlp_ratio * cfg.dim, cfg.dim),
+        )
         self.drop = nn.Dropout(cfg.dropout) if cfg.dropout > 0 else nn.Identity()
 
     def forward(self, x: Tensor, cache: KVCache | None = None) -> Tensor:  # (B, T, E)
@@ -63,7 +68,9 @@ class TinyTransformer(nn.Module):
         if cfg.positions == "learned":
             self.pos = nn.Parameter(torch.zeros(cfg.max_len, cfg.dim).normal_(std=0.02))
         elif cfg.positions == "sinusoidal":
-            self.register_buffer("pos", sinusoidal_positions(cfg.max_len, cfg.dim), persistent=False)
+            self.register_buffer(
+                "pos", sinusoidal_positions(cfg.max_len, cfg.dim), persistent=False
+            )
         else:
             raise ValueError("positions must be 'sinusoidal' or 'learned'")
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.layers))

@@ -13,9 +13,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
-def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None = None,
-                                 is_causal: bool = False, key_padding_mask: Tensor | None = None
-                                 ) -> tuple[Tensor, Tensor]:
+def scaled_dot_product_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    attn_mask: Tensor | None = None,
+    is_causal: bool = False,
+    key_padding_mask: Tensor | None = None,
+) -> tuple[Tensor, Tensor]:
     """softmax(q k^T / sqrt(d) + mask) v, and the attention weights.
 
     q (..., T_q, d), k (..., T_k, d), v (..., T_k, d_v) -> out (..., T_q, d_v), weights (..., T_q, T_k).
@@ -39,7 +44,9 @@ def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, attn_mask: Ten
         allowed = allowed & keep.view(keep.shape[0], *([1] * (scores.dim() - 2)), keep.shape[-1])
     scores = scores.masked_fill(~allowed, float("-inf"))
     weights = torch.softmax(scores, dim=-1)
-    if attn_mask is not None or key_padding_mask is not None:  # (a causal mask alone leaves every row a key)
+    if (
+        attn_mask is not None or key_padding_mask is not None
+    ):  # (a causal mask alone leaves every row a key)
         weights = weights.nan_to_num(0.0)  # fully masked rows: all -inf -> NaN -> 0
     return weights @ v, weights
 
@@ -65,18 +72,28 @@ class MultiHeadAttention(nn.Module):
         nn.init.zeros_(self.out_proj.bias)
         self.last_weights: Tensor | None = None  # (B, h, T_q, T_k), kept for --show-attention
 
-    def forward(self, query: Tensor, key: Tensor, value: Tensor, attn_mask: Tensor | None = None,
-                is_causal: bool = False, key_padding_mask: Tensor | None = None,
-                cache: KVCache | None = None) -> tuple[Tensor, Tensor | None]:
+    def forward(
+        self,
+        query: Tensor,
+        key: Tensor,
+        value: Tensor,
+        attn_mask: Tensor | None = None,
+        is_causal: bool = False,
+        key_padding_mask: Tensor | None = None,
+        cache: KVCache | None = None,
+    ) -> tuple[Tensor, Tensor | None]:
         """With a ``cache`` (self-attention while generating), the new tokens' keys and values are
         appended to those of the tokens before them, and the queries attend to all of them."""
         b, tq, e = query.shape
         tk, h = key.shape[1], self.num_heads
+
         def heads(x: Tensor) -> Tensor:  # (B, T, E) -> (B, h, T, d)
             return x.view(b, x.shape[1], h, e // h).transpose(1, 2)
 
         if query is key is value:  # self-attention: one matmul for all three projections
-            q, k, v = map(heads, F.linear(query, self.in_proj_weight, self.in_proj_bias).chunk(3, dim=-1))
+            q, k, v = map(
+                heads, F.linear(query, self.in_proj_weight, self.in_proj_bias).chunk(3, dim=-1)
+            )
         else:
             w, bias = self.in_proj_weight.chunk(3), self.in_proj_bias.chunk(3)
             q, k, v = (heads(F.linear(x, w[i], bias[i])) for i, x in enumerate((query, key, value)))
@@ -86,11 +103,16 @@ class MultiHeadAttention(nn.Module):
             tk = k.shape[2]
             if is_causal and past:  # query i sits at position past + i: it sees keys 0..past + i
                 if tq > 1:
-                    causal = torch.arange(tk, device=q.device) <= torch.arange(past, tk, device=q.device)[:, None]
+                    causal = (
+                        torch.arange(tk, device=q.device)
+                        <= torch.arange(past, tk, device=q.device)[:, None]
+                    )
                     attn_mask = causal if attn_mask is None else attn_mask & causal
                 is_causal = False  # one new token sees every cached key: no mask at all
         if self.attention == "scratch":
-            out, weights = scaled_dot_product_attention(q, k, v, attn_mask, is_causal, key_padding_mask)
+            out, weights = scaled_dot_product_attention(
+                q, k, v, attn_mask, is_causal, key_padding_mask
+            )
         else:
             mask = attn_mask
             if key_padding_mask is not None:
@@ -99,7 +121,10 @@ class MultiHeadAttention(nn.Module):
             if is_causal and mask is not None:
                 mask = mask & torch.ones(tq, tk, dtype=torch.bool, device=q.device).tril()
                 is_causal = False
-            out, weights = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal), None
+            out, weights = (
+                F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal),
+                None,
+            )
         assert out.shape == (b, h, tq, e // h)
         self.last_weights = None if weights is None else weights.detach()
         return self.out_proj(out.transpose(1, 2).reshape(b, tq, e)), weights

@@ -68,9 +68,14 @@ def split_examples(task: str, n_train: int, n_test: int, length: int, seed: int)
             keep.append(i)
     keep = torch.tensor(keep)
     x, y = x[keep], y[keep]
-    if len(keep) <= n_test:  # a short --length has few distinct sources: none would be left to train on
-        raise LabError(f"--length {length}: only {len(keep)} distinct {task} sources exist, not enough for "
-                       f"{n_test} held-out and any training sequences (a larger --length or a smaller --num-test)")
+    if (
+        len(keep) <= n_test
+    ):  # a short --length has few distinct sources: none would be left to train on
+        raise LabError(
+            f"--length {length}: only {len(keep)} distinct {task} sources exist, not enough for"
+            f" {n_test} held-out and any training sequences (a larger --length or a smaller"
+            " --num-test)"
+        )
     test = slice(0, n_test)
     train = slice(n_test, n_test + n_train)
     return (x[train], y[train]), (x[test], y[test])

@@ -15,7 +15,9 @@ from torch import Tensor
 from .boxes import box_convert, box_iou
 
 
-def make_anchors(feature_size: int, image_size: int, scales: list[float], ratios: list[float]) -> Tensor:
+def make_anchors(
+    feature_size: int, image_size: int, scales: list[float], ratios: list[float]
+) -> Tensor:
     """Anchors (cells * len(scales) * len(ratios), 4) in xyxy pixels, cell by cell (row-major).
 
     At each cell centre, for each scale s (a side length in pixels) and ratio r = w / h: a box of
@@ -24,13 +26,17 @@ def make_anchors(feature_size: int, image_size: int, scales: list[float], ratios
     stride = image_size / feature_size
     centres = (torch.arange(feature_size, dtype=torch.float32) + 0.5) * stride
     cy, cx = torch.meshgrid(centres, centres, indexing="ij")  # (F, F)
-    shapes = torch.tensor([[s * math.sqrt(r), s / math.sqrt(r)] for s in scales for r in ratios])  # (A, 2)
+    shapes = torch.tensor(
+        [[s * math.sqrt(r), s / math.sqrt(r)] for s in scales for r in ratios]
+    )  # (A, 2)
     cxcy = torch.stack([cx, cy], dim=-1).reshape(-1, 1, 2).expand(-1, len(shapes), 2)  # (F*F, A, 2)
     wh = shapes[None].expand(cxcy.shape[0], -1, -1)
     return box_convert(torch.cat([cxcy, wh], dim=-1).reshape(-1, 4), "cxcywh", "xyxy")
 
 
-def match_anchors(anchors: Tensor, gt_boxes: Tensor, pos_iou: float = 0.5, neg_iou: float = 0.4) -> Tensor:
+def match_anchors(
+    anchors: Tensor, gt_boxes: Tensor, pos_iou: float = 0.5, neg_iou: float = 0.4
+) -> Tensor:
     """Assign each anchor: index of its ground-truth box (>= 0), -1 background, -2 ignored.
 
     IoU >= ``pos_iou`` -> positive (its best box); IoU < ``neg_iou`` -> background; in between ->

@@ -95,5 +95,7 @@ def batched_nms(boxes: Tensor, scores: Tensor, classes: Tensor, iou_threshold: f
     _check(boxes)
     if len(boxes) == 0:
         return torch.zeros(0, dtype=torch.long, device=boxes.device)
-    offset = classes.to(boxes.dtype) * (boxes.max() + torch.tensor(1, dtype=boxes.dtype, device=boxes.device))
+    offset = classes.to(boxes.dtype) * (
+        boxes.max() + torch.tensor(1, dtype=boxes.dtype, device=boxes.device)
+    )
     return nms(boxes + offset[:, None], scores, iou_threshold)

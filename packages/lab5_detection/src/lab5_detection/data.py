@@ -26,8 +26,14 @@ def _shape_mask(kind: int, cx: float, cy: float, r: float, size: int) -> Tensor:
     return (ys >= top) & (ys <= cy + r) & ((xs - cx).abs() <= (ys - top) / 2)
 
 
-def make_detection_set(n: int, image_size: int = 64, max_objects: int = 4, seed: int = 0,
-                       min_size: int = 10, max_size: int = 28) -> tuple[Tensor, Tensor]:
+def make_detection_set(
+    n: int,
+    image_size: int = 64,
+    max_objects: int = 4,
+    seed: int = 0,
+    min_size: int = 10,
+    max_size: int = 28,
+) -> tuple[Tensor, Tensor]:
     """``n`` images (uint8 (n, 3, S, S)) and padded targets (float32 (n, max_objects, 5))."""
     g = torch.Generator().manual_seed(seed)
     images = torch.empty(n, 3, image_size, image_size, dtype=torch.uint8)
@@ -49,13 +55,17 @@ def make_detection_set(n: int, image_size: int = 64, max_objects: int = 4, seed:
             rows, cols = mask.any(1).nonzero(), mask.any(0).nonzero()
             if len(rows) == 0:
                 continue
-            box = torch.tensor([[cols.min(), rows.min(), cols.max() + 1, rows.max() + 1]], dtype=torch.float32)
+            box = torch.tensor(
+                [[cols.min(), rows.min(), cols.max() + 1, rows.max() + 1]], dtype=torch.float32
+            )
             if boxes and box_iou(box, torch.cat([b[:, 1:] for b in boxes])).max() > 0.3:
                 continue
             colour = 130 + 125 * rand(3, 1, 1)
-            img = torch.where(mask, colour + 10 * torch.randn(3, image_size, image_size, generator=g), img)
+            img = torch.where(
+                mask, colour + 10 * torch.randn(3, image_size, image_size, generator=g), img
+            )
             boxes.append(torch.cat([torch.tensor([[float(kind)]]), box], dim=1))
-        targets[i, :len(boxes)] = torch.cat(boxes)
+        targets[i, : len(boxes)] = torch.cat(boxes)
         images[i] = img.clamp(0, 255).round().to(torch.uint8)
     return images, targets
 

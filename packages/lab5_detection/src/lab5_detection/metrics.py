@@ -40,9 +40,13 @@ def _average_precision(scores: list[Tensor], matched: list[Tensor], num_gt: int)
     fp = (~m[order]).double().cumsum(0)
     recall = tp / num_gt
     precision = tp / (tp + fp + torch.finfo(torch.float64).eps)
-    precision = precision.flip(0).cummax(0).values.flip(0)  # envelope: best precision at >= this recall
+    precision = (
+        precision.flip(0).cummax(0).values.flip(0)
+    )  # envelope: best precision at >= this recall
     idx = torch.searchsorted(recall, RECALL_LEVELS, side="left")
-    q = torch.where(idx < len(precision), precision[idx.clamp(max=len(precision) - 1)], torch.zeros(()))
+    q = torch.where(
+        idx < len(precision), precision[idx.clamp(max=len(precision) - 1)], torch.zeros(())
+    )
     return q.mean().item()
 
 
@@ -64,15 +68,22 @@ def _match(ious: Tensor, threshold: float) -> Tensor:
     return matched
 
 
-def mean_average_precision(preds: list[dict], targets: list[dict], iou_thresholds: list[float] | None = None,
-                           max_dets: int = 100) -> dict[str, float]:
+def mean_average_precision(
+    preds: list[dict],
+    targets: list[dict],
+    iou_thresholds: list[float] | None = None,
+    max_dets: int = 100,
+) -> dict[str, float]:
     """``preds``: per image ``{"boxes" (N, 4) xyxy, "scores" (N,), "labels" (N,)}``;
     ``targets``: per image ``{"boxes" (M, 4), "labels" (M,)}``. Returns map, map_50, map_75 and
     ``per_class`` AP at 0.5."""
     if len(preds) != len(targets):
         raise ValueError(f"{len(preds)} predictions for {len(targets)} images")
     thresholds = iou_thresholds or COCO_THRESHOLDS
-    classes = sorted({int(c) for t in targets for c in t["labels"]} | {int(c) for p in preds for c in p["labels"]})
+    classes = sorted(
+        {int(c) for t in targets for c in t["labels"]}
+        | {int(c) for p in preds for c in p["labels"]}
+    )
     ap = torch.full((len(thresholds), len(classes)), float("nan"), dtype=torch.float64)
     for k, c in enumerate(classes):
         per_t_scores = [[] for _ in thresholds]
@@ -85,7 +96,11 @@ def mean_average_precision(preds: list[dict], targets: list[dict], iou_threshold
             order = torch.sort(-scores, stable=True).indices[:max_dets]
             boxes, scores = boxes[order], scores[order]
             num_gt += len(gt)
-            ious = box_iou(boxes, gt) if len(boxes) and len(gt) else torch.zeros(len(boxes), len(gt), dtype=torch.float64)
+            ious = (
+                box_iou(boxes, gt)
+                if len(boxes) and len(gt)
+                else torch.zeros(len(boxes), len(gt), dtype=torch.float64)
+            )
             for i, thr in enumerate(thresholds):
                 per_t_scores[i].append(scores)
                 per_t_matched[i].append(_match(ious, thr))
@@ -98,10 +113,16 @@ def mean_average_precision(preds: list[dict], targets: list[dict], iou_threshold
 
     def at(thr: float) -> Tensor:
         i = min(range(len(thresholds)), key=lambda j: abs(thresholds[j] - thr))
-        return ap[i] if abs(thresholds[i] - thr) < 1e-9 else torch.full((len(classes),), float("nan"))
+        return (
+            ap[i] if abs(thresholds[i] - thr) < 1e-9 else torch.full((len(classes),), float("nan"))
+        )
 
-    return {"map": mean(ap.flatten()), "map_50": mean(at(0.5)), "map_75": mean(at(0.75)),
-            "per_class": {c: at(0.5)[k].item() for k, c in enumerate(classes)}}
+    return {
+        "map": mean(ap.flatten()),
+        "map_50": mean(at(0.5)),
+        "map_75": mean(at(0.75)),
+        "per_class": {c: at(0.5)[k].item() for k, c in enumerate(classes)},
+    }
 
 
 @torch.no_grad()
@@ -123,9 +144,15 @@ class MapEval(Callback):
         self.loader, self.every = loader, every
 
     def on_validation_end(self, trainer, logs):
-        if logs["epoch"] % self.every == 0 or logs["epoch"] >= trainer.epochs or trainer.should_stop:
+        if (
+            logs["epoch"] % self.every == 0
+            or logs["epoch"] >= trainer.epochs
+            or trainer.should_stop
+        ):
             preds, targets = detect_all(trainer.module, self.loader)
-            logs["val_map_50"] = mean_average_precision(preds, targets, iou_thresholds=[0.5])["map_50"]
+            logs["val_map_50"] = mean_average_precision(preds, targets, iou_thresholds=[0.5])[
+                "map_50"
+            ]
 
 
 class DetectionLoss:

@@ -23,7 +23,11 @@ from .data import unpad
 
 
 def block(c_in: int, c_out: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True))
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(inplace=True),
+    )
 
 
 class Backbone(nn.Module):
@@ -32,7 +36,9 @@ class Backbone(nn.Module):
     def __init__(self, widths=(24, 48, 64, 96)):
         super().__init__()
         w1, w2, w3, w4 = widths
-        self.stage4 = nn.Sequential(block(3, w1), nn.MaxPool2d(2), block(w1, w2), nn.MaxPool2d(2))  # /4
+        self.stage4 = nn.Sequential(
+            block(3, w1), nn.MaxPool2d(2), block(w1, w2), nn.MaxPool2d(2)
+        )  # /4
         self.stage8 = nn.Sequential(block(w2, w3), nn.MaxPool2d(2), block(w3, w4))  # /8
         self.channels = (w2, w4)
 
@@ -44,7 +50,13 @@ class Backbone(nn.Module):
 class AnchorDetector(nn.Module):
     loss_names = ("loss", "cls", "bg", "box")  # what ``loss`` returns
 
-    def __init__(self, num_classes: int, image_size: int = 64, scales=(12.0, 20.0, 28.0), ratios=(0.7, 1.0, 1.4)):
+    def __init__(
+        self,
+        num_classes: int,
+        image_size: int = 64,
+        scales=(12.0, 20.0, 28.0),
+        ratios=(0.7, 1.0, 1.4),
+    ):
         super().__init__()
         self.num_classes, self.image_size = num_classes, image_size
         self.backbone = Backbone()
@@ -52,13 +64,18 @@ class AnchorDetector(nn.Module):
         self.num_anchors = len(scales) * len(ratios)
         self.cls_head = nn.Conv2d(c, self.num_anchors * (num_classes + 1), 3, padding=1)
         self.box_head = nn.Conv2d(c, self.num_anchors * 4, 3, padding=1)
-        self.register_buffer("anchors", make_anchors(image_size // 8, image_size, list(scales), list(ratios)),
-                             persistent=False)
+        self.register_buffer(
+            "anchors",
+            make_anchors(image_size // 8, image_size, list(scales), list(ratios)),
+            persistent=False,
+        )
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
         _, f8 = self.backbone(x)
         b = x.shape[0]
-        cls = self.cls_head(f8).permute(0, 2, 3, 1).reshape(b, -1, self.num_classes + 1)  # (B, cells*A, C+1)
+        cls = (
+            self.cls_head(f8).permute(0, 2, 3, 1).reshape(b, -1, self.num_classes + 1)
+        )  # (B, cells*A, C+1)
         box = self.box_head(f8).permute(0, 2, 3, 1).reshape(b, -1, 4)  # (B, cells*A, 4)
         return {"cls": cls, "box": box}
 
@@ -81,18 +98,29 @@ class AnchorDetector(nn.Module):
                 box_losses.append(F.smooth_l1_loss(out["box"][i][pos], goal, reduction="sum"))
             n_pos += int(pos.sum())
         norm = max(n_pos, 1)
-        parts = {"cls": torch.stack(cls_losses).sum() / norm, "bg": torch.stack(bg_losses).sum() / norm,
-                 "box": (torch.stack(box_losses).sum() if box_losses else out["box"].sum() * 0) / norm}
+        parts = {
+            "cls": torch.stack(cls_losses).sum() / norm,
+            "bg": torch.stack(bg_losses).sum() / norm,
+            "box": (torch.stack(box_losses).sum() if box_losses else out["box"].sum() * 0) / norm,
+        }
         return {"loss": parts["cls"] + parts["bg"] + parts["box"], **parts}
 
     @torch.no_grad()
-    def detect(self, out: dict[str, Tensor], score_threshold: float = 0.05, iou_threshold: float = 0.5,
-               max_dets: int = 100) -> list[dict[str, Tensor]]:
+    def detect(
+        self,
+        out: dict[str, Tensor],
+        score_threshold: float = 0.05,
+        iou_threshold: float = 0.5,
+        max_dets: int = 100,
+    ) -> list[dict[str, Tensor]]:
         results = []
         probs = out["cls"].softmax(-1)[..., 1:]  # (B, A, C) without background
         for i in range(len(probs)):
             boxes = decode(out["box"][i], self.anchors).clamp(0, self.image_size)
-            scores, labels = probs[i].flatten(), torch.arange(self.num_classes, device=probs.device).repeat(len(boxes))
+            scores, labels = (
+                probs[i].flatten(),
+                torch.arange(self.num_classes, device=probs.device).repeat(len(boxes)),
+            )
             idx = torch.arange(len(boxes), device=probs.device).repeat_interleave(self.num_classes)
             keep = scores > score_threshold
             b, s, lab = boxes[idx[keep]], scores[keep], labels[keep]
@@ -113,7 +141,9 @@ class CenterDetector(nn.Module):
         self.heatmap = nn.Conv2d(64, num_classes, 1)
         self.size = nn.Conv2d(64, 2, 1)
         self.offset = nn.Conv2d(64, 2, 1)
-        nn.init.constant_(self.heatmap.bias, -math.log((1 - 0.1) / 0.1))  # start at p = 0.1: a stable focal loss
+        nn.init.constant_(
+            self.heatmap.bias, -math.log((1 - 0.1) / 0.1)
+        )  # start at p = 0.1: a stable focal loss
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
         f4, f8 = self.backbone(x)
@@ -124,7 +154,11 @@ class CenterDetector(nn.Module):
         """Gaussian heatmaps (B, C, H, W) and, at each object's centre cell, size and offset goals."""
         b, _, h, w = shape
         heat = torch.zeros(b, self.num_classes, h, w, device=targets.device)
-        ys, xs = torch.meshgrid(torch.arange(h, device=targets.device), torch.arange(w, device=targets.device), indexing="ij")
+        ys, xs = torch.meshgrid(
+            torch.arange(h, device=targets.device),
+            torch.arange(w, device=targets.device),
+            indexing="ij",
+        )
         sizes, offsets, where = [], [], []
         for i in range(b):
             t = unpad(targets[i])
@@ -153,15 +187,21 @@ class CenterDetector(nn.Module):
         b, y, x = idx[:, 0], idx[:, 1], idx[:, 2]
         size_pred = out["size"][b, :, y, x]  # (K, 2)
         off_pred = out["offset"][b, :, y, x]
-        parts = {"heatmap": (pos_loss + neg_loss) / n,
-                 "size": 0.1 * F.l1_loss(size_pred, sizes, reduction="sum") / n,
-                 "offset": F.l1_loss(off_pred, offsets, reduction="sum") / n}
+        parts = {
+            "heatmap": (pos_loss + neg_loss) / n,
+            "size": 0.1 * F.l1_loss(size_pred, sizes, reduction="sum") / n,
+            "offset": F.l1_loss(off_pred, offsets, reduction="sum") / n,
+        }
         return {"loss": parts["heatmap"] + parts["size"] + parts["offset"], **parts}
 
     @torch.no_grad()
-    def detect(self, out: dict[str, Tensor], score_threshold: float = 0.05, max_dets: int = 100) -> list[dict[str, Tensor]]:
+    def detect(
+        self, out: dict[str, Tensor], score_threshold: float = 0.05, max_dets: int = 100
+    ) -> list[dict[str, Tensor]]:
         heat = out["heatmap"].sigmoid()
-        peaks = heat * (F.max_pool2d(heat, 3, stride=1, padding=1) == heat)  # local maxima only: no NMS
+        peaks = heat * (
+            F.max_pool2d(heat, 3, stride=1, padding=1) == heat
+        )  # local maxima only: no NMS
         b, c, h, w = heat.shape
         results = []
         for i in range(b):
@@ -173,5 +213,7 @@ class CenterDetector(nn.Module):
             centre = torch.stack([x, y], 1).float() + out["offset"][i, :, y, x].t()
             size = out["size"][i, :, y, x].t().clamp(min=0)
             boxes = torch.cat([centre - size / 2, centre + size / 2], 1) * self.stride
-            results.append({"boxes": boxes.clamp(0, self.image_size), "scores": scores, "labels": labels})
+            results.append(
+                {"boxes": boxes.clamp(0, self.image_size), "scores": scores, "labels": labels}
+            )
         return results

@@ -29,7 +29,9 @@ class DataSplits:
     kind: str = "image"  # "image" or "tabular"
     notes: list[str] = field(default_factory=list)  # e.g. "skipped 2 unreadable files"
     image_size: int = 0  # side length for image-file sources (their x is then a list of paths)
-    skip_bad: bool = False  # image-file sources: a file that fails to decode mid-run is skipped, not fatal
+    skip_bad: bool = (
+        False  # image-file sources: a file that fails to decode mid-run is skipped, not fatal
+    )
 
     @property
     def num_classes(self) -> int:
@@ -50,4 +52,6 @@ def channel_stats(x: Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
     mean = xf.mean(dim=(0, 2, 3))
     std = xf.std(dim=(0, 2, 3))
     # rounded for readable configs, then floored: a constant channel must not divide by zero
-    return tuple(round(v, 4) for v in mean.tolist()), tuple(max(round(v, 4), 1e-3) for v in std.tolist())
+    return tuple(round(v, 4) for v in mean.tolist()), tuple(
+        max(round(v, 4), 1e-3) for v in std.tolist()
+    )

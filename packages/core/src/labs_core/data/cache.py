@@ -75,10 +75,14 @@ def _writable(folder: Path) -> bool:
 def cache_folder(preferred: Path) -> Path | None:
     """``preferred`` (beside the data) when it can be written, else the user's cache folder; None
     when neither can (the data is then decoded on every load)."""
-    return next((folder for folder in (preferred, user_cache_dir(preferred)) if _writable(folder)), None)
+    return next(
+        (folder for folder in (preferred, user_cache_dir(preferred)) if _writable(folder)), None
+    )
 
 
-def cached(cache_dir: Path, tag: str, sources: list[Path], params: dict, build: Callable[[], dict]) -> dict:
+def cached(
+    cache_dir: Path, tag: str, sources: list[Path], params: dict, build: Callable[[], dict]
+) -> dict:
     """Return ``build()``'s dict, from the cache when the sources and params are unchanged. The
     cache lives in ``cache_dir`` (beside the data) when that is writable, else in the user's cache
     folder; a cache that cannot be written at all (a full disk) costs only the speed-up."""
@@ -86,8 +90,11 @@ def cached(cache_dir: Path, tag: str, sources: list[Path], params: dict, build: 
         refuse_special(src)
     folder = cache_folder(cache_dir)
     if folder is None:
-        print(f"note: no writable cache folder ({cache_dir}, {user_cache_dir(cache_dir)}); decoding "
-              "without a cache", file=sys.stderr)
+        print(
+            f"note: no writable cache folder ({cache_dir}, {user_cache_dir(cache_dir)}); decoding "
+            "without a cache",
+            file=sys.stderr,
+        )
         return build()
     cache_dir = folder
     memo_path = cache_dir / "hashes.json"
@@ -95,7 +102,9 @@ def cached(cache_dir: Path, tag: str, sources: list[Path], params: dict, build: 
         memo = json.loads(memo_path.read_text())
     except (OSError, ValueError):
         memo = {}
-    digest = hashlib.sha256(json.dumps({"v": CACHE_VERSION, "params": params}, sort_keys=True).encode())
+    digest = hashlib.sha256(
+        json.dumps({"v": CACHE_VERSION, "params": params}, sort_keys=True).encode()
+    )
     for src in sorted(sources):
         digest.update(src.name.encode())
         digest.update(file_sha256(src, memo).encode())
@@ -124,5 +133,7 @@ def _try_write(path: Path, write) -> None:
     try:
         atomic_write_bytes(path, write)
     except (OSError, MachineFault) as exc:
-        print(f"note: cannot write the cache file {path} ({one_line(exc)}); continuing without it",
-              file=sys.stderr)
+        print(
+            f"note: cannot write the cache file {path} ({one_line(exc)}); continuing without it",
+            file=sys.stderr,
+        )

@@ -31,9 +31,13 @@ CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "hors
 MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 
 _ALLOWED = {
-    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
-    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("_codecs", "encode"),
+    ("numpy.core.multiarray", "scalar"),
+    ("numpy._core.multiarray", "scalar"),
 }
 
 
@@ -52,10 +56,20 @@ def read_batch(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
             d = _ArrayUnpickler(f, encoding="bytes").load()
         data = np.asarray(d[b"data"] if b"data" in d else d["data"], dtype=np.uint8)
         labels = d.get(b"labels", d.get("labels"))
-    except (OSError, EOFError, pickle.UnpicklingError, KeyError, TypeError, ValueError, AttributeError) as exc:
+    except (
+        OSError,
+        EOFError,
+        pickle.UnpicklingError,
+        KeyError,
+        TypeError,
+        ValueError,
+        AttributeError,
+    ) as exc:
         raise LabError(f"cannot read CIFAR batch {path}: {exc}") from exc
     if labels is None or data.ndim != 2 or data.shape[1] != 3072 or len(labels) != len(data):
-        raise LabError(f"{path} is not a CIFAR-10 batch (data {data.shape}, expected (N, 3072) with N labels)")
+        raise LabError(
+            f"{path} is not a CIFAR-10 batch (data {data.shape}, expected (N, 3072) with N labels)"
+        )
     y = torch.as_tensor(np.asarray(labels, dtype=np.int64))
     if y.numel() and (int(y.min()) < 0 or int(y.max()) > 9):
         raise LabError(f"{path}: labels must lie in 0..9")
@@ -82,21 +96,40 @@ def load_cifar10(data_dir: Path, download: bool = True) -> DataSplits:
     missing = [n for n in names if not (folder / n).is_file()]
     if missing:
         if not download:
-            raise missing_data_error("cifar10", folder, names, URLS[0], f"missing {', '.join(missing)}")
+            raise missing_data_error(
+                "cifar10", folder, names, URLS[0], f"missing {', '.join(missing)}"
+            )
         try:
             data_dir.mkdir(parents=True, exist_ok=True)
             _download(data_dir)
         except DownloadFailed as exc:
-            raise missing_data_error("cifar10", folder, names, URLS[0], f"could not download {ARCHIVE} ({exc})") from None
+            raise missing_data_error(
+                "cifar10", folder, names, URLS[0], f"could not download {ARCHIVE} ({exc})"
+            ) from None
         except (tarfile.TarError, OSError, EOFError) as exc:
-            raise LabError(f"cifar10: {data_dir / ARCHIVE} is damaged ({exc}); delete it and try again") from exc
+            raise LabError(
+                f"cifar10: {data_dir / ARCHIVE} is damaged ({exc}); delete it and try again"
+            ) from exc
 
     def build() -> dict:
         parts = [read_batch(folder / n) for n in TRAIN_BATCHES]
         test_x, test_y = read_batch(folder / TEST_BATCH)
-        return {"train_x": torch.cat([p[0] for p in parts]), "train_y": torch.cat([p[1] for p in parts]),
-                "test_x": test_x, "test_y": test_y}
+        return {
+            "train_x": torch.cat([p[0] for p in parts]),
+            "train_y": torch.cat([p[1] for p in parts]),
+            "test_x": test_x,
+            "test_y": test_y,
+        }
 
-    d = cached(data_dir / ".cache", "cifar10", [folder / n for n in names], {"format": "pickle"}, build)
-    return DataSplits(name="cifar10", classes=list(CLASSES), train=(d["train_x"], d["train_y"]),
-                      test=(d["test_x"], d["test_y"]), mean=MEAN, std=STD, flip=True)
+    d = cached(
+        data_dir / ".cache", "cifar10", [folder / n for n in names], {"format": "pickle"}, build
+    )
+    return DataSplits(
+        name="cifar10",
+        classes=list(CLASSES),
+        train=(d["train_x"], d["train_y"]),
+        test=(d["test_x"], d["test_y"]),
+        mean=MEAN,
+        std=STD,
+        flip=True,
+    )

@@ -25,6 +25,12 @@ def load_digits() -> DataSplits:
 
     train_idx, test_idx = stratified_split(y, TEST_FRACTION, SPLIT_SEED)
     mean, std = channel_stats(x[train_idx])
-    return DataSplits(name="digits", classes=[str(i) for i in range(10)],
-                      train=(x[train_idx], y[train_idx]), test=(x[test_idx], y[test_idx]),
-                      mean=mean, std=std, flip=False)
+    return DataSplits(
+        name="digits",
+        classes=[str(i) for i in range(10)],
+        train=(x[train_idx], y[train_idx]),
+        test=(x[test_idx], y[test_idx]),
+        mean=mean,
+        std=std,
+        flip=False,
+    )

@@ -52,11 +52,22 @@ class DownloadFailed(Exception):
     pass
 
 
-OFFLINE_IMAGES = "run offline with --dataset synthetic, --dataset digits, or your own images with --dataset imagefolder"
+OFFLINE_IMAGES = (
+    "run offline with --dataset synthetic, --dataset digits, or your own images with --dataset"
+    " imagefolder"
+)
 
 
-def missing_data_error(dataset: str, folder: Path, expected: list[str], source: str, why: str,
-                       offline: str = OFFLINE_IMAGES) -> LabError:
+def missing_data_error(
+    dataset: str,
+    folder: Path,
+    expected: list[str],
+    source: str,
+    why: str,
+    offline: str = OFFLINE_IMAGES,
+) -> LabError:
     """The one-line message for 'the files are not here and could not be fetched'."""
-    return LabError(f"{dataset}: {why}. Put the standard files in {folder}/ ({', '.join(expected)}; from {source}), "
-                    f"or {offline}")
+    return LabError(
+        f"{dataset}: {why}. Put the standard files in {folder}/ ({', '.join(expected)}; from"
+        f" {source}), or {offline}"
+    )

@@ -24,9 +24,15 @@ def read_idx(path: str | Path, expect_dims: int | None = None) -> torch.Tensor:
     refuse_special(path, "an IDX file")
     try:
         raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
-    except (OSError, EOFError, zlib.error) as exc:  # BadGzipFile is an OSError; a corrupt stream, zlib.error
-        raise LabError(f"cannot read {path}: {'corrupt gzip data' if path.suffix == '.gz' else 'unreadable'} "
-                       f"({one_line(exc)})") from None
+    except (
+        OSError,
+        EOFError,
+        zlib.error,
+    ) as exc:  # BadGzipFile is an OSError; a corrupt stream, zlib.error
+        raise LabError(
+            f"cannot read {path}: {'corrupt gzip data' if path.suffix == '.gz' else 'unreadable'} "
+            f"({one_line(exc)})"
+        ) from None
     if len(raw) < 4:
         raise LabError(f"{path} is not an IDX file (only {len(raw)} bytes)")
     zero, dtype, ndim = struct.unpack(">HBB", raw[:4])
@@ -40,7 +46,10 @@ def read_idx(path: str | Path, expect_dims: int | None = None) -> torch.Tensor:
     dims = struct.unpack(f">{ndim}I", raw[4:header])
     expected = int(np.prod(dims)) if dims else 0
     if len(raw) - header != expected:
-        raise LabError(f"{path}: header promises {expected} bytes of data {dims}, file holds {len(raw) - header}")
+        raise LabError(
+            f"{path}: header promises {expected} bytes of data {dims}, file holds"
+            f" {len(raw) - header}"
+        )
     data = np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
     return torch.from_numpy(data.copy())
 
@@ -48,6 +57,10 @@ def read_idx(path: str | Path, expect_dims: int | None = None) -> torch.Tensor:
 def write_idx(path: str | Path, array: np.ndarray) -> None:
     """Write a uint8 array as IDX (gzipped if the name ends in .gz). Used by tests and tools."""
     array = np.ascontiguousarray(array, dtype=np.uint8)
-    data = struct.pack(">HBB", 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape) + array.tobytes()
+    data = (
+        struct.pack(">HBB", 0, 0x08, array.ndim)
+        + struct.pack(f">{array.ndim}I", *array.shape)
+        + array.tobytes()
+    )
     path = Path(path)
     path.write_bytes(gzip.compress(data) if path.suffix == ".gz" else data)

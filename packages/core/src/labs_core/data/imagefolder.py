@@ -54,8 +54,10 @@ def open_rgb(path: Path, size: int) -> Image.Image:
                 im = Image.fromarray((255 * arr / max(arr.max(), 1)).astype(np.uint8))
             im = im.convert("RGB")
     except Image.DecompressionBombError:  # a header claiming an enormous size: never decoded
-        raise LabError(f"cannot read image {path}: its header claims more than {Image.MAX_IMAGE_PIXELS:,} pixels "
-                       "(a decompression bomb?)") from None
+        raise LabError(
+            f"cannot read image {path}: its header claims more than {Image.MAX_IMAGE_PIXELS:,}"
+            " pixels (a decompression bomb?)"
+        ) from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as exc:
         raise LabError(f"cannot read image {path}: {one_line(exc)}") from None
     w, h = im.size
@@ -71,8 +73,10 @@ def check_classes(classes: list[str], labels: list[int], folder: Path, why: str)
     present = set(labels)
     empty = [name for i, name in enumerate(classes) if i not in present]
     if empty:
-        raise LabError(f"imagefolder: class folder {folder / empty[0]} {why}"
-                       f"{f' (and {len(empty) - 1} more)' if len(empty) > 1 else ''}; add images or remove it")
+        raise LabError(
+            f"imagefolder: class folder {folder / empty[0]} {why}"
+            f"{f' (and {len(empty) - 1} more)' if len(empty) > 1 else ''}; add images or remove it"
+        )
 
 
 def probe_image(path: Path, skip_bad: bool, bad: list[str]) -> bool:
@@ -82,18 +86,24 @@ def probe_image(path: Path, skip_bad: bool, bad: list[str]) -> bool:
         with Image.open(path) as im:
             im.verify()
     except Image.DecompressionBombError:
-        reason = f"its header claims more than {Image.MAX_IMAGE_PIXELS:,} pixels (a decompression bomb?)"
+        reason = (
+            f"its header claims more than {Image.MAX_IMAGE_PIXELS:,} pixels (a decompression bomb?)"
+        )
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as exc:
         reason = one_line(exc)
     else:
         return True
     if not skip_bad:
-        raise LabError(f"cannot read image {path}: {reason} (use --skip-bad-files to skip unreadable images)")
+        raise LabError(
+            f"cannot read image {path}: {reason} (use --skip-bad-files to skip unreadable images)"
+        )
     bad.append(str(path))
     return False
 
 
-def decode_all(files: list[Path], labels: list[int], size: int, skip_bad: bool) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+def decode_all(
+    files: list[Path], labels: list[int], size: int, skip_bad: bool
+) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     images, kept, bad = [], [], []
     for path, label in zip(files, labels, strict=True):
         try:
@@ -109,11 +119,16 @@ def decode_all(files: list[Path], labels: list[int], size: int, skip_bad: bool) 
     return x, torch.tensor(kept, dtype=torch.int64), bad
 
 
-def load_imagefolder(root: Path, size: int = 32, skip_bad: bool = False, decode: bool = True) -> DataSplits:
+def load_imagefolder(
+    root: Path, size: int = 32, skip_bad: bool = False, decode: bool = True
+) -> DataSplits:
     """Decode every image once (cached) into uint8 tensors, or with ``decode=False`` return the file
     lists for the streaming loader (normalisation statistics then come from up to 256 images)."""
     if not root.is_dir():
-        raise LabError(f"imagefolder: {root} is not a folder (give --data-dir a folder with one sub-folder per class)")
+        raise LabError(
+            f"imagefolder: {root} is not a folder (give --data-dir a folder with one sub-folder per"
+            " class)"
+        )
     split_dirs = {s: root / s for s in SPLITS if (root / s).is_dir()}
     if "train" not in split_dirs:
         split_dirs = {"train": root}
@@ -122,10 +137,14 @@ def load_imagefolder(root: Path, size: int = 32, skip_bad: bool = False, decode:
         raise LabError(f"imagefolder: {split_dirs['train']} has no class sub-folders")
     scanned = {s: scan(d, classes) for s, d in split_dirs.items()}
     if not scanned["train"][0]:
-        raise LabError(f"imagefolder: no images ({', '.join(sorted(EXTENSIONS))}) under {split_dirs['train']}")
+        raise LabError(
+            f"imagefolder: no images ({', '.join(sorted(EXTENSIONS))}) under {split_dirs['train']}"
+        )
     check_classes(classes, scanned["train"][1], split_dirs["train"], "has no images")
     all_files = [f for files, _ in scanned.values() for f in files]
-    if not decode:  # streamed later: check now that every file opens, so a bad one stops nothing mid-run
+    if (
+        not decode
+    ):  # streamed later: check now that every file opens, so a bad one stops nothing mid-run
         bad = []
         for split, (files, labels) in scanned.items():
             ok = [i for i, f in enumerate(files) if probe_image(f, skip_bad, bad)]
@@ -137,9 +156,19 @@ def load_imagefolder(root: Path, size: int = 32, skip_bad: bool = False, decode:
         mean, std = channel_stats(decode_all(probe, [0] * len(probe), size, skip_bad=True)[0])
         pair = lambda s: (scanned[s][0], torch.tensor(scanned[s][1])) if s in scanned else None  # noqa: E731
         notes = [f"skipped {len(bad)} unreadable image(s)"] if bad else []
-        return DataSplits(name="imagefolder", classes=classes, train=pair("train"), val=pair("val"),
-                          test=pair("test"), mean=mean, std=std, flip=True, notes=notes, image_size=size,
-                          skip_bad=skip_bad)
+        return DataSplits(
+            name="imagefolder",
+            classes=classes,
+            train=pair("train"),
+            val=pair("val"),
+            test=pair("test"),
+            mean=mean,
+            std=std,
+            flip=True,
+            notes=notes,
+            image_size=size,
+            skip_bad=skip_bad,
+        )
 
     def build() -> dict:
         out, bad = {}, []
@@ -152,23 +181,49 @@ def load_imagefolder(root: Path, size: int = 32, skip_bad: bool = False, decode:
             print(f"note: skipped {len(bad)} unreadable image(s), e.g. {bad[0]}", file=sys.stderr)
         return out
 
-    d = cached(root / ".labs-cache", "imagefolder", all_files,
-               {"size": size, "skip_bad": skip_bad, "classes": classes,
-                "files": [str(f.relative_to(root)) for f in all_files]}, build)
+    d = cached(
+        root / ".labs-cache",
+        "imagefolder",
+        all_files,
+        {
+            "size": size,
+            "skip_bad": skip_bad,
+            "classes": classes,
+            "files": [str(f.relative_to(root)) for f in all_files],
+        },
+        build,
+    )
     if len(d["train_x"]) == 0:
         raise LabError(f"imagefolder: none of the images under {split_dirs['train']} could be read")
     check_classes(classes, d["train_y"].tolist(), split_dirs["train"], "has no readable images")
     mean, std = channel_stats(d["train_x"])
     pair = lambda s: (d[f"{s}_x"], d[f"{s}_y"]) if f"{s}_x" in d else None  # noqa: E731
     notes = [f"skipped {d['bad_files']} unreadable image(s)"] if d["bad_files"] else []
-    return DataSplits(name="imagefolder", classes=classes, train=pair("train"), val=pair("val"), test=pair("test"),
-                      mean=mean, std=std, flip=True, notes=notes, image_size=size)
+    return DataSplits(
+        name="imagefolder",
+        classes=classes,
+        train=pair("train"),
+        val=pair("val"),
+        test=pair("test"),
+        mean=mean,
+        std=std,
+        flip=True,
+        notes=notes,
+        image_size=size,
+    )
 
 
 class ImageFileDataset(torch.utils.data.Dataset):
     """The streaming (standard-path) twin: decodes each image from disk when asked."""
 
-    def __init__(self, files: list[Path], labels: list[int], size: int, transform=None, skip_bad: bool = False):
+    def __init__(
+        self,
+        files: list[Path],
+        labels: list[int],
+        size: int,
+        transform=None,
+        skip_bad: bool = False,
+    ):
         self.files, self.labels, self.size, self.transform = files, labels, size, transform
         self.skip_bad = skip_bad  # the header check passed, but the pixels may still not decode
         self.bad: set[int] = set()
@@ -177,13 +232,17 @@ class ImageFileDataset(torch.utils.data.Dataset):
         return len(self.files)
 
     def __getitem__(self, i: int):
-        for _ in range(len(self.files)):  # a file that fails to decode: the next readable one stands in
+        for _ in range(
+            len(self.files)
+        ):  # a file that fails to decode: the next readable one stands in
             if i not in self.bad:
                 try:
                     return self._load(i)
                 except LabError as exc:
                     if not self.skip_bad:
-                        raise LabError(f"{exc} (use --skip-bad-files to skip unreadable images)") from None
+                        raise LabError(
+                            f"{exc} (use --skip-bad-files to skip unreadable images)"
+                        ) from None
                     self.bad.add(i)  # said once (per loader process), then skipped
                     print(f"note: skipped an image that does not decode: {exc}", file=sys.stderr)
             i = (i + 1) % len(self.files)

@@ -21,10 +21,14 @@ def epoch_generator(seed: int, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
 
 
-def epoch_order(n: int, seed: int, epoch: int, shuffle: bool, weights: Tensor | None = None) -> Tensor:
+def epoch_order(
+    n: int, seed: int, epoch: int, shuffle: bool, weights: Tensor | None = None
+) -> Tensor:
     """This epoch's sample order: a permutation, or ``n`` class-balanced draws when ``weights`` is given."""
     if weights is not None:
-        return torch.multinomial(weights, n, replacement=True, generator=epoch_generator(seed, epoch))
+        return torch.multinomial(
+            weights, n, replacement=True, generator=epoch_generator(seed, epoch)
+        )
     if not shuffle:
         return torch.arange(n)
     return torch.randperm(n, generator=epoch_generator(seed, epoch))
@@ -52,12 +56,14 @@ def translate_batch(x: Tensor, dx: Tensor, dy: Tensor, pad: int) -> Tensor:
     side = 2 * pad + 1
     which = (dy + pad) * side + (dx + pad)  # each image's shift, numbered 0 .. side^2 - 1
     order = which.argsort()
-    xp = F.pad(x.index_select(0, order), (pad, pad, pad, pad))  # (B, C, H+2p, W+2p), grouped by shift
+    xp = F.pad(
+        x.index_select(0, order), (pad, pad, pad, pad)
+    )  # (B, C, H+2p, W+2p), grouped by shift
     out = torch.empty_like(x)
     start = 0
     for shift, count in enumerate(torch.bincount(which, minlength=side * side).tolist()):
         top, left = divmod(shift, side)  # = (dy + pad, dx + pad)
-        out[start:start + count] = xp[start:start + count, :, top:top + h, left:left + w]
+        out[start : start + count] = xp[start : start + count, :, top : top + h, left : left + w]
         start += count
     return out.index_select(0, order.argsort())  # back in the batch's order
 
@@ -96,10 +102,27 @@ class FastLoader(EpochLoader):
     ``(seed, epoch)``, so skipping to batch k (resume) needs no replay.
     """
 
-    def __init__(self, x: Tensor, y: Tensor, batch_size: int, *, device="cpu", shuffle: bool = True,
-                 drop_last: bool = False, seed: int = 0, augment: bool = False, pad: int = 2,
-                 flip: bool = False, mean=None, std=None, sample_weights: Tensor | None = None,
-                 channels_last: bool = False, chunk_samples: int = 4096, rank: int = 0, world: int = 1):
+    def __init__(
+        self,
+        x: Tensor,
+        y: Tensor,
+        batch_size: int,
+        *,
+        device="cpu",
+        shuffle: bool = True,
+        drop_last: bool = False,
+        seed: int = 0,
+        augment: bool = False,
+        pad: int = 2,
+        flip: bool = False,
+        mean=None,
+        std=None,
+        sample_weights: Tensor | None = None,
+        channels_last: bool = False,
+        chunk_samples: int = 4096,
+        rank: int = 0,
+        world: int = 1,
+    ):
         self.device = torch.device(device)
         self.rank, self.world = rank, world
         self.chunk_samples = chunk_samples
@@ -135,12 +158,20 @@ class FastLoader(EpochLoader):
     def iter_from(self, start: int):
         n_all, bs = len(self.x), self.batch_size
         pos = self.positions()  # every process draws the same order and takes its own places in it
-        order = epoch_order(n_all, self.seed, self.epoch, self.shuffle, self.sample_weights)[pos].to(self.device)
+        order = epoch_order(n_all, self.seed, self.epoch, self.shuffle, self.sample_weights)[
+            pos
+        ].to(self.device)
         n = len(order)
-        if self.augment:  # drawn for every place, so a sample's augmentation does not depend on world size
+        if (
+            self.augment
+        ):  # drawn for every place, so a sample's augmentation does not depend on world size
             g = epoch_generator(self.seed + 7919, self.epoch)
-            shifts = torch.randint(-self.pad, self.pad + 1, (2, n_all), generator=g)[:, pos].to(self.device)
-            flips = (torch.rand(n_all, generator=g) < 0.5)[pos].to(self.device) if self.flip else None
+            shifts = torch.randint(-self.pad, self.pad + 1, (2, n_all), generator=g)[:, pos].to(
+                self.device
+            )
+            flips = (
+                (torch.rand(n_all, generator=g) < 0.5)[pos].to(self.device) if self.flip else None
+            )
         # Work on chunks of several batches: at lab scale a batch is tiny and per-op overhead, not
         # arithmetic, would dominate. Every op is per-sample, so chunking changes no value.
         per_chunk = max(1, self.chunk_samples // bs)
@@ -156,7 +187,7 @@ class FastLoader(EpochLoader):
                     x = torch.where(flips[lo:hi, None, None, None], x.flip(3), x)
             x, y = self.prepare(x), self.y[idx]
             for b in range(c1 - c0):
-                yield x[b * bs:(b + 1) * bs], y[b * bs:(b + 1) * bs]
+                yield x[b * bs : (b + 1) * bs], y[b * bs : (b + 1) * bs]
 
     def prepare(self, x: Tensor) -> Tensor:
         """uint8 -> float, normalised (and channels-last when asked). Integer tokens pass through."""
@@ -172,8 +203,15 @@ class EpochSampler(torch.utils.data.Sampler):
     """A sampler whose order is ``epoch_order(seed, epoch)``: reproducible and resumable. Under data
     parallelism (``world`` > 1) each rank takes every ``world``-th place, as DistributedSampler."""
 
-    def __init__(self, n: int, seed: int = 0, shuffle: bool = True, weights: Tensor | None = None,
-                 rank: int = 0, world: int = 1):
+    def __init__(
+        self,
+        n: int,
+        seed: int = 0,
+        shuffle: bool = True,
+        weights: Tensor | None = None,
+        rank: int = 0,
+        world: int = 1,
+    ):
         self.n, self.seed, self.shuffle, self.weights, self.epoch = n, seed, shuffle, weights, 0
         usable = (n // world) * world if shuffle else n
         self.places = torch.arange(rank, usable, world)
@@ -185,7 +223,11 @@ class EpochSampler(torch.utils.data.Sampler):
         return len(self.places)
 
     def __iter__(self):
-        return iter(epoch_order(self.n, self.seed, self.epoch, self.shuffle, self.weights)[self.places].tolist())
+        return iter(
+            epoch_order(self.n, self.seed, self.epoch, self.shuffle, self.weights)[
+                self.places
+            ].tolist()
+        )
 
 
 class StandardLoader:
@@ -195,9 +237,20 @@ class StandardLoader:
     augmentation in workers is reproducible too. Pinned memory when training on CUDA.
     """
 
-    def __init__(self, dataset, batch_size: int, *, seed: int = 0, shuffle: bool = True, num_workers: int = 0,
-                 device="cpu", sample_weights: Tensor | None = None, drop_last: bool = False, rank: int = 0,
-                 world: int = 1):
+    def __init__(
+        self,
+        dataset,
+        batch_size: int,
+        *,
+        seed: int = 0,
+        shuffle: bool = True,
+        num_workers: int = 0,
+        device="cpu",
+        sample_weights: Tensor | None = None,
+        drop_last: bool = False,
+        rank: int = 0,
+        world: int = 1,
+    ):
         self.seed, self.epoch = seed, 0
         self.sampler = EpochSampler(len(dataset), seed, shuffle, sample_weights, rank, world)
         self.generator = torch.Generator()
@@ -205,9 +258,16 @@ class StandardLoader:
         # batch count would never get work (and each costs a process); results are unchanged
         num_workers = min(num_workers, max(1, -(-len(self.sampler) // batch_size)))
         self.loader = torch.utils.data.DataLoader(
-            dataset, batch_size=batch_size, sampler=self.sampler, num_workers=num_workers,
-            worker_init_fn=seed_worker, generator=self.generator, drop_last=drop_last,
-            pin_memory=torch.device(device).type == "cuda", persistent_workers=False)
+            dataset,
+            batch_size=batch_size,
+            sampler=self.sampler,
+            num_workers=num_workers,
+            worker_init_fn=seed_worker,
+            generator=self.generator,
+            drop_last=drop_last,
+            pin_memory=torch.device(device).type == "cuda",
+            persistent_workers=False,
+        )
 
     def __len__(self) -> int:
         return len(self.loader)
@@ -230,7 +290,9 @@ class StandardLoader:
         except LabError as exc:  # from a worker: its message is the worker's whole traceback
             lines = [line for line in str(exc).splitlines() if line.strip()]
             last = lines[-1] if lines else ""
-            raise LabError(last.split("LabError: ", 1)[-1] if "LabError: " in last else one_line(exc)) from None
+            raise LabError(
+                last.split("LabError: ", 1)[-1] if "LabError: " in last else one_line(exc)
+            ) from None
 
 
 class TensorImageDataset(torch.utils.data.Dataset):

@@ -8,8 +8,14 @@ import torch.nn.functional as F
 from .base import DataSplits
 
 
-def make_synthetic(num_train: int = 2000, num_test: int = 500, num_classes: int = 10,
-                   shape: tuple[int, int, int] = (3, 32, 32), noise: float = 0.35, seed: int = 1234) -> DataSplits:
+def make_synthetic(
+    num_train: int = 2000,
+    num_test: int = 500,
+    num_classes: int = 10,
+    shape: tuple[int, int, int] = (3, 32, 32),
+    noise: float = 0.35,
+    seed: int = 1234,
+) -> DataSplits:
     """Class templates are smooth random fields (upsampled 4x4 noise); samples are template + shift + noise.
 
     Same arguments, same bytes: the generator is seeded and the data never depends on global RNG state.
@@ -27,5 +33,12 @@ def make_synthetic(num_train: int = 2000, num_test: int = 500, num_classes: int 
         return (x.clamp(0, 1) * 255).round().to(torch.uint8), y
 
     train, test = sample(num_train), sample(num_test)
-    return DataSplits(name="synthetic", classes=[f"class{i}" for i in range(num_classes)], train=train,
-                      test=test, mean=(0.5,) * c, std=(0.25,) * c, flip=True)
+    return DataSplits(
+        name="synthetic",
+        classes=[f"class{i}" for i in range(num_classes)],
+        train=train,
+        test=test,
+        mean=(0.5,) * c,
+        std=(0.25,) * c,
+        flip=True,
+    )

@@ -35,7 +35,10 @@ def load_csv(path: Path, label_column: str = "label") -> DataSplits:
         raise LabError(f"csv: {path} needs a header row and at least one data row")
     header = [h.strip() for h in rows[0]]
     if label_column not in header:
-        raise LabError(f"csv: {path} has no column {label_column!r} (columns: {', '.join(header)}; see --label-column)")
+        raise LabError(
+            f"csv: {path} has no column {label_column!r} (columns: {', '.join(header)}; see"
+            " --label-column)"
+        )
     li = header.index(label_column)
     feature_names = [h for i, h in enumerate(header) if i != li]
     if not feature_names:
@@ -45,14 +48,19 @@ def load_csv(path: Path, label_column: str = "label") -> DataSplits:
         if not row or all(not c.strip() for c in row):
             continue
         if len(row) != len(header):
-            raise LabError(f"csv: {path} line {n} has {len(row)} fields, the header has {len(header)}")
+            raise LabError(
+                f"csv: {path} line {n} has {len(row)} fields, the header has {len(header)}"
+            )
         try:
             features.append([float(c) for i, c in enumerate(row) if i != li])
         except ValueError:
             bad = next(header[i] for i, c in enumerate(row) if i != li and not _is_float(c))
             raise LabError(f"csv: {path} line {n}: column {bad!r} is not a number") from None
         if not row[li].strip():  # an empty cell would become a class of its own, named ""
-            raise LabError(f"csv: {path} line {n}: the {label_column!r} cell is empty (every row needs a label)")
+            raise LabError(
+                f"csv: {path} line {n}: the {label_column!r} cell is empty (every row needs a"
+                " label)"
+            )
         labels.append(row[li].strip())
     if not labels:
         raise LabError(f"csv: {path} has no data rows (only a header and blank lines)")
@@ -62,9 +70,15 @@ def load_csv(path: Path, label_column: str = "label") -> DataSplits:
     if not torch.isfinite(x).all():
         raise LabError(f"csv: {path} holds missing or infinite values")
     y = torch.tensor([index[v] for v in labels], dtype=torch.int64)
-    return DataSplits(name="csv", classes=classes, train=(x, y), kind="tabular",
-                      mean=tuple([0.0] * x.shape[1]), std=tuple([1.0] * x.shape[1]),
-                      notes=[f"features: {', '.join(feature_names)}"])
+    return DataSplits(
+        name="csv",
+        classes=classes,
+        train=(x, y),
+        kind="tabular",
+        mean=tuple([0.0] * x.shape[1]),
+        std=tuple([1.0] * x.shape[1]),
+        notes=[f"features: {', '.join(feature_names)}"],
+    )
 
 
 def _is_float(s: str) -> bool:

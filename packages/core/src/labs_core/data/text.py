@@ -25,7 +25,9 @@ from .loader import EpochLoader, epoch_generator
 TEXT_DATASETS = ("tinyshakespeare", "text")
 TINYSHAKESPEARE = {
     "file": "input.txt",
-    "urls": ["https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"],
+    "urls": [
+        "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
+    ],
     "md5": "6fb458f1232090904fb40fe944165e91",
     "source": "karpathy/char-rnn's data/tinyshakespeare/input.txt",
 }
@@ -53,8 +55,10 @@ class CharTokenizer:
         except KeyError as exc:
             unknown = sorted({c for c in text if c not in self.index})
             shown = ", ".join(repr(c) for c in unknown[:10]) + (" ..." if len(unknown) > 10 else "")
-            raise LabError(f"{len(unknown)} character(s) the model never saw in training: {shown} "
-                           f"(its vocabulary: {self.chars!r})") from exc
+            raise LabError(
+                f"{len(unknown)} character(s) the model never saw in training: {shown} "
+                f"(its vocabulary: {self.chars!r})"
+            ) from exc
 
     def decode(self, ids) -> str:
         return "".join(self.chars[i] for i in (ids.tolist() if isinstance(ids, Tensor) else ids))
@@ -76,12 +80,14 @@ def read_text(path: str | Path) -> str:
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
-        raise LabError(f"{path}: no such file (--dataset text reads the UTF-8 text file --data-dir names)") from None
+        raise LabError(
+            f"{path}: no such file (--dataset text reads the UTF-8 text file --data-dir names)"
+        ) from None
     except OSError as exc:
         raise LabError(f"{path}: cannot be read ({exc.strerror or exc})") from None
     if not raw.strip():
         raise LabError(f"{path} is empty: a language model needs text to learn from")
-    if b"\x00" in raw[:1 << 16]:
+    if b"\x00" in raw[: 1 << 16]:
         raise LabError(f"{path} looks like a binary file (it holds NUL bytes), not text")
     try:
         return raw.decode("utf-8")
@@ -100,8 +106,10 @@ def load_text_dataset(name: str, data_dir: str | Path = "data", download: bool =
     path = folder / TINYSHAKESPEARE["file"]
     if not path.is_file():
         if folder.exists() and not folder.is_dir() or Path(data_dir).is_file():
-            raise LabError(f"--data-dir {data_dir}: for --dataset tinyshakespeare it is the folder to keep "
-                           f"the corpus in; to read a file of your own, use --dataset text --data-dir FILE")
+            raise LabError(
+                f"--data-dir {data_dir}: for --dataset tinyshakespeare it is the folder to keep "
+                "the corpus in; to read a file of your own, use --dataset text --data-dir FILE"
+            )
         why = "input.txt is not downloaded and downloading is off"
         if download:
             try:
@@ -109,8 +117,14 @@ def load_text_dataset(name: str, data_dir: str | Path = "data", download: bool =
             except DownloadFailed as exc:
                 why = f"the download failed ({exc})"
         if not path.is_file():
-            raise missing_data_error("tinyshakespeare", folder, [TINYSHAKESPEARE["file"]], TINYSHAKESPEARE["source"],
-                                     why, offline="train on a text of your own with --dataset text --data-dir FILE")
+            raise missing_data_error(
+                "tinyshakespeare",
+                folder,
+                [TINYSHAKESPEARE["file"]],
+                TINYSHAKESPEARE["source"],
+                why,
+                offline="train on a text of your own with --dataset text --data-dir FILE",
+            )
     return read_text(path)
 
 
@@ -123,25 +137,39 @@ class CharData:
         self.train, self.val, self.tokenizer, self.notes = train, val, tokenizer, notes
 
     @classmethod
-    def from_text(cls, text: str, block_size: int, train_fraction: float = TRAIN_FRACTION,
-                  source: str = "the text") -> CharData:
+    def from_text(
+        cls,
+        text: str,
+        block_size: int,
+        train_fraction: float = TRAIN_FRACTION,
+        source: str = "the text",
+    ) -> CharData:
         cut = int(len(text) * train_fraction)
         train_text, val_text = text[:cut], text[cut:]
         tokenizer = CharTokenizer.from_text(train_text)
-        if len(tokenizer) < 2:  # one symbol: every next character is certain, the loss is 0 from the start
-            raise LabError(f"{source}: its training split uses {len(tokenizer)} distinct character(s) "
-                           f"({''.join(tokenizer.chars)!r}); a language model needs at least two to learn anything")
+        if (
+            len(tokenizer) < 2
+        ):  # one symbol: every next character is certain, the loss is 0 from the start
+            raise LabError(
+                f"{source}: its training split uses {len(tokenizer)} distinct character(s)"
+                f" ({''.join(tokenizer.chars)!r}); a language model needs at least two to learn"
+                " anything"
+            )
         notes = []
         unseen = [c for c in val_text if c not in tokenizer.index]
         if unseen:
             val_text = "".join(c for c in val_text if c in tokenizer.index)
-            notes.append(f"{len(unseen)} validation character(s) never seen in training were left out "
-                         f"({', '.join(repr(c) for c in sorted(set(unseen))[:5])})")
+            notes.append(
+                f"{len(unseen)} validation character(s) never seen in training were left out "
+                f"({', '.join(repr(c) for c in sorted(set(unseen))[:5])})"
+            )
         for split, part in (("training", train_text), ("validation", val_text)):
             if len(part) < block_size + 1:
-                raise LabError(f"{source} is too short: its {split} split holds {len(part):,} characters, fewer "
-                               f"than one window of --block-size {block_size} + 1 (use a smaller --block-size or "
-                               f"a longer text)")
+                raise LabError(
+                    f"{source} is too short: its {split} split holds {len(part):,} characters,"
+                    f" fewer than one window of --block-size {block_size} + 1 (use a smaller"
+                    " --block-size or a longer text)"
+                )
         return cls(tokenizer.encode(train_text), tokenizer.encode(val_text), tokenizer, notes)
 
 
@@ -150,8 +178,18 @@ class RandomWindows(EpochLoader):
     epoch from ``(seed, epoch, rank)``: a resumed run sees the windows an unbroken run would.
     The ids live on ``device``; a batch is one gather, no Python per window."""
 
-    def __init__(self, ids: Tensor, block_size: int, batch_size: int, steps: int, *, seed: int = 0,
-                 device="cpu", rank: int = 0, world: int = 1):
+    def __init__(
+        self,
+        ids: Tensor,
+        block_size: int,
+        batch_size: int,
+        steps: int,
+        *,
+        seed: int = 0,
+        device="cpu",
+        rank: int = 0,
+        world: int = 1,
+    ):
         self.device = torch.device(device)
         self.ids = ids.to(self.device)
         self.block_size, self.batch_size, self.steps = block_size, batch_size, steps
@@ -179,12 +217,21 @@ class ValidationWindows:
     Each position is predicted once, from the characters before it in its window, as with
     random windows in training."""
 
-    def __init__(self, ids: Tensor, block_size: int, batch_size: int = 256, *, limit: int = 0, device="cpu",
-                 rank: int = 0, world: int = 1):
+    def __init__(
+        self,
+        ids: Tensor,
+        block_size: int,
+        batch_size: int = 256,
+        *,
+        limit: int = 0,
+        device="cpu",
+        rank: int = 0,
+        world: int = 1,
+    ):
         n = (len(ids) - 1) // block_size
         ids = ids.to(device)
-        x = ids[:n * block_size].view(n, block_size)
-        y = ids[1:n * block_size + 1].view(n, block_size)
+        x = ids[: n * block_size].view(n, block_size)
+        y = ids[1 : n * block_size + 1].view(n, block_size)
         if limit and limit < n:
             keep = torch.linspace(0, n - 1, limit).round().long().to(ids.device)
             x, y = x[keep], y[keep]
@@ -200,4 +247,4 @@ class ValidationWindows:
 
     def __iter__(self):
         for i in range(0, len(self.x), self.batch_size):
-            yield self.x[i:i + self.batch_size], self.y[i:i + self.batch_size]
+            yield self.x[i : i + self.batch_size], self.y[i : i + self.batch_size]
