@@ -118,12 +118,12 @@ class NonFiniteWatch:
         self.every, self.collective, self.seen = every, collective, 0
         self.first_bad = torch.zeros((), dtype=torch.long, device=device)  # 0: all finite so far
 
-    def track(self, loss: Tensor, step: int, epoch: int, where: str) -> None:
+    def track(self, loss: Tensor, step: int, epoch: int, batch: int) -> None:
         self.seen += 1
         if self.every == 1:
             value = loss.item()
             if not math.isfinite(value):
-                self._stop(f"loss became {value} at {where}")
+                self._stop(f"loss became {value} at step {step} (epoch {epoch + 1}, batch {batch})")
             return
         bad = ~torch.isfinite(loss.detach()) & (self.first_bad == 0)
         self.first_bad.copy_(torch.where(bad, self.first_bad.new_tensor(step), self.first_bad))
@@ -306,7 +306,7 @@ class Trainer:
         under autocast, its loss in fp32 and its backward; then unscale and clip, the optimizer's
         step and the schedule's. Returns the step's mean loss, on the device (no host sync)."""
         model, prec, n = self.wrapped, self.precision, len(micro_batches)
-        step_loss = torch.zeros((), device=self.device)
+        step_loss = None
         for i, batch in enumerate(micro_batches):
             batch = to_device(batch, self.device)
             with self.grad_sync(first=i == 0, last=i == n - 1):
@@ -314,18 +314,10 @@ class Trainer:
                     out = self.forward_fn(model, batch)
                 losses = self.loss_fn(as_fp32(out), batch)
                 loss = losses["loss"]
-                if check_finite:
-                    self.watch.track(
-                        loss,
-                        self.global_step + 1,
-                        self.epoch,
-                        where=(
-                            f"step {self.global_step + 1} (epoch {self.epoch + 1}, "
-                            f"batch {self.position + i + 1})"
-                        ),
-                    )
+                if check_finite:  # the batch's number within the epoch, for the message
+                    self.watch.track(loss, self.global_step + 1, self.epoch, self.position + i + 1)
                 prec.scaler.scale(loss / n).backward()  # scaled for fp16 only
-            step_loss += loss.detach() / n
+            step_loss = loss.detach() if step_loss is None else step_loss + loss.detach()
             self.sums.add(losses, batch_len(batch))
         norm = self.clip_or_measure_grad_norm()
         if prec.uses_scaler:  # fp16: the step is skipped on inf/nan gradients, the scale adapts
@@ -338,7 +330,7 @@ class Trainer:
             self.scheduler.step()
         if norm is not None and torch.isfinite(norm):  # inf/nan: a skipped fp16 step
             self.norms.append(norm)
-        return step_loss
+        return step_loss / n if n > 1 else step_loss
 
     def grad_sync(self, first: bool, last: bool):
         """Gradients are reduced across processes on a step's last micro-batch only (``no_sync``
@@ -558,6 +550,9 @@ def step_groups(loader, start: int, size: int):
         batches = loader.iter_from(start)  # skips without loading the skipped batches
     else:
         batches = itertools.islice(iter(loader), start, None)
+    if size == 1:  # no accumulation: each batch is a step
+        yield from ([batch] for batch in batches)
+        return
     group = size - start % size
     while chunk := list(itertools.islice(batches, group)):
         yield chunk
