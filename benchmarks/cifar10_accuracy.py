@@ -8,7 +8,7 @@ the ``.tar.gz`` archive, unpacked once into ``data/cifar10-jpg/`` (the images de
 core caches them as uint8 tensors beside them). Each run is exactly
 
     checkpoint-project train --dataset imagefolder --data-dir DIR --test-fraction 0 --recipe R
-    --seed S
+        --seed S
 
 in its own process, as a user runs it: the 50,000 images split 45,000 / 5,000 (the core's split,
 drawn from the run's seed; no test split is carved out of them, as none would be were CIFAR-10's

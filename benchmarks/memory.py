@@ -2,8 +2,8 @@
 (``--grad-checkpoint``), and eager vs ``torch.compile`` step time for each lab's model
 (``--compile``).
 
-    uv run python benchmarks/memory.py [--part memory|compile|all] [--steps 5] [--threads 1] [--only
-    lab3]
+    uv run python benchmarks/memory.py [--part memory|compile|all] [--steps 5] [--threads 1]
+        [--only lab3]
 
 Memory, on CUDA: ``torch.cuda.max_memory_allocated`` over one training step (forward, loss,
 backward) minus what was allocated before it (weights, optimizer state). On a CPU, where torch
