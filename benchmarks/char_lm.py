@@ -13,7 +13,8 @@
     same way. Its log gives the validation loss every 250 steps; the time of each is taken when
     the line is printed, from the start of its first training step.
 ``--ablate`` adds lab3 runs with one ingredient of the recipe changed back, to show what each
-contributes; ``--stretch`` a larger model for longer, timed to validation loss 1.75. Run it on an idle machine: every figure is wall time.
+contributes; ``--stretch`` a larger model for longer, timed to validation loss 1.75. Run it on an
+idle machine: every figure is wall time.
 """
 
 from __future__ import annotations

@@ -7,7 +7,8 @@
 the ``.tar.gz`` archive, unpacked once into ``data/cifar10-jpg/`` (the images decode once too: the
 core caches them as uint8 tensors beside them). Each run is exactly
 
-    checkpoint-project train --dataset imagefolder --data-dir DIR --test-fraction 0 --recipe R --seed S
+    checkpoint-project train --dataset imagefolder --data-dir DIR --test-fraction 0 --recipe R
+        --seed S
 
 in its own process, as a user runs it: the 50,000 images split 45,000 / 5,000 (the core's split,
 drawn from the run's seed; no test split is carved out of them, as none would be were CIFAR-10's
@@ -61,7 +62,8 @@ ABLATIONS = {  # label: flags that undo one ingredient of the cpu recipe
 
 
 def image_folder(path: Path) -> Path:
-    """The folder holding ``train/``: ``path`` itself, or the archive unpacked into data/cifar10-jpg."""
+    """The folder holding ``train/``: ``path`` itself, or the archive unpacked into
+    data/cifar10-jpg."""
     if path.is_dir():
         return path
     if not path.is_file():

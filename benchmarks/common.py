@@ -42,7 +42,8 @@ def median_ms(fn, repeats: int, warmup: int = 3) -> float:
 
 
 def mnist_test_set(data_dir: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """The 10,000 real MNIST test images (uint8 (N, 1, 28, 28)) and labels, read with the core's IDX reader."""
+    """The 10,000 real MNIST test images (uint8 (N, 1, 28, 28)) and labels, read with the core's IDX
+    reader."""
     from labs_core.data import read_idx
 
     folder = Path(data_dir) if data_dir else SHARED_MNIST

@@ -1,6 +1,7 @@
 """Images per second: the core fast loader against torchvision's usual pipeline, same MNIST images.
 
-    uv run python benchmarks/loader_throughput.py [--data-dir ../shared/data/mnist] [--device cpu|cuda]
+    uv run python benchmarks/loader_throughput.py [--data-dir ../shared/data/mnist]
+        [--device cpu|cuda]
 
 torchvision: PIL images -> RandomCrop(28, padding=2) -> ToTensor -> Normalize, DataLoader batch 64,
 with 0 and 2 workers. Fast path: the same 10,000 uint8 images on the device, random translation

@@ -1,7 +1,9 @@
 """Peak training-step memory and step time with and without activation checkpointing
-(``--grad-checkpoint``), and eager vs ``torch.compile`` step time for each lab's model (``--compile``).
+(``--grad-checkpoint``), and eager vs ``torch.compile`` step time for each lab's model
+(``--compile``).
 
-    uv run python benchmarks/memory.py [--part memory|compile|all] [--steps 5] [--threads 1] [--only lab3]
+    uv run python benchmarks/memory.py [--part memory|compile|all] [--steps 5] [--threads 1]
+        [--only lab3]
 
 Memory, on CUDA: ``torch.cuda.max_memory_allocated`` over one training step (forward, loss,
 backward) minus what was allocated before it (weights, optimizer state). On a CPU, where torch
@@ -74,7 +76,7 @@ def step_peak_mib(step, device: torch.device) -> float:
     return tracker.peak / 2**20
 
 
-# ---------------------------------------------------------------- the models, as each lab builds them
+# ------------------------------------------------------------- the models, as each lab builds them
 def classifier(model, shape, classes, batch):
     return (
         model,
@@ -96,7 +98,8 @@ def checkpoint_project(name):
 
 
 def char_lm(batch, grad_checkpoint=False):
-    """lab3 --task chars with its recipe's model: 65 symbols, windows of 64, dim 96, 4 heads, 3 blocks."""
+    """lab3 --task chars with its recipe's model: 65 symbols, windows of 64, dim 96, 4 heads, 3
+    blocks."""
     from lab3_transformer.cli import CHARS_RECIPE
     from lab3_transformer.model import TinyTransformer, TransformerConfig
 
@@ -198,7 +201,8 @@ def memory_table(device, steps: int, only: str = "") -> None:
         f"{'CUDA allocator' if device.type == 'cuda' else 'CPU: LiveBytes dispatch mode'}"
     )
     print(
-        f"{'model':<28}{'batch':>6}{'plain MiB':>11}{'ckpt MiB':>10}{'memory':>8}{'plain ms':>10}{'ckpt ms':>9}"
+        f"{'model':<28}{'batch':>6}{'plain MiB':>11}{'ckpt MiB':>10}{'memory':>8}"
+        f"{'plain ms':>10}{'ckpt ms':>9}"
         f"{'time':>7}"
     )
     for name, (build, batches) in MEMORY_MODELS.items():
@@ -215,7 +219,8 @@ def memory_table(device, steps: int, only: str = "") -> None:
                 row[checkpointed] = (peak, median_ms(step, steps, warmup=1))
             (pm, pt), (cm, ct) = row[False], row[True]
             print(
-                f"{name:<28}{batch:>6}{pm:>11.1f}{cm:>10.1f}{cm / pm:>7.0%}{pt:>10.1f}{ct:>9.1f}{ct / pt:>6.2f}x",
+                f"{name:<28}{batch:>6}{pm:>11.1f}{cm:>10.1f}{cm / pm:>7.0%}"
+                f"{pt:>10.1f}{ct:>9.1f}{ct / pt:>6.2f}x",
                 flush=True,
             )
 
@@ -226,7 +231,8 @@ def compile_table(device, steps: int, only: str = "") -> None:
         "compiled steps took"
     )
     print(
-        f"{'model':<28}{'batch':>6}{'eager ms':>10}{'compiled':>10}{'speed-up':>10}{'compile s':>11}"
+        f"{'model':<28}{'batch':>6}{'eager ms':>10}{'compiled':>10}{'speed-up':>10}"
+        f"{'compile s':>11}"
     )
     for name, (build, batch) in COMPILE_MODELS.items():
         if only not in name:
@@ -246,7 +252,8 @@ def compile_table(device, steps: int, only: str = "") -> None:
         compile_s = time.perf_counter() - t0
         fast = median_ms(step, steps, warmup=1)
         print(
-            f"{name:<28}{batch:>6}{eager:>10.1f}{fast:>10.1f}{eager / fast:>9.2f}x{compile_s:>11.1f}",
+            f"{name:<28}{batch:>6}{eager:>10.1f}{fast:>10.1f}{eager / fast:>9.2f}x"
+            f"{compile_s:>11.1f}",
             flush=True,
         )
 

@@ -1,6 +1,7 @@
 """Time to 98.3% MNIST test accuracy: the classic reference recipe against lab1's fast recipe.
 
-    uv run python benchmarks/mnist_time_to_accuracy.py [--data-dir ../shared/data/mnist] [--ref-epochs 6]
+    uv run python benchmarks/mnist_time_to_accuracy.py [--data-dir ../shared/data/mnist]
+        [--ref-epochs 6]
 
 Data: the real MNIST images in IDX format; the first 8,000 images of the 10k file train, the last
 2,000 test (the split every figure in this repository uses). Both recipes run in this process,

@@ -112,7 +112,8 @@ def test_train_combination_runs_to_its_report(case, folder, tmp_path):
 
 
 def test_the_gallery_shows_streamed_test_images(folder, tmp_path):
-    """--loader standard gives the report file paths, not tensors: the gallery decodes the few it shows."""
+    """--loader standard gives the report file paths, not tensors: the gallery decodes the few it
+    shows."""
     import torch
 
     from checkpoint_project.train import gallery

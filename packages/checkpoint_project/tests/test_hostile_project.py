@@ -24,7 +24,8 @@ from labs_core.testing import (
 )
 
 TINY = ["--width", "4", "--epochs", "1", "--max-steps", "1", "--batch-size", "8", "--quiet"]
-BASES = {  # the image folder first: --image-size 512 of 2,500 synthetic images takes minutes on 2 cores
+# the image folder first: --image-size 512 of 2,500 synthetic images takes minutes on 2 cores
+BASES = {
     "files": [
         *TINY,
         "--dataset",

@@ -1,4 +1,5 @@
-"""Helpers shared by the core tests (importable: the root pyproject puts this folder on pythonpath)."""
+"""Helpers shared by the core tests (importable: the root pyproject puts this folder on
+pythonpath)."""
 
 import torch
 from PIL import Image

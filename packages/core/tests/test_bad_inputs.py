@@ -21,7 +21,8 @@ def png(path, size=(8, 8), color=(10, 120, 200)):
 
 
 def bomb_png(path, side=100_000):
-    """A valid PNG whose header claims side x side pixels (PIL refuses it as a decompression bomb)."""
+    """A valid PNG whose header claims side x side pixels (PIL refuses it as a decompression
+    bomb)."""
 
     def chunk(kind, data):
         return (
@@ -146,8 +147,8 @@ def image_folder_args(tmp):
 
 
 def files(folder):
-    """Every file under ``folder`` but the data cache's (file hashes memoised beside the data: documented,
-    derived, never the user's)."""
+    """Every file under ``folder`` but the data cache's (file hashes memoised beside the data:
+    documented, derived, never the user's)."""
     return {
         p: p.read_bytes()
         for p in folder.rglob("*")
@@ -188,7 +189,8 @@ def test_skip_bad_files_skips_and_counts_a_bomb_with_either_loader(loader, tmp_p
 
 
 def test_standard_loader_worker_failure_is_one_line(tmp_path, capsys, monkeypatch):
-    """An image that opens but fails to decode in a DataLoader worker: one line, not its traceback."""
+    """An image that opens but fails to decode in a DataLoader worker: one line, not its
+    traceback."""
     from labs_core.data import imagefolder
 
     argv = [

@@ -25,8 +25,8 @@ def losses(out):
 
 @needs_compile
 def test_compiled_training_matches_eager_and_checkpoints_the_plain_model(tmp_path):
-    # Inductor draws dropout masks from its own generator; with fallback_random it uses torch's, so the
-    # two runs see the same masks and their losses can be compared closely.
+    # Inductor draws dropout masks from its own generator; with fallback_random it uses torch's, so
+    # the two runs see the same masks and their losses can be compared closely.
     import torch._inductor.config as inductor
 
     argv = ["--epochs", "3", "--max-steps", "6", "--batch-size", "16", "--quiet", "--lr", "0.01"]

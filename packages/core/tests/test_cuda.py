@@ -1,4 +1,5 @@
-"""CUDA-only checks: run on a GPU machine (skipped elsewhere). CI has no GPU; these run when one is lent."""
+"""CUDA-only checks: run on a GPU machine (skipped elsewhere). CI has no GPU; these run when one is
+lent."""
 
 import pytest
 import torch

@@ -30,8 +30,8 @@ torch.set_num_threads(1)
 info, device = distributed.init(torch.device("cpu"), timeout_s={timeout})
 out = {out!r}
 
-def make(batch, epochs, dropout, callbacks=(), shuffle_seed=0, sharded=False, bn=False, grad_accum=1, val_batch=32,
-         val_n=96):
+def make(batch, epochs, dropout, callbacks=(), shuffle_seed=0, sharded=False, bn=False,
+         grad_accum=1, val_batch=32, val_n=96):
     seed_everything(0)
     x, y = blob_data(n=96)
     model = tiny_mlp(dropout=dropout, bn=bn)
@@ -39,10 +39,12 @@ def make(batch, epochs, dropout, callbacks=(), shuffle_seed=0, sharded=False, bn
         from labs_core import fsdp
         fsdp.shard(model)
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-    loader = FastLoader(x, y, batch, seed=shuffle_seed, augment=True, pad=1, mean=(0.5,), std=(0.25,),
-                        rank=info.rank, world=info.world)
-    return Trainer(model, opt, loader, FastLoader(x[:val_n], y[:val_n], val_batch, shuffle=False, mean=(0.5,), std=(0.25,),
-                   rank=info.rank, world=info.world), epochs=epochs, callbacks=list(callbacks), grad_accum=grad_accum)
+    loader = FastLoader(x, y, batch, seed=shuffle_seed, augment=True, pad=1, mean=(0.5,),
+                        std=(0.25,), rank=info.rank, world=info.world)
+    return Trainer(model, opt, loader,
+                   FastLoader(x[:val_n], y[:val_n], val_batch, shuffle=False, mean=(0.5,),
+                              std=(0.25,), rank=info.rank, world=info.world),
+                   epochs=epochs, callbacks=list(callbacks), grad_accum=grad_accum)
 """
 
 
@@ -164,7 +166,8 @@ def test_a_stuck_rank_stops_the_whole_run_with_a_clear_message(tmp_path):
                 if info.rank == 1 and trainer.global_step == 3:
                     time.sleep(120)  # a rank that stops answering
 
-        cfg = Cfg(dataset="synthetic", image_size=8, epochs=2, quiet=True, out=out + "/run", dist_timeout=4)
+        cfg = Cfg(dataset="synthetic", image_size=8, epochs=2, quiet=True, out=out + "/run",
+                  dist_timeout=4)
         build = lambda d: nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, d.num_classes))
         with Guard("demo") as guard:
             run_classifier(cfg, build, callbacks=[Stuck()])
@@ -185,7 +188,8 @@ def test_a_rank_that_fails_leaves_the_group_and_is_reported_in_its_own_words(tmp
     r = torchrun(
         tmp_path,
         """
-        work = torch.distributed.all_reduce(torch.ones(1000), async_op=True)  # in flight when it fails
+        # in flight when it fails
+        work = torch.distributed.all_reduce(torch.ones(1000), async_op=True)
         if info.rank == 1:
             raise ValueError("rank one's own error")
         work.wait()
@@ -214,7 +218,8 @@ def test_accumulation_under_two_processes_equals_one_process_with_the_whole_batc
         x, y = blob_data(n=96)
         model = tiny_mlp(dropout=0.0)
         opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-        loader = FastLoader(x, y, 4, seed=0, augment=True, pad=1, mean=(0.5,), std=(0.25,), rank=info.rank, world=2)
+        loader = FastLoader(x, y, 4, seed=0, augment=True, pad=1, mean=(0.5,), std=(0.25,),
+                            rank=info.rank, world=2)
         t = Trainer(model, opt, loader, epochs=2, grad_accum=3)
         t.fit()
         torch.save({"model": t.module.state_dict(), "no_sync": len(calls), "steps": t.global_step},
@@ -241,9 +246,10 @@ def test_accumulation_under_two_processes_equals_one_process_with_the_whole_batc
 
 
 def test_sharded_fsdp_training_equals_ddp_and_its_checkpoints_cross_process_counts(tmp_path):
-    """--fsdp: the same steps as DDP (accumulation, dropout, batch norm, validation slices of unequal
-    length), one checkpoint format both ways: a one-process checkpoint continues sharded over two
-    processes as under DDP, and a sharded two-process checkpoint continues in one process."""
+    """--fsdp: the same steps as DDP (accumulation, dropout, batch norm, validation slices of
+    unequal length), one checkpoint format both ways: a one-process checkpoint continues sharded
+    over two processes as under DDP, and a sharded two-process checkpoint continues in one
+    process."""
     seed_everything(0)
     x, y = blob_data(n=96)
     model = tiny_mlp(dropout=0.3, bn=True)
@@ -271,8 +277,10 @@ def test_sharded_fsdp_training_equals_ddp_and_its_checkpoints_cross_process_coun
             t.fit()
             from_single[name] = t.state_dict()["model"]
         if info.is_main:
-            torch.save({"ddp": ddp.history, "sharded": sharded.history, "ddp_model": ddp.module.state_dict(),
-                        "sharded_model": sharded.state_dict()["model"], "from_single": from_single}, f"{out}/runs.pt")
+            torch.save({"ddp": ddp.history, "sharded": sharded.history,
+                        "ddp_model": ddp.module.state_dict(),
+                        "sharded_model": sharded.state_dict()["model"], "from_single": from_single},
+                       f"{out}/runs.pt")
         else:
             sharded.state_dict()  # the gathers are collectives: every process takes part
     """,

@@ -25,7 +25,8 @@ pytestmark = pytest.mark.filterwarnings("ignore:Input Tensor 0 did not already r
 
 
 def small_cnn(classes: int = 4) -> nn.Sequential:
-    """Batch norm, an in-place ReLU after the layer Grad-CAM looks at, max-pooling, a linear head."""
+    """Batch norm, an in-place ReLU after the layer Grad-CAM looks at, max-pooling, a linear
+    head."""
     return nn.Sequential(
         nn.Conv2d(1, 6, 3, padding=1),
         nn.BatchNorm2d(6),
@@ -115,7 +116,8 @@ def test_integrated_gradients_are_complete(model_and_input):
         (integrated_gradients(model, x, 1, steps=steps).sum(dim=(1, 2, 3)) - gap).abs().max()
         for steps in (8, 64, 512)
     ]
-    # ReLU and max-pool kinks make the path integral only piecewise smooth: the rule converges, not exactly
+    # ReLU and max-pool kinks make the path integral only piecewise smooth: the rule converges, not
+    # exactly
     assert errors[0] > errors[1] > errors[2] and errors[2] < 1e-3 * gap.abs().max()
 
 

@@ -462,7 +462,8 @@ def test_the_estimate_counts_what_a_step_really_adds():
     need = fits.step_bytes(model, lambda m, b: m(b[0]), batch, "adam")
     params = sum(p.numel() * 4 for p in model.parameters())
     assert need["gradients"] == params and need["optimizer"] == 2 * params
-    # saved for backward: the input (128x64), the hidden before and after ReLU (128x256 each), the logits
+    # saved for backward: the input (128x64), the hidden before and after ReLU (128x256 each), the
+    # logits
     assert 128 * (64 + 256) * 4 <= need["activations"] <= 128 * (64 + 3 * 256 + 10) * 4
     for p in model[1].parameters():
         p.requires_grad_(False)  # frozen: nothing saved for its backward, no gradient, no state

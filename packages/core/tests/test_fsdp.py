@@ -1,5 +1,6 @@
-"""FSDP (``--fsdp``) in one process: a one-process group is enough to shard, train and gather, so the
-state-dict conversions are checked here in milliseconds; two-process runs are in test_distributed.
+"""FSDP (``--fsdp``) in one process: a one-process group is enough to shard, train and gather, so
+the state-dict conversions are checked here in milliseconds; two-process runs are in
+test_distributed.
 """
 
 import pytest
@@ -53,7 +54,8 @@ def test_a_sharded_run_trains_as_a_plain_one_and_saves_the_same_checkpoint(group
     for k, v in p["model"].items():
         assert not isinstance(s["model"][k], torch.distributed.tensor.DTensor)
         torch.testing.assert_close(s["model"][k], v, rtol=1e-5, atol=1e-6)
-    # the optimizer's state in optimizer.state_dict()'s own format: parameters numbered in group order
+    # the optimizer's state in optimizer.state_dict()'s own format: parameters numbered in group
+    # order
     assert s["optimizer"]["param_groups"] == p["optimizer"]["param_groups"]
     assert sorted(s["optimizer"]["state"]) == sorted(p["optimizer"]["state"]) == list(range(6))
     for i, st in p["optimizer"]["state"].items():

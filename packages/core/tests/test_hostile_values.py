@@ -229,7 +229,7 @@ def test_an_allocation_too_large_is_one_line_naming_the_size():
     assert fault_line(MemoryError())[0].startswith("out of memory")
 
 
-# --- every file a classifier reads: missing, empty, truncated, the wrong kind, another lab's --------
+# --- every file a classifier reads: missing, empty, truncated, the wrong kind, another lab's
 
 
 def _files(root, name):

@@ -344,7 +344,8 @@ def test_search_refuses_when_nothing_fits():
 
 
 def test_cuda_out_of_memory_is_caught_and_bisected():
-    """The CUDA path without a GPU: a step that raises torch.cuda.OutOfMemoryError above 100 samples."""
+    """The CUDA path without a GPU: a step that raises torch.cuda.OutOfMemoryError above 100
+    samples."""
     calls = []
 
     def step(batch):

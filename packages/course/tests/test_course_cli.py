@@ -1,4 +1,5 @@
-"""Bad input: one line on stderr, exit code 2, nothing written; --help everywhere; the real script."""
+"""Bad input: one line on stderr, exit code 2, nothing written; --help everywhere; the real
+script."""
 
 from __future__ import annotations
 

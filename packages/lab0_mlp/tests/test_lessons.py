@@ -31,7 +31,8 @@ def test_linreg_by_hand_and_with_nn_adam_both_recover_the_line():
     facts = lessons.linreg(out.append)
     for fit in (facts, facts["nn"]):
         assert abs(fit["w"] - facts["true_w"]) < 0.01 and abs(fit["b"] - facts["true_b"]) < 0.01
-        # both loops reach the exact least-squares answer for this sample, not just something near the truth
+        # both loops reach the exact least-squares answer for this sample, not just something near
+        # the truth
         assert fit["w"] == pytest.approx(facts["lstsq"]["w"], abs=1e-3)
         assert fit["b"] == pytest.approx(facts["lstsq"]["b"], abs=1e-3)
         assert fit["loss"] == pytest.approx(facts["lstsq"]["loss"], rel=1e-3)

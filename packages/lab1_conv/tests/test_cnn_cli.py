@@ -242,8 +242,8 @@ def test_runs_under_torchrun_with_two_processes(tmp_path):
 @pytest.mark.slow
 def test_fsdp_trains_as_ddp_and_its_checkpoint_resumes_in_one_process(tmp_path):
     """--fsdp: the CNN sharded over two processes learns step for step as under DDP (batch norm and
-    accumulation included), the report runs on the gathered model, and the checkpoint (one format for
-    every process count) continues in one process without --fsdp."""
+    accumulation included), the report runs on the gathered model, and the checkpoint (one format
+    for every process count) continues in one process without --fsdp."""
     from labs_core.testing import check_torchrun_run, torchrun
 
     args = [

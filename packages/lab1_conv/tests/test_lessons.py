@@ -1,4 +1,5 @@
-"""The debugging lesson: errors raised, read and fixed; gradcheck; detect_anomaly; summaries that agree."""
+"""The debugging lesson: errors raised, read and fixed; gradcheck; detect_anomaly; summaries that
+agree."""
 
 from lab1_conv import lessons
 from lab1_conv.model import CNN

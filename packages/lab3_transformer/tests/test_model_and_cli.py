@@ -97,7 +97,8 @@ def test_a_short_run_writes_a_checkpoint_that_rebuilds_the_model(tmp_path):
 
 
 def test_cli_smoke_with_attention_maps(tmp_path, capsys):
-    """A smoke run (what an overfit or full run reaches is measured by benchmarks/lab_targets.py)."""
+    """A smoke run (what an overfit or full run reaches is measured by
+    benchmarks/lab_targets.py)."""
     out = tmp_path / "run"
     argv = [
         "--task",

@@ -1,19 +1,21 @@
-"""Any torchvision classification model as a fine-tuning backbone: its classifier found and replaced,
-its own stages found for gradual unfreezing.
+"""Any torchvision classification model as a fine-tuning backbone: its classifier found and
+replaced, its own stages found for gradual unfreezing.
 
-    head    the last ``nn.Linear`` in the model's registration order: torchvision registers the final
-            classifier last (ResNet/RegNet ``fc``, VGG/MobileNet/EfficientNet ``classifier[-1]``, DenseNet
-            ``classifier``, ViT ``heads.head``, Swin ``head``); SqueezeNet, which has no Linear, classifies
-            with a 1x1 convolution (``classifier[1]``), found as the last Conv2d giving the 1,000 classes.
+    head    the last ``nn.Linear`` in the model's registration order: torchvision registers the
+            final classifier last (ResNet/RegNet ``fc``, VGG/MobileNet/EfficientNet
+            ``classifier[-1]``, DenseNet ``classifier``, ViT ``heads.head``, Swin ``head``);
+            SqueezeNet, which has no Linear, classifies with a 1x1 convolution (``classifier[1]``),
+            found as the last Conv2d giving the 1,000 classes.
     stages  input to output: the model's children that hold parameters; a trunk (``features``,
-            ``trunk_output``, ``layers``, ``blocks``, ``encoder``) and any module that holds the head are
-            opened into their own children. ResNet: conv1, bn1, layer1..4; VGG/MobileNet/EfficientNet/
-            ConvNeXt: ``features``' blocks (then VGG's two hidden classifier layers); ViT: conv_proj, each
-            encoder layer, the final norm. Parameters outside every stage (ViT's class token and position
-            embedding, at the input) join the first stage.
+            ``trunk_output``, ``layers``, ``blocks``, ``encoder``) and any module that holds the
+            head are opened into their own children. ResNet: conv1, bn1, layer1..4;
+            VGG/MobileNet/EfficientNet/ ConvNeXt: ``features``' blocks (then VGG's two hidden
+            classifier layers); ViT: conv_proj, each encoder layer, the final norm. Parameters
+            outside every stage (ViT's class token and position embedding, at the input) join the
+            first stage.
 
-GoogLeNet and Inception v3 train with auxiliary classifiers that return a tuple; they are removed here
-(after published weights, which hold them, are loaded), so every model returns plain logits.
+GoogLeNet and Inception v3 train with auxiliary classifiers that return a tuple; they are removed
+here (after published weights, which hold them, are loaded), so every model returns plain logits.
 """
 
 from __future__ import annotations
@@ -55,7 +57,8 @@ def weights_url(name: str) -> str:
 
 
 def drop_aux_classifiers(net: nn.Module) -> None:
-    """GoogLeNet's and Inception v3's training-time auxiliary heads off: the model returns logits only."""
+    """GoogLeNet's and Inception v3's training-time auxiliary heads off: the model returns logits
+    only."""
     if getattr(net, "aux_logits", False):
         net.aux_logits = False
         for attr in ("aux1", "aux2", "AuxLogits"):

@@ -4,8 +4,10 @@ checkpoint-project train      [flags]                          (also installed a
 checkpoint-project evaluate   --checkpoint PATH [PATH ...] [--tta]
 checkpoint-project export     --checkpoint PATH --format onnx [--out FILE] [--overwrite]
 checkpoint-project predict    --checkpoint PATH(.pt|.onnx) IMAGE [IMAGE ...] [--top-k K]
-checkpoint-project explain    --checkpoint PATH IMAGE|FOLDER [...] [--out DIR] [--top-k K] [--overwrite]
-checkpoint-project finetune   --from CHECKPOINT|torchvision:NAME --dataset imagefolder --data-dir DIR
+checkpoint-project explain    --checkpoint PATH IMAGE|FOLDER [...] [--out DIR] [--top-k K]
+                              [--overwrite]
+checkpoint-project finetune   --from CHECKPOINT|torchvision:NAME --dataset imagefolder
+                              --data-dir DIR
 """
 
 from __future__ import annotations

@@ -11,7 +11,8 @@ from .inference import load_trained, predict_probs
 def test_loader(
     ckpt: dict, dataset: str | None, data_dir: str | None, device, batch_size: int = 500
 ):
-    """The test split of the checkpoint's dataset (or of the one given), normalised as in training."""
+    """The test split of the checkpoint's dataset (or of the one given), normalised as in
+    training."""
     cfg = ckpt["config"]
     data = load_dataset(
         dataset or cfg["dataset"],

@@ -128,7 +128,8 @@ def load_backbone(cfg: FinetuneConfig, num_classes: int, in_shape) -> tuple[nn.M
 
 
 def _load_weights_file(path: Path) -> dict:
-    """A state dict (name -> tensor) from ``path``: a bare one, or the ``model`` entry of a checkpoint."""
+    """A state dict (name -> tensor) from ``path``: a bare one, or the ``model`` entry of a
+    checkpoint."""
     if path.is_dir():
         raise LabError(f"--weights {path} is a directory, not a weights file")
     refuse_special(path, "--weights")
@@ -173,7 +174,8 @@ class Phases(Callback):
         self.phase, self.before, self.phases = -1, None, []
 
     def groups(self, phase: int) -> list[dict]:
-        """Asked for afresh each time: the model's current parameters (sharded ones under --fsdp)."""
+        """Asked for afresh each time: the model's current parameters (sharded ones under
+        --fsdp)."""
         stages = self.model.stage_parameters()
         groups = [{"params": self.model.head_parameters(), "lr": self.cfg.lr}]
         for depth, stage in enumerate(reversed(stages[len(stages) - phase :]), start=1):

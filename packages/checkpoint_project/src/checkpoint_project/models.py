@@ -9,8 +9,8 @@
 - ``compact``: the CPU recipe's net (what ``train`` uses without a GPU): a fixed patch-whitening
   stem, then three conv blocks like ``fast``'s but 4x narrower where the images are large
   (widths w, 4w, 4w with w = 32), so a 2-core CPU runs an epoch of CIFAR-10 in well under a minute.
-- ``torchvision:NAME``: any torchvision classification model, its head replaced (for fine-tuning from
-  published weights; see ``backbones``).
+- ``torchvision:NAME``: any torchvision classification model, its head replaced (for fine-tuning
+  from published weights; see ``backbones``).
 
 ``resnet`` and ``fast`` can train with activation checkpointing (``--grad-checkpoint``,
 ``enable_grad_checkpoint``): ResNet per residual block, FastNet per stage.

@@ -8,7 +8,8 @@ The pieces, one idea per module:
 - ``callbacks``   Checkpointing, EarlyStopping, RunLogger (TensorBoard, metrics.jsonl), ProgressBar
 - ``checkpoint``  atomic save, safe load (weights_only=True), clear architecture mismatches; every
                   writer's temp-file-and-rename (atomic_write_bytes / _text / _file)
-- ``faults``      what the machine can do to a run (a full disk, SIGTERM, out of memory), one line each
+- ``faults``      what the machine can do to a run (a full disk, SIGTERM, out of memory), one line
+                  each
 - ``fits``        whether one training step fits in memory, asked before anything is written
 - ``files``       FIFOs and devices refused as data files (a read that would never end)
 - ``metrics``     accuracy, top-k, confusion matrix, precision / recall / F1, confusion PNG
@@ -21,7 +22,8 @@ The pieces, one idea per module:
 - ``loop``        the training loop written out by hand (``--loop manual``)
 - ``tuning``      the finders a run can start with: ``lr_finder`` (--lr-find), ``batch_finder``
                   (--find-batch-size), and the snapshot that puts everything back after them
-- ``memory``      peak memory (CUDA allocator, process resident) for summary.json; sizes on the command line
+- ``memory``      peak memory (CUDA allocator, process resident) for summary.json; sizes on the
+                  command line
 - ``recompute``   activation checkpointing that keeps batch-norm statistics (``--grad-checkpoint``)
 - ``testing``     for the labs' tests: a torchrun launch, the flags a run reads
 """

@@ -99,8 +99,8 @@ def measure(
     budget_mib: float | None,
     steps: int = STEPS,
 ) -> Probe:
-    """One probe: a warm-up step and at least ``steps`` timed steps on a batch of ``size``; its speed and
-    peak memory."""
+    """One probe: a warm-up step and at least ``steps`` timed steps on a batch of ``size``; its
+    speed and peak memory."""
     release_freed()
     if device.type == "cuda":
         torch.cuda.empty_cache()

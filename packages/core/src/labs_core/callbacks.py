@@ -1,4 +1,5 @@
-"""The features that hang on the trainer's events: checkpoints, early stopping, logging, progress."""
+"""The features that hang on the trainer's events: checkpoints, early stopping, logging,
+progress."""
 
 from __future__ import annotations
 
@@ -16,9 +17,9 @@ class Checkpointing(Callback):
     """Write ``last.pt`` after every epoch and ``best.pt`` when the monitored metric improves.
 
     ``extra`` (the resolved config, class names, ...) is stored in every checkpoint. Under torchrun
-    every process gathers its state (a collective) and only the one with a ``folder`` (rank 0) writes.
-    It runs after every other callback's epoch-end work (``order``), so what it saves is the state
-    as of the end of the epoch.
+    every process gathers its state (a collective) and only the one with a ``folder`` (rank 0)
+    writes. It runs after every other callback's epoch-end work (``order``), so what it saves is the
+    state as of the end of the epoch.
     """
 
     order = 100

@@ -125,7 +125,8 @@ class ConfigPart:
 
 @dataclass
 class RunOptions(ConfigPart):
-    """What every run has: length, seed, device, precision, output, resume, and torchrun's timeout."""
+    """What every run has: length, seed, device, precision, output, resume, and torchrun's
+    timeout."""
 
     lab: ClassVar[str] = "lab"
     overfit_epochs: ClassVar[int] = 100  # --overfit without --epochs: one step per epoch, this many
@@ -640,7 +641,8 @@ def explicit_fields(parser: argparse.ArgumentParser, argv: list[str]) -> set[str
 
 
 def parse_config(cls: type, argv: list[str] | None, prog: str, description: str = ""):
-    """Parse ``argv`` into a validated ``cls`` instance. Bad flags exit 2; bad values raise ``LabError``."""
+    """Parse ``argv`` into a validated ``cls`` instance. Bad flags exit 2; bad values raise
+    ``LabError``."""
     parser = build_parser(cls, prog, description)
     argv = sys.argv[1:] if argv is None else list(argv)
     ns = parser.parse_args(argv)

@@ -58,10 +58,12 @@ def current() -> DistInfo:
 
 
 def init(device: torch.device, timeout_s: float = 300.0) -> tuple[DistInfo, torch.device]:
-    """Join the process group if torchrun launched us: NCCL on CUDA (one GPU per process), else gloo.
+    """Join the process group if torchrun launched us: NCCL on CUDA (one GPU per process), else
+    gloo.
 
     ``timeout_s`` bounds every collective: a process whose peer died stops with a clear error after
-    at most that long instead of waiting forever. (A process group that already exists keeps its own.)
+    at most that long instead of waiting forever. (A process group that already exists keeps its
+    own.)
 
     The group is left at exit whatever the way out (``atexit``): a process that ends on an exception
     without ``destroy_process_group`` can abort with SIGABRT during the interpreter's finalisation,

@@ -43,7 +43,8 @@ __all__ = [
 
 @dataclass
 class TestPass:
-    """The one pass over the test split: softmax probabilities (N, C) and targets (N,), on the CPU."""
+    """The one pass over the test split: softmax probabilities (N, C) and targets (N,), on the
+    CPU."""
 
     probs: Tensor
     targets: Tensor

@@ -129,7 +129,8 @@ def integrated_gradients(
     steps: int = 50,
     method: str = "gausslegendre",
 ) -> Tensor:
-    """(x - baseline) * the integral over a in [0, 1] of d score / d input at baseline + a (x - baseline).
+    """(x - baseline) * the integral over a in [0, 1] of d score / d input at baseline + a (x -
+    baseline).
 
     x (Tensor[N, C, H, W]); baseline a number or a tensor broadcastable to x (0: the mean image, for
     inputs normalised by the training set's statistics); returns Tensor[N, C, H, W], whose sum over
@@ -302,7 +303,8 @@ def write_explanations(
     """Explain the model's prediction for each image of x (Tensor[N, C, H, W], normalised with
     ``mean`` and ``std`` per channel as in training) with every method, into one PNG at ``path``:
     a row per image (the image, then each map over it) titled with the predicted and top-k classes
-    (and the true one, from ``labels``). ``options`` go to ``explain``. Returns the probabilities (N, classes).
+    (and the true one, from ``labels``). ``options`` go to ``explain``. Returns the probabilities
+    (N, classes).
     """
     from .plots import plot_explanations
 

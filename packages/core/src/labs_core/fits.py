@@ -127,7 +127,8 @@ def _proc_kib(field: str, path: str = "/proc/self/status") -> int | None:
 
 
 def headroom(device: torch.device) -> tuple[int, str] | None:
-    """Bytes this process could still allocate on ``device``, and what bounds it; None if unknown."""
+    """Bytes this process could still allocate on ``device``, and what bounds it; None if
+    unknown."""
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
         return free, f"free on {device}"

@@ -44,8 +44,8 @@ def _state_dict_api():
 def shard_units(model: nn.Module) -> list[nn.Module]:
     """The modules sharded as units of their own: the root's children that hold parameters (the
     members of a ModuleList/ModuleDict child, which is never called itself, in its place). A module
-    sharing a parameter with the rest of the model (a head tied to the embedding) stays in the root's
-    unit, since FSDP needs a shared parameter in one unit."""
+    sharing a parameter with the rest of the model (a head tied to the embedding) stays in the
+    root's unit, since FSDP needs a shared parameter in one unit."""
     candidates: list[nn.Module] = []
     for child in model.children():
         members = child.children() if isinstance(child, _CONTAINERS) else [child]
@@ -60,8 +60,8 @@ def shard_units(model: nn.Module) -> list[nn.Module]:
 
 
 def shard(model: nn.Module) -> nn.Module:
-    """Shard ``model`` in place over the process group: each unit, then the root. Build the optimizer
-    after this (its parameters are now the sharded ones).
+    """Shard ``model`` in place over the process group: each unit, then the root. Build the
+    optimizer after this (its parameters are now the sharded ones).
 
     FSDP shards a parameter by rows of its contiguous storage, so a channels-last weight
     (``--channels-last``) is made contiguous first; the activations stay channels-last (a conv's
@@ -79,8 +79,8 @@ def shard(model: nn.Module) -> nn.Module:
 
 
 def skeleton(model: nn.Module) -> nn.Module:
-    """A storage-free copy of the unsharded model (on the meta device), to hold the full weights again
-    after training (``unsharded``)."""
+    """A storage-free copy of the unsharded model (on the meta device), to hold the full weights
+    again after training (``unsharded``)."""
     return copy.deepcopy(model).to_empty(device="meta")
 
 
@@ -90,7 +90,8 @@ def _full():
 
 
 def full_model_state(model: nn.Module) -> dict:
-    """The whole model's state dict on rank 0 (empty elsewhere), as a plain model's: a collective."""
+    """The whole model's state dict on rank 0 (empty elsewhere), as a plain model's: a
+    collective."""
     return _state_dict_api().get_model_state_dict(model, options=_full())
 
 
@@ -150,14 +151,16 @@ def unsharded(model: nn.Module, plain: nn.Module) -> nn.Module:
 
 
 def full_norm(norm: torch.Tensor) -> torch.Tensor:
-    """A gradient norm over sharded gradients is a partial DTensor: its whole value (a collective)."""
+    """A gradient norm over sharded gradients is a partial DTensor: its whole value (a
+    collective)."""
     tensor = sys.modules.get("torch.distributed.tensor")  # not imported yet: no DTensor exists
     return norm.full_tensor() if tensor is not None and isinstance(norm, tensor.DTensor) else norm
 
 
 def broadcast_buffers(model: nn.Module) -> None:
-    """Rank 0's buffers (batch-norm statistics) to every process, before a training forward: what DDP
-    does, so both keep the same statistics (FSDP shards parameters, not buffers, and leaves them be).
+    """Rank 0's buffers (batch-norm statistics) to every process, before a training forward: what
+    DDP does, so both keep the same statistics (FSDP shards parameters, not buffers, and leaves them
+    be).
     """
     for buffer in model.buffers():
         dist.broadcast(buffer, 0)

@@ -1,5 +1,5 @@
-"""Memory figures: a run's peak (CUDA allocator; the process's resident memory on the CPU), and sizes
-given on the command line (``--memory-budget 2GiB``).
+"""Memory figures: a run's peak (CUDA allocator; the process's resident memory on the CPU), and
+sizes given on the command line (``--memory-budget 2GiB``).
 
 On Linux the process's peak resident set (``VmHWM``) can be reset (``/proc/self/clear_refs``), so a
 peak belongs to one run or one probe even when several share a process (tests, notebooks, the
@@ -28,7 +28,8 @@ _UNITS = {"": MIB, "k": 2**10, "m": MIB, "g": 2**30, "t": 2**40}
 
 
 def rss_mib(field: str = "VmRSS") -> float | None:
-    """The process's resident memory now (``VmRSS``) or at its peak (``VmHWM``), from /proc (Linux)."""
+    """The process's resident memory now (``VmRSS``) or at its peak (``VmHWM``), from /proc
+    (Linux)."""
     try:
         match = re.search(rf"^{field}:\s+(\d+)\s+kB", _STATUS.read_text(), re.MULTILINE)
     except OSError:
@@ -57,8 +58,8 @@ def release_freed() -> None:
 
 
 def reset_peak(device: torch.device) -> bool:
-    """Start a new peak: the CUDA allocator's peak statistics, and the process's peak resident memory
-    where the kernel allows it. Returns whether the CPU peak could be reset."""
+    """Start a new peak: the CUDA allocator's peak statistics, and the process's peak resident
+    memory where the kernel allows it. Returns whether the CPU peak could be reset."""
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     try:

@@ -25,7 +25,8 @@ def topk_accuracy(logits: Tensor, targets: Tensor, k: int = 5) -> float:
 
 
 def confusion_matrix(preds: Tensor, targets: Tensor, num_classes: int) -> Tensor:
-    """``cm[i, j]`` = number of samples of true class ``i`` predicted as ``j``. Returns (C, C) int64."""
+    """``cm[i, j]`` = number of samples of true class ``i`` predicted as ``j``. Returns (C, C)
+    int64."""
     idx = targets.long() * num_classes + preds.long()
     return torch.bincount(idx, minlength=num_classes * num_classes).reshape(
         num_classes, num_classes
@@ -33,7 +34,8 @@ def confusion_matrix(preds: Tensor, targets: Tensor, num_classes: int) -> Tensor
 
 
 def precision_recall_f1(cm: Tensor) -> dict[str, Tensor]:
-    """Per-class precision, recall and F1 from a confusion matrix (0 where undefined, as sklearn)."""
+    """Per-class precision, recall and F1 from a confusion matrix (0 where undefined, as
+    sklearn)."""
     cm = cm.double()
     tp = cm.diag()
     predicted = cm.sum(dim=0)  # column sums: how often each class was predicted
@@ -60,7 +62,8 @@ def format_confusion_matrix(cm: Tensor, class_names: list[str]) -> str:
 def plot_confusion_matrix(
     cm: Tensor, class_names: list[str], path: str | Path | None = None, title: str = ""
 ):
-    """Render the confusion matrix with class names; save a PNG if ``path`` is given. Returns the figure."""
+    """Render the confusion matrix with class names; save a PNG if ``path`` is given. Returns the
+    figure."""
     from .plots import pyplot, save_figure
 
     plt = pyplot()

@@ -45,7 +45,8 @@ def plot_curves(
     groups: dict[str, list[str]] | None = None,
     title: str = "",
 ) -> None:
-    """One panel per group of metrics against epoch, e.g. ``{"loss": ["train_loss", "val_loss"]}``."""
+    """One panel per group of metrics against epoch, e.g. ``{"loss": ["train_loss",
+    "val_loss"]}``."""
     plt = pyplot()
     groups = groups or {"loss": ["train_loss", "val_loss"], "accuracy": ["train_acc", "val_acc"]}
     groups = {g: [k for k in keys if any(k in h for h in history)] for g, keys in groups.items()}
@@ -73,9 +74,10 @@ def plot_curves(
 def plot_explanations(images, maps: dict, row_titles: list[str], path: str | Path) -> None:
     """One row per image: the image, then each attribution map over it (columns in ``maps``' order).
 
-    images (Tensor[N, C, H, W]) in [0, 1] for display; maps {column title: Tensor[N, H, W] in [0, 1]};
-    ``row_titles``: one line or two per image (its prediction). The maps are drawn in colour at half
-    opacity over a grey version of the image, so where the model looked and what is there show at once.
+    images (Tensor[N, C, H, W]) in [0, 1] for display; maps {column title: Tensor[N, H, W] in [0,
+    1]}; ``row_titles``: one line or two per image (its prediction). The maps are drawn in colour at
+    half opacity over a grey version of the image, so where the model looked and what is there show
+    at once.
     """
     plt = pyplot()
     n, cols = len(images), 1 + len(maps)

@@ -25,8 +25,8 @@ _NORMS = (nn.modules.batchnorm._BatchNorm,)
 
 @contextlib.contextmanager
 def buffers_kept(module: nn.Module) -> Iterator[None]:
-    """Whatever runs inside leaves ``module``'s batch-norm buffers (running mean, variance, count) as
-    they were on entry."""
+    """Whatever runs inside leaves ``module``'s batch-norm buffers (running mean, variance, count)
+    as they were on entry."""
     saved = [(b, b.clone()) for m in module.modules() if isinstance(m, _NORMS) for b in m.buffers()]
     try:
         yield

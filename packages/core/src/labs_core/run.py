@@ -115,8 +115,8 @@ class Run:
         return run
 
     def claim_run_dir(self) -> None:
-        """Rank 0, once everything fits: lock the run directory for the run's life (a second run into
-        it is refused), check again that it holds no other run, clear it for ``--overwrite``.
+        """Rank 0, once everything fits: lock the run directory for the run's life (a second run
+        into it is refused), check again that it holds no other run, clear it for ``--overwrite``.
         Every process learns whether rank 0 could, so all stop together when it could not."""
         refusal = None
         if self.is_main:

@@ -5,8 +5,9 @@
                               replaces (``--overwrite``), is refused in one line
     RunDirLock(run_dir)       for the life of a run: ``<run_dir>/.lock`` holds the owner's pid and
                               host, created with O_EXCL, so a second run into the same folder is
-                              refused; a lock whose process is gone (killed, power cut) is taken over,
-                              and the temp files its killed writes left are removed (clear_leftovers)
+                              refused; a lock whose process is gone (killed, power cut) is taken
+                              over, and the temp files its killed writes left are removed
+                              (clear_leftovers)
     clear_run(run_dir)        ``--overwrite``: the old run's files go before the new run writes, so
                               the two never mix (one metrics.jsonl, one TensorBoard file)
 
@@ -48,7 +49,8 @@ def holds_run(folder: Path) -> bool:
 
 
 def continues(run_dir: Path, resume_path: Path | None) -> bool:
-    """Whether resuming ``resume_path`` continues the run in ``run_dir`` (its checkpoint lives there)."""
+    """Whether resuming ``resume_path`` continues the run in ``run_dir`` (its checkpoint lives
+    there)."""
     if resume_path is None or resume_path.parent.name != "checkpoints":
         return False
     return resume_path.resolve().parent.parent == run_dir.resolve()
@@ -149,7 +151,8 @@ def clear_leftovers(run_dir: Path) -> list[Path]:
 
 
 class RunDirLock:
-    """``<folder>/.lock`` for as long as a run writes into ``folder``: held by one process at a time."""
+    """``<folder>/.lock`` for as long as a run writes into ``folder``: held by one process at a
+    time."""
 
     def __init__(self, folder: str | Path):
         self.folder = Path(folder)

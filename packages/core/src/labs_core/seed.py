@@ -49,7 +49,8 @@ def seed_worker(worker_id: int) -> None:
 
 
 def get_rng_state() -> dict:
-    """Every RNG state as tensors and primitives, so a checkpoint loads with ``weights_only=True``."""
+    """Every RNG state as tensors and primitives, so a checkpoint loads with
+    ``weights_only=True``."""
     np_state = np.random.get_state(legacy=False)
     state = {
         "python": _to_lists(random.getstate()),

@@ -22,7 +22,8 @@ class LayerRow:
 def model_summary(
     model: nn.Module, example_input: torch.Tensor, leaves_only: bool = True
 ) -> list[LayerRow]:
-    """Run ``example_input`` through ``model`` once and record every (leaf) module it touches, in call order."""
+    """Run ``example_input`` through ``model`` once and record every (leaf) module it touches, in
+    call order."""
     rows: list[LayerRow] = []
     handles = []
 

@@ -202,8 +202,8 @@ class Trainer:
         # what training calls: the module itself, DDP's wrapper under torchrun, compiled
         # under --compile; ``module`` is always the model as written
         self.wrapped = self.module
-        # A model already sharded (``--fsdp``: ``fsdp.shard``, before its optimizer was built) is its
-        # own wrapper: it gathers its parameters and reduces its gradients itself.
+        # A model already sharded (``--fsdp``: ``fsdp.shard``, before its optimizer was built) is
+        # its own wrapper: it gathers its parameters and reduces its gradients itself.
         self.sharded = fsdp.is_sharded(self.module)
         if self.dist.enabled and not self.sharded:
             from torch.nn.parallel import DistributedDataParallel as DDP
@@ -359,7 +359,8 @@ class Trainer:
         return fsdp.full_norm(torch.linalg.vector_norm(torch.stack(norms)))
 
     def evaluate(self, loader: Iterable, prefix: str = "val") -> dict[str, float]:
-        """Mean loss and metrics over ``loader`` (collective under torchrun: every process calls it)."""
+        """Mean loss and metrics over ``loader`` (collective under torchrun: every process calls
+        it)."""
         with self._no_grad():
             sums = self._run_eval(loader, collect=False)[0]
         return sums.means(prefix)
@@ -446,9 +447,9 @@ class Trainer:
         self.epoch, self.global_step = len(history), len(history) * steps_per_epoch
 
     def state_dict(self, gather: bool = True) -> dict:
-        """Everything needed to continue exactly: weights, optimizer, schedule, scaler, RNGs, data order.
-        ``gather=False`` skips the collective that collects every rank's RNG state, for a caller
-        that runs on rank 0 alone (an end-of-run report)."""
+        """Everything needed to continue exactly: weights, optimizer, schedule, scaler, RNGs, data
+        order. ``gather=False`` skips the collective that collects every rank's RNG state, for a
+        caller that runs on rank 0 alone (an end-of-run report)."""
         rng = get_rng_state()
         if self.sharded and not gather:
             raise ValueError(

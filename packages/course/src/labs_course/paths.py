@@ -1,5 +1,6 @@
 """Where the course keeps a learner's things: one root folder, found the same way from a terminal
-(``course progress`` in the repository) and from a notebook (whose working folder is ``notebooks/``).
+(``course progress`` in the repository) and from a notebook (whose working folder is
+``notebooks/``).
 
 The root is ``$LABS_ROOT`` when set, else the nearest folder at or above the working folder that
 holds the workspace's ``pyproject.toml``, else the working folder itself (a Colab session).

@@ -208,7 +208,8 @@ def tensors(say: Callable[[str], None] = print) -> dict:
 def _best_time(
     fn: Callable[[], torch.Tensor], sync: Callable[[], None] = lambda: None, repeats: int = 5
 ):
-    """The fastest of a few runs of ``fn`` (the least disturbed by other work), and its last result."""
+    """The fastest of a few runs of ``fn`` (the least disturbed by other work), and its last
+    result."""
     best = float("inf")
     for _ in range(repeats):
         start = time.perf_counter()
@@ -267,7 +268,8 @@ def linreg(
     seed: int = 0,
     adam_lr: float = 0.05,
 ) -> dict:
-    """Fit y = w x + b to a noisy line twice: by hand (tensors and autograd only), then with nn and optim."""
+    """Fit y = w x + b to a noisy line twice: by hand (tensors and autograd only), then with nn and
+    optim."""
     g = torch.Generator().manual_seed(seed)
     true_w, true_b = 2.5, -1.3
     x = torch.rand(2000, generator=g) * 2 - 1
@@ -312,7 +314,8 @@ def linreg(
             break
         opt.zero_grad()  # was: w.grad = None (set_to_none is the default)
         loss.backward()  # unchanged: autograd fills .grad of every parameter
-        opt.step()  # was: w -= lr * w.grad; Adam scales each step by running averages of the gradient
+        # was: w -= lr * w.grad; Adam scales each step by running averages of the gradient
+        opt.step()
     facts["nn"] = {"w": model.weight.item(), "b": model.bias.item(), "loss": loss.item()}
 
     # The exact least-squares answer for this noisy sample: what both loops should reach.
@@ -338,7 +341,8 @@ def linreg(
 
 
 class ImageTensors(Dataset):
-    """Images already in memory: uint8 ``(N, C, H, W)`` and labels ``(N,)``. Item i: (float image in [0, 1], label)."""
+    """Images already in memory: uint8 ``(N, C, H, W)`` and labels ``(N,)``. Item i: (float image in
+    [0, 1], label)."""
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor):
         self.images, self.labels = images, labels
@@ -351,7 +355,8 @@ class ImageTensors(Dataset):
 
 
 class PngFolder(Dataset):
-    """``root/<class name>/*.png``: classes are the sorted folder names; each image is read when asked for."""
+    """``root/<class name>/*.png``: classes are the sorted folder names; each image is read when
+    asked for."""
 
     def __init__(self, root: str | Path):
         root = Path(root)
@@ -381,8 +386,9 @@ def _first_batches(loader: DataLoader, n: int) -> list[tuple[torch.Tensor, torch
 def data(
     say: Callable[[str], None] = print, data_dir: str | Path = "data", batch_size: int = 64
 ) -> dict:
-    """Dataset and DataLoader: real MNIST from ``data_dir/mnist`` when its files are there (never downloaded),
-    else the digits bundled with labs-core; then a Dataset of your own over a folder of PNGs."""
+    """Dataset and DataLoader: real MNIST from ``data_dir/mnist`` when its files are there (never
+    downloaded), else the digits bundled with labs-core; then a Dataset of your own over a folder of
+    PNGs."""
     from labs_core import LabError
     from labs_core.data import load_dataset
     from labs_core.data.mnist import FILES, find_file

@@ -41,7 +41,8 @@ class LinearFunction(torch.autograd.Function):
 
 
 class ReLUFunction(torch.autograd.Function):
-    """max(x, 0); its derivative is 1 where x > 0 and 0 elsewhere (PyTorch also uses 0 at x == 0)."""
+    """max(x, 0); its derivative is 1 where x > 0 and 0 elsewhere (PyTorch also uses 0 at x ==
+    0)."""
 
     @staticmethod
     def forward(ctx, x: Tensor) -> Tensor:

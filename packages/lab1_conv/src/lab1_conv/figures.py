@@ -54,7 +54,8 @@ def plot_filters(model: nn.Module, path: Path) -> None:
 
 @torch.no_grad()
 def plot_feature_maps(model: nn.Module, image: torch.Tensor, path: Path) -> None:
-    """The first conv block's activations (after batch norm and ReLU) for one normalised image (C, H, W)."""
+    """The first conv block's activations (after batch norm and ReLU) for one normalised image (C,
+    H, W)."""
     from labs_core.plots import pyplot, save_figure
 
     plt = pyplot()
@@ -88,7 +89,8 @@ def plot_feature_maps(model: nn.Module, image: torch.Tensor, path: Path) -> None
 
 
 def shape_table(model: torch.nn.Module, in_shape: tuple[int, ...]) -> str:
-    """The core model summary, with the output-size formula's prediction beside each conv and pool."""
+    """The core model summary, with the output-size formula's prediction beside each conv and
+    pool."""
     rows = model_summary(model, torch.zeros(1, *in_shape))
     notes = {}
     for r in rows:

@@ -170,8 +170,8 @@ def _gradcheck(fn, inputs) -> tuple[bool, str]:
 
 @contextmanager
 def _one_thread():
-    """gradcheck runs a few hundred tiny float64 ops; on a busy machine, waking a second thread for each costs
-    far more than it saves (measured 7 s against 0.2 s on 2 shared cores)."""
+    """gradcheck runs a few hundred tiny float64 ops; on a busy machine, waking a second thread for
+    each costs far more than it saves (measured 7 s against 0.2 s on 2 shared cores)."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -188,7 +188,8 @@ def gradients(say: Say = print) -> dict:
 
 def _gradients(say: Say) -> dict:
     g = torch.Generator().manual_seed(0)
-    # Small on purpose: gradcheck costs one backward per output entry and two forwards per input entry.
+    # Small on purpose: gradcheck costs one backward per output entry and two forwards per input
+    # entry.
     x, w, b = (
         torch.randn(*s, generator=g, dtype=torch.float64)
         for s in ((1, 2, 4, 4), (2, 2, 3, 3), (2,))
@@ -253,7 +254,8 @@ def _norm(v: Tensor) -> Tensor:
 
 
 def _hunt(loss_fn: Callable[[Tensor], Tensor], x: Tensor) -> tuple[str, list[str]]:
-    """Backward under detect_anomaly: the error it raises and the forward traceback lines it reports."""
+    """Backward under detect_anomaly: the error it raises and the forward traceback lines it
+    reports."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
@@ -336,7 +338,8 @@ def anomaly(say: Say = print) -> dict:
 def torchinfo_layers(
     model: nn.Module, in_shape: tuple[int, ...]
 ) -> tuple[list[tuple[tuple[int, ...], int]], int, str]:
-    """torchinfo's leaf layers as (output shape, parameters), in call order; its total; its printed table."""
+    """torchinfo's leaf layers as (output shape, parameters), in call order; its total; its printed
+    table."""
     import torchinfo
 
     stats = torchinfo.summary(

@@ -31,8 +31,8 @@ def conv2d_loop(
 ) -> Tensor:
     """The definition, as loops over output positions: readable, slow, for small inputs.
 
-    out[n, o, i, j] = bias[o] + sum over c, u, v of x_pad[n, c, i*s + u, j*s + v] * weight[o, c, u, v]
-    (the sum over n and c is done by one einsum per output position).
+    out[n, o, i, j] = bias[o] + sum over c, u, v of x_pad[n, c, i*s + u, j*s + v] * weight[o, c, u,
+    v] (the sum over n and c is done by one einsum per output position).
     """
     sh, sw = _pair(stride)
     ph, pw = _pair(padding)
@@ -109,7 +109,8 @@ class Im2Col(torch.autograd.Function):
 def im2col(
     x: Tensor, kernel: tuple[int, int], stride=(1, 1), padding=(0, 0), dilation=(1, 1)
 ) -> Tensor:
-    """(N, C, H, W) -> (N, C * kH * kW, H_out * W_out), F.unfold's layout (a view of ``Im2Col``'s)."""
+    """(N, C, H, W) -> (N, C * kH * kW, H_out * W_out), F.unfold's layout (a view of
+    ``Im2Col``'s)."""
     n = x.shape[0]
     cols = Im2Col.apply(x, tuple(kernel), tuple(stride), tuple(padding), tuple(dilation))
     return cols.view(cols.shape[0], n, -1).transpose(0, 1)

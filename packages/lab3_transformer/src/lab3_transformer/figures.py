@@ -25,7 +25,8 @@ def attention_text(weights: torch.Tensor, tokens: list[str]) -> str:
 def show_attention(
     model, seq: torch.Tensor, src_len: int, tgt_len: int, run_dir: Path, say
 ) -> list[Path]:
-    """Decode one held-out example greedily, then print and plot every layer's and head's attention."""
+    """Decode one held-out example greedily, then print and plot every layer's and head's
+    attention."""
     from labs_core.plots import pyplot, save_figure
 
     plt = pyplot()

@@ -102,12 +102,14 @@ class TinyTransformer(nn.Module):
         return [KVCache() for _ in self.blocks]
 
     def attention_maps(self) -> list[Tensor]:
-        """Each layer's weights from the last forward pass: (B, heads, T, T) (scratch attention only)."""
+        """Each layer's weights from the last forward pass: (B, heads, T, T) (scratch attention
+        only)."""
         return [b.attn.last_weights for b in self.blocks]
 
     @torch.no_grad()
     def generate(self, prefix: Tensor, steps: int) -> Tensor:
-        """Greedy decoding: append the most likely next token ``steps`` times. (B, T0) -> (B, T0 + steps)."""
+        """Greedy decoding: append the most likely next token ``steps`` times. (B, T0) -> (B, T0 +
+        steps)."""
         out = prefix
         for _ in range(steps):
             next_token = self(out)[:, -1].argmax(dim=-1, keepdim=True)

@@ -23,8 +23,8 @@ def scaled_dot_product_attention(
 ) -> tuple[Tensor, Tensor]:
     """softmax(q k^T / sqrt(d) + mask) v, and the attention weights.
 
-    q (..., T_q, d), k (..., T_k, d), v (..., T_k, d_v) -> out (..., T_q, d_v), weights (..., T_q, T_k).
-    ``attn_mask``: boolean (True = may attend, F.scaled_dot_product_attention's convention) or
+    q (..., T_q, d), k (..., T_k, d), v (..., T_k, d_v) -> out (..., T_q, d_v), weights (..., T_q,
+    T_k). ``attn_mask``: boolean (True = may attend, F.scaled_dot_product_attention's convention) or
     additive float, broadcastable to (..., T_q, T_k). ``is_causal``: query i sees keys 0..i.
     ``key_padding_mask`` (B, T_k): True marks padding keys, which nobody attends to.
     A query that may attend to nothing gets zero weights and output instead of NaN.

@@ -64,7 +64,8 @@ VARIANCES = (0.1, 0.2)
 
 
 def encode(boxes: Tensor, anchors: Tensor) -> Tensor:
-    """xyxy boxes relative to xyxy anchors -> offsets (N, 4): centre shift in anchor sizes, log size ratio."""
+    """xyxy boxes relative to xyxy anchors -> offsets (N, 4): centre shift in anchor sizes, log size
+    ratio."""
     b = box_convert(boxes, "xyxy", "cxcywh")
     a = box_convert(anchors, "xyxy", "cxcywh")
     dxy = (b[:, :2] - a[:, :2]) / a[:, 2:] / VARIANCES[0]

@@ -151,7 +151,8 @@ class CenterDetector(nn.Module):
         return {"heatmap": self.heatmap(h), "size": self.size(h), "offset": self.offset(h)}
 
     def targets(self, targets: Tensor, shape) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """Gaussian heatmaps (B, C, H, W) and, at each object's centre cell, size and offset goals."""
+        """Gaussian heatmaps (B, C, H, W) and, at each object's centre cell, size and offset
+        goals."""
         b, _, h, w = shape
         heat = torch.zeros(b, self.num_classes, h, w, device=targets.device)
         ys, xs = torch.meshgrid(

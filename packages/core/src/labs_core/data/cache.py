@@ -5,8 +5,8 @@ changing a file or a parameter makes a new entry. Hashing big files on every loa
 than decoding small ones, so each file's hash is remembered against its (size, mtime) in
 ``hashes.json`` and recomputed only when those change. The cache goes beside the data when that
 folder is writable, else into the user's cache folder (``$XDG_CACHE_HOME/pytorch-labs`` or
-``~/.cache/pytorch-labs``), so a read-only data folder works. Entries are written atomically and carry a
-checksum of their tensors; a damaged entry is detected, reported on stderr, and rebuilt.
+``~/.cache/pytorch-labs``), so a read-only data folder works. Entries are written atomically and
+carry a checksum of their tensors; a damaged entry is detected, reported on stderr, and rebuilt.
 """
 
 from __future__ import annotations

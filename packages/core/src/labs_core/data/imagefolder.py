@@ -41,7 +41,8 @@ def scan(folder: Path, classes: list[str]) -> tuple[list[Path], list[int]]:
 
 
 def open_rgb(path: Path, size: int) -> Image.Image:
-    """Decode any image as RGB, ``size x size`` (shorter side resized, centre crop). Raises LabError."""
+    """Decode any image as RGB, ``size x size`` (shorter side resized, centre crop). Raises
+    LabError."""
     try:
         with Image.open(path) as im:
             im.load()
@@ -69,7 +70,8 @@ def open_rgb(path: Path, size: int) -> Image.Image:
 
 
 def check_classes(classes: list[str], labels: list[int], folder: Path, why: str) -> None:
-    """Every class folder gives training images: an empty one would be a class the model can never learn."""
+    """Every class folder gives training images: an empty one would be a class the model can never
+    learn."""
     present = set(labels)
     empty = [name for i, name in enumerate(classes) if i not in present]
     if empty:

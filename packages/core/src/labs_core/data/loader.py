@@ -24,7 +24,8 @@ def epoch_generator(seed: int, epoch: int) -> torch.Generator:
 def epoch_order(
     n: int, seed: int, epoch: int, shuffle: bool, weights: Tensor | None = None
 ) -> Tensor:
-    """This epoch's sample order: a permutation, or ``n`` class-balanced draws when ``weights`` is given."""
+    """This epoch's sample order: a permutation, or ``n`` class-balanced draws when ``weights`` is
+    given."""
     if weights is not None:
         return torch.multinomial(
             weights, n, replacement=True, generator=epoch_generator(seed, epoch)
@@ -41,7 +42,8 @@ def balanced_sample_weights(y: Tensor, num_classes: int) -> Tensor:
 
 
 def class_weights(y: Tensor, num_classes: int) -> Tensor:
-    """Loss weights ``N / (C * count(class))`` (1 for balanced data), as scikit-learn's 'balanced'."""
+    """Loss weights ``N / (C * count(class))`` (1 for balanced data), as scikit-learn's
+    'balanced'."""
     counts = torch.bincount(y, minlength=num_classes).clamp(min=1).float()
     return len(y) / (num_classes * counts)
 
@@ -190,7 +192,8 @@ class FastLoader(EpochLoader):
                 yield x[b * bs : (b + 1) * bs], y[b * bs : (b + 1) * bs]
 
     def prepare(self, x: Tensor) -> Tensor:
-        """uint8 -> float, normalised (and channels-last when asked). Integer tokens pass through."""
+        """uint8 -> float, normalised (and channels-last when asked). Integer tokens pass
+        through."""
         if not self.is_image and not x.is_floating_point():
             return x  # token ids (sequence tasks): nothing to normalise
         x = torch.mul(x, self.scale).add_(self.shift)  # uint8 * float32 -> float32 in one pass
@@ -296,7 +299,8 @@ class StandardLoader:
 
 
 class TensorImageDataset(torch.utils.data.Dataset):
-    """uint8 images in memory, served one at a time through a transform (the standard path's twin)."""
+    """uint8 images in memory, served one at a time through a transform (the standard path's
+    twin)."""
 
     def __init__(self, x: Tensor, y: Tensor, transform=None):
         self.x, self.y, self.transform = x, y, transform

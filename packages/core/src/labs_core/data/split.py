@@ -15,7 +15,8 @@ def random_split(n: int, fraction: float, seed: int) -> tuple[Tensor, Tensor]:
 
 
 def stratified_split(y: Tensor, fraction: float, seed: int) -> tuple[Tensor, Tensor]:
-    """Like ``random_split`` but each class gives the same fraction (at least one sample when it has two)."""
+    """Like ``random_split`` but each class gives the same fraction (at least one sample when it has
+    two)."""
     g = torch.Generator().manual_seed(seed)
     keep, held = [], []
     for c in torch.unique(y):

@@ -16,9 +16,11 @@ def make_synthetic(
     noise: float = 0.35,
     seed: int = 1234,
 ) -> DataSplits:
-    """Class templates are smooth random fields (upsampled 4x4 noise); samples are template + shift + noise.
+    """Class templates are smooth random fields (upsampled 4x4 noise); samples are template + shift
+    + noise.
 
-    Same arguments, same bytes: the generator is seeded and the data never depends on global RNG state.
+    Same arguments, same bytes: the generator is seeded and the data never depends on global RNG
+    state.
     """
     g = torch.Generator().manual_seed(seed)
     c, h, w = shape

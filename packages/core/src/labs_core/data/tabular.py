@@ -13,7 +13,8 @@ from .base import DataSplits
 
 
 def load_csv(path: Path, label_column: str = "label") -> DataSplits:
-    """Read ``path``; every column but ``label_column`` must be numeric. Labels become class indices.
+    """Read ``path``; every column but ``label_column`` must be numeric. Labels become class
+    indices.
 
     Features are returned raw; the loaders standardise them with training-split statistics
     (computed after the validation split, so no validation row leaks into them).

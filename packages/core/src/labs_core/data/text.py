@@ -96,8 +96,9 @@ def read_text(path: str | Path) -> str:
 
 
 def load_text_dataset(name: str, data_dir: str | Path = "data", download: bool = True) -> str:
-    """``text``: the file ``data_dir`` names. ``tinyshakespeare``: ``data_dir/tinyshakespeare/input.txt``,
-    downloaded (checksum verified, written atomically) when missing."""
+    """``text``: the file ``data_dir`` names. ``tinyshakespeare``:
+    ``data_dir/tinyshakespeare/input.txt``, downloaded (checksum verified, written atomically) when
+    missing."""
     if name == "text":
         return read_text(data_dir)
     if name != "tinyshakespeare":
