@@ -58,7 +58,17 @@ def torchrun(
     script = tmp_path / "job.py"
     tests = os.path.dirname(__file__)
     # Leave together: a process that exits while its peer still talks to it can abort the peer.
-    ending = "\ndistributed.barrier()\ndistributed.shutdown()\n"
+    # First the trainers go (their DDP reducers hold the process group and threads of their own):
+    # destroyed after the group, at the interpreter's exit, one aborted a rank with "terminate
+    # called without an active exception" (SIGABRT) after its work was done.
+    ending = (
+        "\nimport gc\n"
+        "for _name in [k for k, v in list(globals().items()) if isinstance(v, Trainer)]:\n"
+        "    del globals()[_name]\n"
+        "gc.collect()\n"
+        "distributed.barrier()\n"
+        "distributed.shutdown()\n"
+    )
     script.write_text(
         COMMON.format(tests=tests, out=str(tmp_path), timeout=pg_timeout)
         + textwrap.dedent(body)
