@@ -128,7 +128,7 @@ def test_the_cpu_recipe_learns_says_so_and_saves_its_whitened_stem(tmp_path, cap
 def test_a_newcomer_follows_train_to_the_optimizer_step_in_six_frames(tmp_path):
     """docs/architecture.md's road: main -> run_lab -> execute -> fit -> train_one_epoch -> step."""
     from checkpoint_project.train import main
-    from labs_core.testing import road_to_optimizer_step
+    from labs_core.testing import check_road
 
     argv = [
         "--dataset",
@@ -145,11 +145,4 @@ def test_a_newcomer_follows_train_to_the_optimizer_step_in_six_frames(tmp_path):
         "--out",
         str(tmp_path / "run"),
     ]
-    assert road_to_optimizer_step(main, argv) == [
-        "train.main",
-        "cli.run_lab",
-        "run.execute",
-        "trainer.fit",
-        "trainer.train_one_epoch",
-        "trainer.step",
-    ]
+    check_road(main, argv)

@@ -331,9 +331,9 @@ def test_overfit_with_an_abbreviated_epochs_flag_is_refused(tmp_path, capsys):
 
 def test_a_newcomer_follows_the_command_to_the_optimizer_step_in_six_frames(tmp_path):
     """docs/architecture.md's road: main -> run_lab -> execute -> fit -> train_one_epoch -> step."""
-    from labs_core.testing import road_to_optimizer_step
+    from labs_core.testing import check_road
 
-    road = road_to_optimizer_step(
+    check_road(
         main,
         [
             *["--epochs", "1", "--max-steps", "1", "--widths", "8"],
@@ -342,11 +342,3 @@ def test_a_newcomer_follows_the_command_to_the_optimizer_step_in_six_frames(tmp_
             str(tmp_path / "run"),
         ],
     )
-    assert road == [
-        "cli.main",
-        "cli.run_lab",
-        "run.execute",
-        "trainer.fit",
-        "trainer.train_one_epoch",
-        "trainer.step",
-    ], road

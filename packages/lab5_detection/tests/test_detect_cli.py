@@ -123,9 +123,9 @@ def test_every_flag_is_read_by_the_run(tmp_path):
 
 def test_a_newcomer_follows_the_command_to_the_optimizer_step_in_six_frames(tmp_path):
     """docs/architecture.md's road: main -> run_lab -> execute -> fit -> train_one_epoch -> step."""
-    from labs_core.testing import road_to_optimizer_step
+    from labs_core.testing import check_road
 
-    road = road_to_optimizer_step(
+    check_road(
         main,
         [
             *["--epochs", "1", "--max-steps", "1", "--num-images", "16", "--num-test", "4"],
@@ -134,11 +134,3 @@ def test_a_newcomer_follows_the_command_to_the_optimizer_step_in_six_frames(tmp_
             str(tmp_path / "run"),
         ],
     )
-    assert road == [
-        "cli.main",
-        "cli.run_lab",
-        "run.execute",
-        "trainer.fit",
-        "trainer.train_one_epoch",
-        "trainer.step",
-    ], road

@@ -192,6 +192,16 @@ def check_torchrun_lab(module: str, args: list[str], out: Path, nproc: int = 2) 
     return check_torchrun_run(torchrun(module, *args, "--out", str(out), nproc=nproc), out, nproc)
 
 
+# docs/architecture.md's road from a lab's ``main`` to the function that calls optimizer.step()
+ROAD = ["cli.run_lab", "run.execute", "trainer.fit", "trainer.train_one_epoch", "trainer.step"]
+
+
+def check_road(main, argv: list[str]) -> None:
+    """A run of ``main(argv)`` reaches ``optimizer.step()`` along ``ROAD``: six frames."""
+    road = road_to_optimizer_step(main, argv)
+    assert road == [f"{main.__module__.rsplit('.', 1)[-1]}.main", *ROAD], road
+
+
 def road_to_optimizer_step(main, argv: list[str]) -> list[str]:
     """The functions on the stack from ``main`` down to the one that calls ``optimizer.step()``,
     the first time a run of ``main(argv)`` steps (read by a global optimizer-step hook)."""
