@@ -131,6 +131,12 @@ def test_every_flag_at_every_hostile_value(case, argv, runs, data, tmp_path, mon
             "--channels-last applies to image data",
         ),
         (["--dataset", "csv", "--data-dir", "t.csv", "--pad", "1"], "--pad applies to image data"),
+        (
+            ["--sync-bn"],
+            "--sync-bn applies to runs launched by torchrun with 2 or more processes only (this"
+            " run uses one process)",
+        ),
+        (["--dist-timeout", "60"], "--dist-timeout applies to runs launched by torchrun"),
     ],
 )
 def test_a_flag_that_changes_nothing_is_refused_in_one_line(argv, message, capsys):
@@ -138,6 +144,12 @@ def test_a_flag_that_changes_nothing_is_refused_in_one_line(argv, message, capsy
     assert (
         code == 2 and err.count("\n") == 1 and message in err and "would change nothing" in err
     ), err
+
+
+def test_torchrun_flags_are_read_when_torchrun_launched_the_run(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")  # as torchrun sets it (parsing starts no process group)
+    cfg = parse_config(DemoConfig, ["--sync-bn", "--dist-timeout", "60"], "demo")
+    assert cfg.sync_bn and cfg.dist_timeout == 60
 
 
 def test_a_lab_keeps_the_cores_rule_for_a_field_it_redeclares():

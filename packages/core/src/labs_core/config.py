@@ -21,7 +21,14 @@ from typing import Any, ClassVar
 
 from .errors import LabError
 from .memory import parse_size
-from .validate import DATA_FILES, IMAGE_DATA, When, check_applies, check_float_range
+from .validate import (
+    DATA_FILES,
+    IMAGE_DATA,
+    UNDER_TORCHRUN,
+    When,
+    check_applies,
+    check_float_range,
+)
 
 
 def arg(
@@ -158,7 +165,9 @@ class RunOptions(ConfigPart):
     )
     quiet: bool = arg(False, "no progress bar and no per-epoch lines")
     dist_timeout: float = arg(
-        300.0, "torchrun: seconds a process waits for the others before the run stops"
+        300.0,
+        "torchrun: seconds a process waits for the others before the run stops",
+        applies=UNDER_TORCHRUN,
     )
     compile: bool = arg(
         False,
@@ -336,7 +345,9 @@ class BatchNormOptions(ConfigPart):
     """For models with batch norm, under torchrun."""
 
     sync_bn: bool = arg(
-        False, "torchrun: synchronise batch-norm statistics across processes (SyncBatchNorm)"
+        False,
+        "torchrun: synchronise batch-norm statistics across processes (SyncBatchNorm)",
+        applies=UNDER_TORCHRUN,
     )
 
     def validate(self) -> None:

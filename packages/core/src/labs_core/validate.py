@@ -6,6 +6,8 @@ A field declares when it applies: ``arg(..., applies=When("optimizer", "sgd"))``
 ends in one line, ``--momentum applies to --optimizer sgd only (this run uses adam)``. Declarations
 are collected from every class of a config's composition that declares the field, so a lab that
 redeclares a field (to change its default) keeps the core's rule and may add its own.
+``UNDER_TORCHRUN`` is the one condition on the launch rather than on a field (``--sync-bn``,
+``--dist-timeout``: they matter only with several processes).
 
 A classifier declares the kinds of data its models take (``data_kinds``: image, tabular); a
 ``--dataset`` of another kind is refused in one line before anything is loaded.
@@ -67,6 +69,26 @@ class When:
         return f"--{_flag(self.field)} {value}"
 
 
+@dataclass(frozen=True)
+class Launched:
+    """A flag that matters only when torchrun started several processes (``WORLD_SIZE`` > 1): a
+    condition on the launch, not on a field, read the way every ``When`` reads."""
+
+    field: str = ""  # no field: every config meets this condition's subject
+
+    def holds(self, cfg) -> bool:
+        import os
+
+        return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+    def describe(self) -> str:
+        return "runs launched by torchrun with 2 or more processes"
+
+    def actual(self, cfg) -> str:
+        return "one process"
+
+
+UNDER_TORCHRUN = Launched()
 IMAGE_DATA = When(
     "dataset", *IMAGE_DATASETS, text="image data (--dataset " + ", ".join(IMAGE_DATASETS) + ")"
 )
@@ -102,7 +124,7 @@ def check_applies(cfg, explicit: set[str]) -> None:
         if f.name not in explicit:
             continue
         for rule in rules(type(cfg), f.name):
-            if rule.field in names and not rule.holds(cfg):
+            if (not rule.field or rule.field in names) and not rule.holds(cfg):
                 flag = f.metadata.get("flag") or f"--{_flag(f.name)}"
                 raise LabError(
                     f"{flag} applies to {rule.describe()} only (this run uses {rule.actual(cfg)}), "
