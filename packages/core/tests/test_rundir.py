@@ -37,13 +37,21 @@ def test_a_second_run_into_a_finished_run_is_refused_and_changes_nothing(finishe
 
 
 def test_overwrite_replaces_the_old_run_without_mixing_them(finished, capsys):
-    (finished / "stale_figure.png").write_bytes(b"old")
+    import matplotlib.pyplot as plt
+
+    from labs_core.plots import save_figure
+
+    save_figure(plt.figure(figsize=(1, 1)), finished / "stale_figure.png")  # a figure a run wrote
+    (finished / "photo.png").write_bytes(b"\x89PNG mine")  # the user's own files
     (finished / "notes.md").write_text("mine")
+    (finished / "notes.txt").write_text("mine too")
     assert run("--out", str(finished), "--epochs", "2", "--overwrite") == 0
     assert len((finished / "metrics.jsonl").read_text().splitlines()) == 2  # this run's epochs only
     assert len(list((finished / "tb").glob("events.out.tfevents.*"))) == 1  # one TensorBoard file
     assert not (finished / "stale_figure.png").exists()  # the old run's figures go too
     assert (finished / "notes.md").read_text() == "mine"  # what is not a run's file stays
+    assert (finished / "notes.txt").read_text() == "mine too"
+    assert (finished / "photo.png").read_bytes() == b"\x89PNG mine"
     assert load_checkpoint(finished / "checkpoints" / "last.pt")["epoch"] == 2
     assert not (finished / LOCK_NAME).exists()
 

@@ -29,7 +29,8 @@ from .errors import LabError
 
 # What makes a folder a run's: any of these (what every run writes first).
 RUN_MARKERS = ("config.json", "metrics.jsonl", "summary.json", "checkpoints", "tb")
-# What --overwrite removes: the markers, and the reports and figures runs write beside them.
+# What --overwrite removes: the markers, the reports runs write beside them (by name), and the
+# figures this project wrote (tagged PNGs: ``png_is_ours``). A user's own file in the folder stays.
 RUN_FOLDERS = ("checkpoints", "tb", "profile")
 RUN_FILES = (
     "config.json",
@@ -38,8 +39,11 @@ RUN_FILES = (
     "phases.json",
     "lr_find.json",
     "batch_size.json",
+    "tokenizer.json",
+    "sample.txt",
+    "confusion_matrix.txt",
+    "per_class_accuracy.txt",
 )
-RUN_PATTERNS = ("*.png", "*.txt")
 LOCK_NAME = ".lock"
 FRESH_LOCK_S = 10.0  # an unreadable lock younger than this is being written: treat it as held
 
@@ -125,16 +129,16 @@ def check_out(run_dir: Path, *, resume_path: Path | None, overwrite: bool) -> No
 
 
 def clear_run(run_dir: Path) -> None:
-    """Remove a run's files (``--overwrite``); anything else in the folder stays."""
+    """Remove a run's files (``--overwrite``): its folders, its reports and the figures this
+    project wrote; anything else in the folder stays (the one replace rule: only what we wrote)."""
     for name in RUN_FOLDERS:
         if (run_dir / name).is_dir():
             shutil.rmtree(run_dir / name)
     for name in RUN_FILES:
         (run_dir / name).unlink(missing_ok=True)
-    for pattern in RUN_PATTERNS:
-        for path in run_dir.glob(pattern):
-            if path.is_file():
-                path.unlink()
+    for path in run_dir.glob("*.png"):
+        if path.is_file() and not path.is_symlink() and png_is_ours(path):
+            path.unlink()
 
 
 def clear_leftovers(run_dir: Path) -> list[Path]:

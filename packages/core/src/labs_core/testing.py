@@ -513,16 +513,29 @@ def hostile_ids(cases) -> list[str]:
 
 
 def fast_figures(monkeypatch) -> None:
-    """Figures are built as in a real run but not rasterised (``savefig`` leaves an empty file):
-    the hostile-value tables run hundreds of tiny runs, and drawing is half of each one's time."""
+    """Figures are built as in a real run but not rasterised (``savefig`` writes a 1x1 PNG carrying
+    the project's tag, so ``--overwrite`` still knows it as ours): the hostile-value tables run
+    hundreds of tiny runs, and drawing is half of each one's time."""
+    import io
+
     import matplotlib.backends.backend_agg as agg
     import matplotlib.figure
+    from PIL import Image, PngImagePlugin
+
+    from .plots import TAG
+
+    info = PngImagePlugin.PngInfo()
+    for key, value in TAG.items():
+        info.add_text(key, value)
+    buffer = io.BytesIO()
+    Image.new("L", (1, 1)).save(buffer, format="PNG", pnginfo=info)
+    tiny = buffer.getvalue()
 
     def savefig(self, fname, *args, **kwargs):
         if hasattr(fname, "write"):  # plots.save_figure renders into memory, then writes atomically
-            fname.write(b"")
+            fname.write(tiny)
         else:
-            Path(fname).write_bytes(b"")
+            Path(fname).write_bytes(tiny)
 
     def draw(self):  # what TensorBoard's add_figure reads back: a blank canvas of the right size
         self.renderer = self.get_renderer()
