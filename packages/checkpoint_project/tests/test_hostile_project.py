@@ -4,6 +4,7 @@ list), every --dataset value, and ONNX models that disagree with their own metad
 one line on stderr and exit code 2, never a traceback."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -14,7 +15,9 @@ from checkpoint_project.finetune import FinetuneConfig
 from checkpoint_project.train import TrainConfig
 from labs_core.data.datasets import DATASETS
 from labs_core.testing import (
+    FILE_DAMAGES,
     check_outcome,
+    damage_file,
     hostile_cases,
     hostile_ids,
     numeric_values,
@@ -214,3 +217,99 @@ def test_an_onnx_model_where_a_checkpoint_belongs_is_one_line(command, data, cap
     argv += [str(data / "imagefolder" / "images" / "c0" / "0.png")] if command == "explain" else []
     code, err = run_main(main, argv, capsys)
     assert code == 2 and "needs the .pt checkpoint" in err and err.count("\n") == 1, err
+
+
+# --- every file a command reads (checkpoint, ONNX model, image, backbone weights), damaged every
+# way: one line and exit code 2, and nothing written
+
+READERS = {
+    "evaluate": lambda model, image: ["evaluate", "--checkpoint", model],
+    "export": lambda model, image: ["export", "--checkpoint", model, "--out", f"{model}.onnx"],
+    "predict": lambda model, image: ["predict", "--checkpoint", model, image],
+    "explain": lambda model, image: ["explain", "--checkpoint", model, image],
+    "finetune": lambda model, image: [
+        "finetune",
+        "--from",
+        model,
+        "--data-dir",
+        "IMAGES",
+        "--quiet",
+    ],
+}
+
+
+def _copy_and_damage(src, dst, how):
+    shutil.copy(src, dst)
+    damage_file(dst, how)
+    return str(dst)
+
+
+def _check_refused(argv, folder, capsys, names):
+    """Exit code 2 with one line that names the damaged file ``names``, and nothing written."""
+    before = sorted(p.name for p in folder.rglob("*"))
+    code, err = run_main(main, argv, capsys)
+    check_outcome(code, err)
+    assert code == 2 and names in err, err
+    assert sorted(p.name for p in folder.rglob("*")) == before  # nothing written beside them
+
+
+@pytest.mark.parametrize("how", FILE_DAMAGES)
+@pytest.mark.parametrize("command", READERS)
+def test_every_command_with_its_checkpoint_damaged_in_every_way(
+    command, how, data, tmp_path, capsys
+):
+    model = _copy_and_damage(data / "run" / "checkpoints" / "best.pt", tmp_path / "best.pt", how)
+    image = str(data / "imagefolder" / "images" / "c0" / "0.png")
+    argv = [
+        a.replace("IMAGES", str(data / "imagefolder" / "images"))
+        for a in READERS[command](model, image)
+    ]
+    if command == "finetune":
+        argv += ["--out", str(tmp_path / "run")]
+    _check_refused(argv, tmp_path, capsys, names="best.pt")
+
+
+@pytest.mark.parametrize("how", FILE_DAMAGES)
+def test_predict_with_its_onnx_model_damaged_in_every_way(how, data, tmp_path, capsys):
+    model = _copy_and_damage(data / "model.onnx", tmp_path / "model.onnx", how)
+    image = str(data / "imagefolder" / "images" / "c0" / "0.png")
+    _check_refused(["predict", "--checkpoint", model, image], tmp_path, capsys, names="model.onnx")
+
+
+@pytest.mark.parametrize("how", FILE_DAMAGES)
+@pytest.mark.parametrize("command", ["predict", "explain"])
+def test_the_image_given_damaged_in_every_way(command, how, data, tmp_path, capsys):
+    image = _copy_and_damage(
+        data / "imagefolder" / "images" / "c0" / "0.png", tmp_path / "x.png", how
+    )
+    model = str(data / "run" / "checkpoints" / "best.pt")
+    argv = [command, "--checkpoint", model, image]
+    _check_refused(
+        argv + (["--out", str(tmp_path / "maps")] if command == "explain" else []),
+        tmp_path,
+        capsys,
+        names="x.png",
+    )
+
+
+@pytest.mark.parametrize("how", FILE_DAMAGES)
+def test_backbone_weights_damaged_in_every_way(how, data, tmp_path, capsys):
+    import torch
+    import torchvision
+
+    weights = tmp_path / "resnet18.pt"
+    torch.save(torchvision.models.resnet18().state_dict(), weights)
+    damage_file(weights, how)
+    argv = [
+        "finetune",
+        "--from",
+        "torchvision:resnet18",
+        "--weights",
+        str(weights),
+        "--data-dir",
+        str(data / "imagefolder" / "images"),
+        "--quiet",
+        "--out",
+        str(tmp_path / "run"),
+    ]
+    _check_refused(argv, tmp_path, capsys, names="resnet18.pt")

@@ -2,8 +2,6 @@
 (generated from the declarations), every file a classifier reads damaged in every way, and the
 values that would make a run meaningless. Each ends in a run or one line with exit code 2."""
 
-import gzip
-import pickle
 import urllib.error
 import urllib.request
 
@@ -18,7 +16,9 @@ from labs_core.data import load_dataset
 from labs_core.data.text import CharData
 from labs_core.faults import fault_line
 from labs_core.testing import (
+    FILE_DAMAGES,
     check_outcome,
+    damage_file,
     hostile_cases,
     hostile_ids,
     run_hostile_case,
@@ -256,45 +256,12 @@ def _files(root, name):
     return target, argv
 
 
-def _damage(path, how, tmp_path):
-    data = path.read_bytes()
-    if how == "missing":
-        path.unlink()
-    elif how == "empty":
-        path.write_bytes(b"")
-    elif how == "truncated":
-        path.write_bytes(data[: len(data) // 2])
-    elif how == "a folder":
-        path.unlink()
-        path.mkdir()
-    elif how == "text":
-        path.write_text("epoch,loss\n1,0.5\n")
-    elif how == "gzip of nothing":
-        path.write_bytes(gzip.compress(b""))
-    elif how == "another lab's checkpoint":
-        torch.save({"model": {"w": torch.zeros(2)}, "lab": "lab3-transformer"}, path)
-    elif how == "a pickle of code":
-        path.write_bytes(pickle.dumps(ValueError("x")))
-
-
-DAMAGES = [
-    "missing",
-    "empty",
-    "truncated",
-    "a folder",
-    "text",
-    "gzip of nothing",
-    "another lab's checkpoint",
-    "a pickle of code",
-]
-
-
-@pytest.mark.parametrize("how", DAMAGES)
+@pytest.mark.parametrize("how", FILE_DAMAGES)
 @pytest.mark.parametrize("name", ["mnist", "cifar10", "imagefolder", "csv"])
 def test_every_data_file_damaged_in_every_way(name, how, tmp_path, monkeypatch, capsys, offline):
     monkeypatch.chdir(tmp_path)
     target, argv = _files(tmp_path / "data", name)
-    _damage(target, how, tmp_path)
+    damage_file(target, how)
     code, err = run_main(
         main,
         (
@@ -309,7 +276,7 @@ def test_every_data_file_damaged_in_every_way(name, how, tmp_path, monkeypatch, 
         assert code == 2, err
 
 
-@pytest.mark.parametrize("how", [*DAMAGES, "nan weights", "negative epoch"])
+@pytest.mark.parametrize("how", [*FILE_DAMAGES, "nan weights", "negative epoch"])
 def test_every_checkpoint_damage_for_resume(how, tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["--out", str(out), *TINY]) == 0
@@ -322,7 +289,7 @@ def test_every_checkpoint_damage_for_resume(how, tmp_path, capsys):
             state["epoch"] = -1
         torch.save(state, ckpt)
     else:
-        _damage(ckpt, how, tmp_path)
+        damage_file(ckpt, how)
     capsys.readouterr()
     before = sorted(p.name for p in out.rglob("*"))
     code, err = run_main(

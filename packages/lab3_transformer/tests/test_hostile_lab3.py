@@ -2,11 +2,22 @@
 hostile value, generated from the config declarations so a new flag is covered without a new
 case: a tiny run, or one line on stderr and exit code 2."""
 
+import shutil
+
 import pytest
 
 from lab3_transformer.chars import SampleConfig
 from lab3_transformer.cli import Lab3Config, main
-from labs_core.testing import hostile_cases, hostile_ids, run_hostile_case, write_text
+from labs_core.testing import (
+    FILE_DAMAGES,
+    check_outcome,
+    damage_file,
+    hostile_cases,
+    hostile_ids,
+    run_hostile_case,
+    run_main,
+    write_text,
+)
 
 TINY = [
     "--dim",
@@ -83,3 +94,33 @@ def test_every_sample_flag_at_every_hostile_value(
     case, argv, runs, data, tmp_path, monkeypatch, capsys
 ):
     run_hostile_case(main, argv, runs, data, tmp_path, monkeypatch, capsys)
+
+
+# --- every file lab3 reads (the text it trains on, the checkpoint sample reads), damaged every way
+
+
+@pytest.mark.parametrize("how", FILE_DAMAGES)
+def test_the_training_text_damaged_in_every_way(how, data, tmp_path, capsys):
+    text = tmp_path / "corpus.txt"
+    shutil.copy(data / "corpus.txt", text)
+    damage_file(text, how)
+    argv = [a.replace("{data}/corpus.txt", str(text)) for a in CHARS]
+    code, err = run_main(main, [*argv, "--out", str(tmp_path / "run")], capsys)
+    check_outcome(code, err)
+    if how != "truncated":  # half the text is still a text to train on
+        assert code == 2, err
+        assert not (tmp_path / "run").exists()  # refused before the run directory exists
+
+
+@pytest.mark.parametrize("how", [*FILE_DAMAGES, "a toy task's checkpoint"])
+def test_the_checkpoint_sample_reads_damaged_in_every_way(how, data, tmp_path, capsys):
+    ckpt = tmp_path / "best.pt"
+    if how == "a toy task's checkpoint":  # this lab's, but a model with no tokenizer to sample
+        assert main([*TOY, "--out", str(tmp_path / "toy")]) == 0
+        shutil.copy(tmp_path / "toy" / "checkpoints" / "best.pt", ckpt)
+    else:
+        shutil.copy(data / "run" / "checkpoints" / "best.pt", ckpt)
+        damage_file(ckpt, how)
+    code, err = run_main(main, ["sample", "--checkpoint", str(ckpt), "--tokens", "4"], capsys)
+    check_outcome(code, err)
+    assert code == 2, err

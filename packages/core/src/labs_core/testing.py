@@ -435,6 +435,49 @@ def check_outcome(code: int, err: str) -> None:
         assert err.count("error:") == 1, err[-3000:]
 
 
+# Every way a file a command reads can be wrong: each file-reading test of every package walks
+# this one list, so a new kind of damage reaches every reader at once.
+FILE_DAMAGES = (
+    "missing",
+    "empty",
+    "truncated",
+    "a folder",
+    "text",
+    "gzip of nothing",
+    "another lab's checkpoint",
+    "a pickle of code",
+)
+
+
+def damage_file(path: Path, how: str) -> None:
+    """Damage the existing file ``path`` in the way ``how`` (one of ``FILE_DAMAGES``) names."""
+    import gzip
+    import pickle
+
+    import torch
+
+    data = path.read_bytes()
+    if how == "missing":
+        path.unlink()
+    elif how == "empty":
+        path.write_bytes(b"")
+    elif how == "truncated":
+        path.write_bytes(data[: len(data) // 2])
+    elif how == "a folder":
+        path.unlink()
+        path.mkdir()
+    elif how == "text":
+        path.write_text("epoch,loss\n1,0.5\n")
+    elif how == "gzip of nothing":
+        path.write_bytes(gzip.compress(b""))
+    elif how == "another lab's checkpoint":
+        torch.save({"model": {"w": torch.zeros(2)}, "lab": "lab3-transformer"}, path)
+    elif how == "a pickle of code":
+        path.write_bytes(pickle.dumps(ValueError("x")))
+    else:
+        raise ValueError(f"unknown damage {how!r}; one of {FILE_DAMAGES}")
+
+
 def write_dataset(name: str, root: Path, n: int = 24, classes: int = 3) -> list[str]:
     """Tiny data of dataset ``name`` in its real file format under ``root``, and the flags that
     point a classifier at it (``--dataset NAME [--data-dir ...]``)."""
