@@ -19,7 +19,7 @@ from labs_core.testing import (
     check_outcome,
     damage_file,
     hostile_cases,
-    hostile_ids,
+    hostile_params,
     numeric_values,
     run_hostile_case,
     run_main,
@@ -108,14 +108,14 @@ def data(tmp_path_factory):
     return root
 
 
-@pytest.mark.parametrize("case, argv, runs", TRAIN, ids=hostile_ids(TRAIN))
+@pytest.mark.parametrize("case, argv, runs", hostile_params(TRAIN))
 def test_every_train_flag_at_every_hostile_value(
     case, argv, runs, data, tmp_path, monkeypatch, capsys
 ):
     run_hostile_case(main, argv, runs, data, tmp_path, monkeypatch, capsys)
 
 
-@pytest.mark.parametrize("case, argv, runs", FINETUNE, ids=hostile_ids(FINETUNE))
+@pytest.mark.parametrize("case, argv, runs", hostile_params(FINETUNE))
 def test_every_finetune_flag_at_every_hostile_value(
     case, argv, runs, data, tmp_path, monkeypatch, capsys
 ):

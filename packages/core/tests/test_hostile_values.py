@@ -21,6 +21,7 @@ from labs_core.testing import (
     damage_file,
     hostile_cases,
     hostile_ids,
+    hostile_params,
     run_hostile_case,
     run_main,
     write_dataset,
@@ -86,7 +87,7 @@ def test_the_table_covers_every_numeric_and_free_text_field():
     )  # tried where it applies (sgd), not refused unread
 
 
-@pytest.mark.parametrize("case, argv, runs", CASES, ids=hostile_ids(CASES))
+@pytest.mark.parametrize("case, argv, runs", hostile_params(CASES))
 def test_every_flag_at_every_hostile_value(case, argv, runs, data, tmp_path, monkeypatch, capsys):
     run_hostile_case(main, argv, runs, data, tmp_path, monkeypatch, capsys)
 

@@ -5,7 +5,12 @@ import pytest
 
 from lab0_mlp.cli import Lab0Config, main
 from labs_core.data.datasets import DATASETS
-from labs_core.testing import hostile_cases, hostile_ids, run_hostile_case, write_dataset
+from labs_core.testing import (
+    hostile_cases,
+    hostile_params,
+    run_hostile_case,
+    write_dataset,
+)
 
 TINY = ["--hidden", "8", "--epochs", "1", "--max-steps", "1", "--batch-size", "8", "--quiet"]
 BASES = {
@@ -37,7 +42,7 @@ def data(tmp_path_factory):
     return root
 
 
-@pytest.mark.parametrize("case, argv, runs", CASES, ids=hostile_ids(CASES))
+@pytest.mark.parametrize("case, argv, runs", hostile_params(CASES))
 def test_every_flag_at_every_hostile_value(case, argv, runs, data, tmp_path, monkeypatch, capsys):
     run_hostile_case(main, argv, runs, data, tmp_path, monkeypatch, capsys)
 

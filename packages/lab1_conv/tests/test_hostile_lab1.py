@@ -6,7 +6,12 @@ import pytest
 
 from lab1_conv.cli import Lab1Config, main
 from labs_core.data.datasets import DATASETS
-from labs_core.testing import hostile_cases, hostile_ids, run_hostile_case, write_dataset
+from labs_core.testing import (
+    hostile_cases,
+    hostile_params,
+    run_hostile_case,
+    write_dataset,
+)
 
 TINY = ["--widths", "4", "--epochs", "1", "--max-steps", "1", "--batch-size", "8", "--quiet"]
 BASES = {
@@ -36,7 +41,7 @@ def data(tmp_path_factory):
     return root
 
 
-@pytest.mark.parametrize("case, argv, runs", CASES, ids=hostile_ids(CASES))
+@pytest.mark.parametrize("case, argv, runs", hostile_params(CASES))
 def test_every_flag_at_every_hostile_value(case, argv, runs, data, tmp_path, monkeypatch, capsys):
     run_hostile_case(main, argv, runs, data, tmp_path, monkeypatch, capsys)
 

@@ -13,7 +13,7 @@ from labs_core.testing import (
     check_outcome,
     damage_file,
     hostile_cases,
-    hostile_ids,
+    hostile_params,
     run_hostile_case,
     run_main,
     write_text,
@@ -84,12 +84,12 @@ def data(tmp_path_factory):
     return root
 
 
-@pytest.mark.parametrize("case, argv, runs", CASES, ids=hostile_ids(CASES))
+@pytest.mark.parametrize("case, argv, runs", hostile_params(CASES))
 def test_every_flag_at_every_hostile_value(case, argv, runs, data, tmp_path, monkeypatch, capsys):
     run_hostile_case(main, argv, runs, data, tmp_path, monkeypatch, capsys)
 
 
-@pytest.mark.parametrize("case, argv, runs", SAMPLE, ids=hostile_ids(SAMPLE))
+@pytest.mark.parametrize("case, argv, runs", hostile_params(SAMPLE))
 def test_every_sample_flag_at_every_hostile_value(
     case, argv, runs, data, tmp_path, monkeypatch, capsys
 ):

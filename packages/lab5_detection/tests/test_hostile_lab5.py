@@ -4,7 +4,7 @@ so a new flag is covered without a new case): a tiny run, or one line and exit c
 import pytest
 
 from lab5_detection.cli import Lab5Config, main
-from labs_core.testing import hostile_cases, hostile_ids, run_hostile_case
+from labs_core.testing import hostile_cases, hostile_params, run_hostile_case
 
 TINY = [
     "--num-images",
@@ -25,6 +25,6 @@ BASES = {"shapes": TINY, "sgd cosine": [*TINY, "--optimizer", "sgd", "--schedule
 CASES = hostile_cases(Lab5Config, BASES, "lab5-detection")
 
 
-@pytest.mark.parametrize("case, argv, runs", CASES, ids=hostile_ids(CASES))
+@pytest.mark.parametrize("case, argv, runs", hostile_params(CASES))
 def test_every_flag_at_every_hostile_value(case, argv, runs, tmp_path, monkeypatch, capsys):
     run_hostile_case(main, argv, runs, tmp_path, tmp_path, monkeypatch, capsys)

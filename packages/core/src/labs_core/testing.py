@@ -555,6 +555,17 @@ def hostile_ids(cases) -> list[str]:
     return [case[0] for case in cases]
 
 
+def hostile_params(cases) -> list:
+    """``cases`` as pytest parameters named by their ids. A case that trains (``runs``) is marked
+    ``slow``: the per-package CI pass, which checks each package's imports alone, leaves the
+    hundreds of tiny runs to the whole-workspace pass and still walks every refusal."""
+    import pytest
+
+    return [
+        pytest.param(*case, id=case[0], marks=pytest.mark.slow if case[2] else ()) for case in cases
+    ]
+
+
 def fast_figures(monkeypatch) -> None:
     """Figures are built as in a real run but not rasterised (``savefig`` writes a 1x1 PNG carrying
     the project's tag, so ``--overwrite`` still knows it as ours): the hostile-value tables run
