@@ -1,7 +1,8 @@
-"""Every flag of the checkpoint project's commands at every hostile value (train and finetune
-generated from their config declarations, predict's and explain's --top-k from the same value
-list), every --dataset value, and ONNX models that disagree with their own metadata: a run, or
-one line on stderr and exit code 2, never a traceback."""
+"""Every flag of the checkpoint project's commands at every hostile value (train, finetune,
+evaluate, export, predict and explain, each table generated from the command's config
+declaration), every file each command reads damaged every way, every --dataset value, and ONNX
+models that disagree with their own metadata: a run, or one line on stderr and exit code 2,
+never a traceback."""
 
 import json
 import shutil
@@ -10,7 +11,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from checkpoint_project.cli import main
+from checkpoint_project.cli import (
+    EvaluateConfig,
+    ExplainConfig,
+    ExportConfig,
+    PredictConfig,
+    main,
+)
 from checkpoint_project.finetune import FinetuneConfig
 from checkpoint_project.train import TrainConfig
 from labs_core.data.datasets import DATASETS
@@ -20,7 +27,6 @@ from labs_core.testing import (
     damage_file,
     hostile_cases,
     hostile_params,
-    numeric_values,
     run_hostile_case,
     run_main,
     write_dataset,
@@ -70,7 +76,23 @@ FINETUNE = hostile_cases(
     skip=("source", "weights"),
     command=("finetune",),
 )
-TOP_K = [(command, value) for command in ("predict", "explain") for value in numeric_values(int)]
+BEST = "{data}/run/checkpoints/best.pt"
+IMAGE = "{data}/imagefolder/images/c0/0.png"
+# the commands that read a model, each flag from its declaration, on the model the fixture trains;
+# the name after each command is where its output goes (None: it writes nothing)
+READING = {
+    "evaluate": (EvaluateConfig, ["--checkpoint", BEST], None),
+    "export": (ExportConfig, ["--checkpoint", BEST], "model.onnx"),
+    "predict": (PredictConfig, ["--checkpoint", BEST, IMAGE], None),
+    "explain": (ExplainConfig, ["--checkpoint", BEST, IMAGE], "maps"),
+}
+READING_CASES = [
+    (*case, READING[command][2])
+    for command, (cls, base, _) in READING.items()
+    for case in hostile_cases(
+        cls, {command: base}, f"checkpoint-project {command}", command=(command,)
+    )
+]
 
 
 @pytest.fixture(scope="module")
@@ -122,19 +144,15 @@ def test_every_finetune_flag_at_every_hostile_value(
     run_hostile_case(main, argv, runs, data, tmp_path, monkeypatch, capsys)
 
 
-@pytest.mark.parametrize("command, value", TOP_K, ids=[f"{c} --top-k={v}" for c, v in TOP_K])
-def test_top_k_at_every_hostile_value(command, value, data, tmp_path, monkeypatch, capsys):
-    image = data / "imagefolder" / "images" / "c0" / "0.png"
-    argv = [
-        command,
-        "--checkpoint",
-        "{data}/run/checkpoints/best.pt",
-        str(image),
-        f"--top-k={value}",
-    ]
-    if command == "explain":
-        argv += ["--out", str(tmp_path / "maps")]
-    run_hostile_case(main, argv, True, data, tmp_path, monkeypatch, capsys)
+@pytest.mark.parametrize("case, argv, runs, out", hostile_params(READING_CASES))
+def test_every_flag_of_the_reading_commands_at_every_hostile_value(
+    case, argv, runs, out, data, tmp_path, monkeypatch, capsys
+):
+    # the model copied, so that what a command writes beside it (export --out '') stays here
+    own = tmp_path / "data"
+    shutil.copytree(data / "run", own / "run")
+    (own / "imagefolder").symlink_to(data / "imagefolder")
+    run_hostile_case(main, argv, runs, own, tmp_path, monkeypatch, capsys, out=out)
 
 
 @pytest.mark.parametrize("name", DATASETS)

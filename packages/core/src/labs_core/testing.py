@@ -599,11 +599,20 @@ def fast_figures(monkeypatch) -> None:
 
 
 def run_hostile_case(
-    main, argv: list[str], runs: bool, data: Path, tmp_path: Path, monkeypatch, capsys
+    main,
+    argv: list[str],
+    runs: bool,
+    data: Path,
+    tmp_path: Path,
+    monkeypatch,
+    capsys,
+    out: str | None = "run",
 ) -> int:
     """One row of a hostile-value table: ``{data}`` in ``argv`` becomes ``data``, the run goes into
-    ``tmp_path`` (``--out ''`` too: the working directory is ``tmp_path``), and the outcome must be
-    a finished run or one line and exit code 2; a value the config refuses never trains."""
+    ``tmp_path / out`` (``--out ''`` too: the working directory is ``tmp_path``; ``out=None`` for a
+    command with no ``--out``), and the outcome must be a finished run or one line and exit code
+    2; a value the config refuses never trains, and one it accepts reaches the command (an
+    unknown flag would mean the table itself is wrong)."""
     import urllib.error
     import urllib.request
 
@@ -614,8 +623,10 @@ def run_hostile_case(
     monkeypatch.chdir(tmp_path)
     fast_figures(monkeypatch)
     argv = [a.replace("{data}", str(data)) for a in argv]
-    out = [] if any(a.startswith("--out") for a in argv) else ["--out", str(tmp_path / "run")]
-    code, err = run_main(main, [*argv, *out], capsys)
+    if out is not None and not any(a.startswith("--out") for a in argv):
+        argv += ["--out", str(tmp_path / out)]
+    code, err = run_main(main, argv, capsys)
     check_outcome(code, err)
     assert runs or code == 2, f"a value the config refuses must not train: {argv}"
+    assert not runs or "unrecognized arguments" not in err, err
     return code
