@@ -93,7 +93,7 @@ def test_every_flag_at_every_hostile_value(case, argv, runs, data, tmp_path, mon
 def test_every_sample_flag_at_every_hostile_value(
     case, argv, runs, data, tmp_path, monkeypatch, capsys
 ):
-    run_hostile_case(main, argv, runs, data, tmp_path, monkeypatch, capsys)
+    run_hostile_case(main, argv, runs, data, tmp_path, monkeypatch, capsys, out=None)
 
 
 # --- every file lab3 reads (the text it trains on, the checkpoint sample reads), damaged every way
